@@ -1,0 +1,949 @@
+#include "engine.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "json.h"
+#include "log.h"
+#include "spawn.h"
+
+/* The wrapper of every run.  `$$` is the wrapper's pid, and because docker
+ * exec makes it a session leader, also the process group that ctl kill
+ * signals.  The command comes on stdin, so its size is unbounded; eval gets
+ * the text already expanded, so nothing the command does (unset, readonly)
+ * can change what runs. */
+#define RUN_WRAPPER "echo $$; __sbx_cmd=$(cat); eval \"$__sbx_cmd\""
+
+/* Writes the content of the first positional parameter's file from stdin,
+ * mode 0600 from the start (umask), "~/" meaning $HOME. */
+#define PUT_FILE_SCRIPT                                                             \
+	"umask 077; p=\"$1\"; case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; " \
+	"mkdir -p \"$(dirname \"$p\")\" && cat > \"$p\" && chmod 600 \"$p\""
+
+/* docker's --env-file is read by the CLI; fd 3 is its pipe. */
+#define ENV_FILE_FD "/dev/fd/3"
+#define ENV_PIPE_DEFAULT 60000
+
+/* ---- argv building ---- */
+
+struct strv {
+	char **v;
+	size_t n, cap;
+	int oom;
+};
+
+static void strv_free(struct strv *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = s->cap = 0;
+}
+#define cleanup_strv __attribute__((cleanup(strv_free)))
+
+static void strv_add(struct strv *s, const char *arg)
+{
+	if (s->oom)
+		return;
+	if (s->n + 2 > s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		char **v = realloc(s->v, cap * sizeof(*v));
+		if (!v) {
+			s->oom = 1;
+			return;
+		}
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n] = strdup(arg);
+	if (!s->v[s->n]) {
+		s->oom = 1;
+		return;
+	}
+	s->n++;
+	s->v[s->n] = NULL;
+}
+
+static __attribute__((format(printf, 2, 3))) void strv_addf(struct strv *s, const char *fmt, ...)
+{
+	cleanup_free char *a = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&a, fmt, ap) < 0) {
+		a = NULL;
+		s->oom = 1;
+	}
+	va_end(ap);
+	if (a)
+		strv_add(s, a);
+}
+
+/* ---- reasons and errnos ---- */
+
+static const char *cli_name(const struct engine *e)
+{
+	const char *slash = strrchr(e->cli, '/');
+	return slash ? slash + 1 : e->cli;
+}
+
+static int has(const char *text, const char *needle)
+{
+	return strcasestr(text, needle) != NULL;
+}
+
+int engine_classify_error(const char *cli_stderr, int exit_code)
+{
+	static const char *const image_missing[] = {
+		"Unable to find image", "No such image", "pull access denied",
+		"manifest unknown", "repository does not exist", "image not known",
+	};
+	static const char *const unreachable[] = {
+		"error during connect", "connection refused", "dial unix",
+	};
+	const char *t = cli_stderr ? cli_stderr : "";
+
+	(void)exit_code;
+	/* The daemon being away explains everything else the CLI said. */
+	if (has(t, "Cannot connect to the Docker daemon"))
+		return ECONNREFUSED;
+	/* Before the connection patterns: a missing image's pull fails with a
+	 * registry connection error ("dial tcp ... no such host"). */
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(image_missing); i++)
+		if (has(t, image_missing[i]))
+			return ENOMEDIUM;
+	if (has(t, "Conflict. The container name") || has(t, "is already in use"))
+		return EEXIST;
+	if (has(t, "is not running") || has(t, "container state improper"))
+		return EHOSTDOWN;
+	if (has(t, "No such container") || has(t, "No such object"))
+		return ENOENT;
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(unreachable); i++)
+		if (has(t, unreachable[i]))
+			return ECONNREFUSED;
+	return EIO;
+}
+
+static int starts_with(const char *s, size_t n, const char *prefix)
+{
+	size_t pl = strlen(prefix);
+	return n >= pl && strncasecmp(s, prefix, pl) == 0;
+}
+
+/* The most useful line of the CLI's stderr, trimmed and made printable:
+ * the last "Error..."/"docker:"/"Cannot..." line, else the last non-empty
+ * one ("Run 'docker run --help'" trailers come after the error). */
+static void pick_line(const char *text, char *out, size_t outsz)
+{
+	const char *best = NULL, *last = NULL;
+	size_t best_n = 0, last_n = 0;
+
+	out[0] = '\0';
+	if (!text)
+		return;
+	for (const char *p = text; *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t n = eol ? (size_t)(eol - p) : strlen(p);
+		const char *s = p;
+		while (n && isspace((unsigned char)*s))
+			s++, n--;
+		while (n && isspace((unsigned char)s[n - 1]))
+			n--;
+		if (n) {
+			last = s, last_n = n;
+			if (starts_with(s, n, "Error") || starts_with(s, n, "docker:") ||
+			    starts_with(s, n, "Cannot"))
+				best = s, best_n = n;
+		}
+		p = eol ? eol + 1 : p + strlen(p);
+	}
+	if (!best)
+		best = last, best_n = last_n;
+	if (!best)
+		return;
+	if (best_n >= outsz)
+		best_n = outsz - 1;
+	for (size_t i = 0; i < best_n; i++) {
+		unsigned char c = (unsigned char)best[i];
+		out[i] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+	}
+	out[best_n] = '\0';
+}
+
+/* The CLI itself could not be started: ENOEXEC for the reasons that say
+ * "this CLI cannot run", so that start-up can tell it from a silent engine. */
+static int spawn_failed(const struct engine *e, const char *what, int r, struct sbx_err *err)
+{
+	switch (-r) {
+	case ENOENT: case EACCES: case ENOEXEC: case ENOTDIR: case ELOOP: case EPERM:
+		return sbx_err_set(err, ENOEXEC, "%s: cannot execute %s: %s", what, e->cli,
+				   strerror(-r));
+	}
+	return sbx_err_wrap(err, "%s", what);
+}
+
+/* Runs the CLI to completion and turns every kind of failure into an errno
+ * and a one-line reason starting with `what`. */
+static int cli_run(const struct engine *e, const char *what, struct strv *args, const void *input,
+		   size_t input_len, int fd3, struct spawn_result *res, struct sbx_err *err)
+{
+	char line[SBX_ERR_MSG_MAX];
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (args->oom)
+		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+	r = spawn_capture(args->v, NULL, input, input_len, fd3, e->timeout_ms, res, err);
+	if (r < 0)
+		return spawn_failed(e, what, r, err);
+	if (res->timed_out)
+		return sbx_err_set(err, ETIMEDOUT, "%s: no answer from %s within %d ms", what,
+				   cli_name(e), e->timeout_ms);
+	if (res->status != 0) {
+		pick_line(res->errtext, line, sizeof(line));
+		if (!line[0])
+			snprintf(line, sizeof(line), "%s exited with status %d", cli_name(e),
+				 res->status);
+		return sbx_err_set(err, engine_classify_error(res->errtext, res->status),
+				   "%s: %s", what, line);
+	}
+	return 0;
+}
+
+static int check_engine(const struct engine *e, struct sbx_err *err)
+{
+	if (!e || !e->cli || !e->cli[0])
+		return sbx_err_set(err, EINVAL, "engine: no CLI configured");
+	return 0;
+}
+
+/* Container names and ids go into argv as operands: one starting with '-'
+ * would be taken for an option. */
+static int check_operand(const char *what, const char *s, struct sbx_err *err)
+{
+	if (!s || !s[0] || s[0] == '-' || strchr(s, '\n'))
+		return sbx_err_set(err, EINVAL, "%s: invalid name '%s'", what, s ? s : "");
+	return 0;
+}
+
+/* The first line of `text`, trimmed, into a new string. */
+static char *first_line(const char *text)
+{
+	const char *s = text ? text : "";
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strcspn(s, "\r\n");
+	while (n && isspace((unsigned char)s[n - 1]))
+		n--;
+	return strndup(s, n);
+}
+
+static int is_hex_id(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++)
+		if (!isxdigit((unsigned char)s[n]) || isupper((unsigned char)s[n]))
+			return 0;
+	return n == 64;
+}
+
+/* ---- the calls ---- */
+
+int engine_check(const struct engine *e, char **version, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	struct spawn_result res;
+	char what[64];
+	int r;
+
+	*version = NULL;
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s version", cli_name(e));
+	strv_add(&a, e->cli);
+	strv_add(&a, "version");
+	strv_add(&a, "--format");
+	strv_add(&a, "{{.Server.Version}}");
+	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	if (r < 0) {
+		spawn_result_free(&res);
+		return r;
+	}
+	cleanup_free char *v = first_line(res.out);
+	spawn_result_free(&res);
+	if (!v)
+		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+	size_t n = strlen(v);
+	if (n == 0 || n > 64 || strspn(v, "0123456789abcdefghijklmnopqrstuvwxyz"
+				     "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+-~_") != n)
+		return sbx_err_set(err, EIO, "%s: garbage output instead of a server version",
+				   what);
+	*version = steal_pointer(&v);
+	return 0;
+}
+
+static void remove_quietly(const struct engine *e, const char *container)
+{
+	struct sbx_err ign;
+	int r = engine_destroy(e, container, &ign);
+	if (r < 0)
+		log_debug("cleanup after failed create: %s", ign.msg);
+}
+
+int engine_create(const struct engine *e, const struct container_spec *spec, char **container_id,
+		  struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	cleanup_free char *cname = NULL;
+	struct spawn_result res;
+	char what[SBX_ERR_MSG_MAX / 2];
+	int r;
+
+	*container_id = NULL;
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	if (!spec || !e->instance || !e->instance[0])
+		return sbx_err_set(err, EINVAL, "create: no spec or instance");
+	if ((r = check_operand("create", spec->name, err)) < 0 ||
+	    (r = check_operand("create: image", spec->image, err)) < 0)
+		return r;
+	if (asprintf(&cname, "sandboxfs-%s-%s", e->instance, spec->name) < 0) {
+		cname = NULL;
+		return sbx_err_set(err, ENOMEM, "create: out of memory");
+	}
+	snprintf(what, sizeof(what), "%s run %s", cli_name(e), spec->image);
+
+	strv_add(&a, e->cli);
+	strv_add(&a, "run");
+	strv_add(&a, "-d");
+	strv_add(&a, "--name");
+	strv_add(&a, cname);
+	strv_add(&a, "--label");
+	strv_addf(&a, "%s=%s", SBX_LABEL_INSTANCE, e->instance);
+	strv_add(&a, "--label");
+	strv_addf(&a, "%s=%s", SBX_LABEL_SANDBOX, spec->name);
+	strv_add(&a, "--label");
+	strv_addf(&a, "%s=%s", SBX_LABEL_MOUNTPOINT, spec->mountpoint ? spec->mountpoint : "");
+	if (spec->init)
+		strv_add(&a, "--init");
+	strv_add(&a, "--cap-drop");
+	strv_add(&a, "ALL");
+	strv_add(&a, "--security-opt");
+	strv_add(&a, "no-new-privileges");
+	if (spec->pids_limit > 0) {
+		strv_add(&a, "--pids-limit");
+		strv_addf(&a, "%ld", spec->pids_limit);
+	}
+	if (spec->memory_bytes > 0) {
+		strv_add(&a, "--memory");
+		strv_addf(&a, "%lld", spec->memory_bytes);
+	}
+	strv_add(&a, "--network");
+	strv_add(&a, spec->network && spec->network[0] ? spec->network : "none");
+	for (char *const *x = spec->extra_args; x && *x; x++)
+		strv_add(&a, *x);
+	strv_add(&a, spec->image);
+	strv_add(&a, "sleep");
+	strv_add(&a, "2147483647");
+
+	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	if (r < 0) {
+		spawn_result_free(&res);
+		/* A timeout or an odd failure may leave a created (or even
+		 * running) container behind.  EEXIST: the name is not ours to
+		 * remove; the others happen before anything is created. */
+		if (r == -ETIMEDOUT || r == -EIO || r == -EHOSTDOWN)
+			remove_quietly(e, cname);
+		return r;
+	}
+	cleanup_free char *id = first_line(res.out);
+	spawn_result_free(&res);
+	if (!id)
+		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+	if (!is_hex_id(id)) {
+		remove_quietly(e, cname);
+		return sbx_err_set(err, EIO, "%s: garbage output instead of a container id", what);
+	}
+	*container_id = steal_pointer(&id);
+	return 0;
+}
+
+/* CLI WORDS... CONTAINER, for calls on one container. */
+static int container_call(const struct engine *e, const char *const *words, const char *container,
+			  struct spawn_result *res, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	char what[SBX_ERR_MSG_MAX / 2];
+	size_t off;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	off = (size_t)snprintf(what, sizeof(what), "%s", cli_name(e));
+	strv_add(&a, e->cli);
+	for (const char *const *w = words; *w; w++) {
+		strv_add(&a, *w);
+		if (off < sizeof(what))
+			off += (size_t)snprintf(what + off, sizeof(what) - off, " %s", *w);
+	}
+	if (off < sizeof(what))
+		snprintf(what + off, sizeof(what) - off, " %s", container ? container : "");
+	if ((r = check_operand(what, container, err)) < 0)
+		return r;
+	strv_add(&a, container);
+	return cli_run(e, what, &a, NULL, 0, -1, res, err);
+}
+
+int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err)
+{
+	struct spawn_result res;
+	/* docker 20.10's CLI fails `rm -f` of a missing container, 28.x not. */
+	int r = container_call(e, (const char *[]){ "rm", "-f", NULL }, container, &res, err);
+	spawn_result_free(&res);
+	if (r == -ENOENT) {
+		sbx_err_clear(err);
+		return 0;
+	}
+	return r;
+}
+
+int engine_stop(const struct engine *e, const char *container, struct sbx_err *err)
+{
+	struct spawn_result res;
+	int r = container_call(e, (const char *[]){ "stop", "-t", "2", NULL }, container, &res,
+				   err);
+	spawn_result_free(&res);
+	return r;
+}
+
+int engine_start(const struct engine *e, const char *container, struct sbx_err *err)
+{
+	struct spawn_result res;
+	int r = container_call(e, (const char *[]){ "start", NULL }, container, &res, err);
+	spawn_result_free(&res);
+	return r;
+}
+
+int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err)
+{
+	struct spawn_result res;
+	/* `container inspect`, not `inspect`: an image of that name must not
+	 * answer. */
+	int r = container_call(e,
+			       (const char *[]){ "container", "inspect", "-f",
+						 "{{.State.Running}}", NULL },
+			       container, &res, err);
+	if (r < 0) {
+		spawn_result_free(&res);
+		return r;
+	}
+	const char *o = res.out;
+	if (strcmp(o, "true\n") == 0 || strcmp(o, "true") == 0)
+		r = 1;
+	else if (strcmp(o, "false\n") == 0 || strcmp(o, "false") == 0)
+		r = 0;
+	else
+		r = sbx_err_set(err, EIO, "%s container inspect %s: garbage output", cli_name(e),
+				container);
+	spawn_result_free(&res);
+	return r;
+}
+
+/* ---- listing ---- */
+
+static void container_clear(struct engine_container *c)
+{
+	free(c->id);
+	free(c->sandbox);
+	free(c->image);
+	memset(c, 0, sizeof(*c));
+}
+
+void engine_containers_free(struct engine_container *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		container_clear(&v[i]);
+	free(v);
+}
+
+static const char *json_str(const cJSON *o, const char *key)
+{
+	const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, key);
+	return cJSON_IsString(i) ? i->valuestring : NULL;
+}
+
+/* Nothing but whitespace may follow a JSON object on its line. */
+static int only_space(const char *p, const char *end)
+{
+	for (; p && p < end; p++)
+		if (!isspace((unsigned char)*p))
+			return 0;
+	return 1;
+}
+
+/* docker prints Labels as "k=v,k=v" without escaping, so a value holding
+ * ",sandboxfs.sandbox=x" (a mountpoint can) fakes a second label.  Sandbox
+ * names have no ',', so each candidate is exact; among several, the one the
+ * container's name was made from wins. */
+
+static char *label_from_string(const char *labels, const char *key, const char *names,
+			       const char *instance)
+{
+	size_t kl = strlen(key);
+	char *pick = NULL;
+
+	for (const char *p = labels; p && *p;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+			char *cand = strndup(p + kl + 1, n - kl - 1);
+			char expect[256];
+			if (!cand)
+				break;
+			snprintf(expect, sizeof(expect), "sandboxfs-%s-%s", instance, cand);
+			if (!pick) {
+				pick = cand;
+			} else if (names && strstr(names, expect)) {
+				free(pick);
+				pick = cand;
+			} else {
+				free(cand);
+			}
+		}
+		p = end ? end + 1 : p + n;
+	}
+	return pick;
+}
+
+static int parse_ps_line(const struct engine *e, const char *line, size_t len,
+			 struct engine_container *c)
+{
+	const char *endp = NULL;
+	cleanup_cjson cJSON *o = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
+
+	if (!cJSON_IsObject(o) || !only_space(endp, line + len))
+		return -EINVAL;
+	const char *id = json_str(o, "ID");
+	if (!id)
+		id = json_str(o, "Id");
+	if (!id || !id[0])
+		return -EINVAL;
+	const char *image = json_str(o, "Image");
+	const char *state = json_str(o, "State");
+	const char *status = json_str(o, "Status");
+	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "Labels");
+	char *sandbox = NULL;
+
+	if (cJSON_IsString(labels))
+		sandbox = label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
+					    json_str(o, "Names"), e->instance);
+	else if (cJSON_IsObject(labels) && json_str(labels, SBX_LABEL_SANDBOX))
+		sandbox = strdup(json_str(labels, SBX_LABEL_SANDBOX));
+	else if (!cJSON_IsNull(labels) && labels)
+		return -EINVAL;
+
+	c->id = strdup(id);
+	c->image = strdup(image ? image : "");
+	c->sandbox = sandbox;
+	if (state)
+		c->running = strcasecmp(state, "running") == 0;
+	else
+		c->running = status && strncmp(status, "Up", 2) == 0;
+	if (!c->id || !c->image) {
+		container_clear(c);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int engine_list(const struct engine *e, struct engine_container **out, size_t *n, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	struct spawn_result res;
+	struct engine_container *v = NULL;
+	size_t cnt = 0, cap = 0;
+	char what[64];
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	if (!e->instance || !e->instance[0])
+		return sbx_err_set(err, EINVAL, "list: no instance");
+	snprintf(what, sizeof(what), "%s ps", cli_name(e));
+	strv_add(&a, e->cli);
+	strv_add(&a, "ps");
+	strv_add(&a, "-a");
+	strv_add(&a, "--no-trunc");
+	strv_add(&a, "--filter");
+	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
+	strv_add(&a, "--format");
+	strv_add(&a, "{{json .}}");
+	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	if (r < 0) {
+		spawn_result_free(&res);
+		return r;
+	}
+
+	for (const char *p = res.out; p < res.out + res.out_len;) {
+		const char *eol = memchr(p, '\n', (size_t)(res.out + res.out_len - p));
+		size_t len = eol ? (size_t)(eol - p) : (size_t)(res.out + res.out_len - p);
+		const char *next = eol ? eol + 1 : p + len;
+		struct engine_container c = { 0 };
+
+		if (strspn(p, " \t\r") >= len) {
+			p = next;
+			continue;
+		}
+		r = parse_ps_line(e, p, len, &c);
+		if (r == -ENOMEM) {
+			r = sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+			goto fail;
+		}
+		if (r < 0) {
+			r = sbx_err_set(err, EIO, "%s: garbage output (line %zu)", what, cnt + 1);
+			goto fail;
+		}
+		if (!c.sandbox || !c.sandbox[0]) {
+			/* Ours by its instance label, but it cannot be named. */
+			log_warn("%s: container %.12s has no %s label; ignored", what, c.id,
+				 SBX_LABEL_SANDBOX);
+			container_clear(&c);
+			p = next;
+			continue;
+		}
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 8;
+			struct engine_container *nv = realloc(v, nc * sizeof(*nv));
+			if (!nv) {
+				container_clear(&c);
+				r = sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+				goto fail;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[cnt++] = c;
+		p = next;
+	}
+	spawn_result_free(&res);
+	*out = v;
+	*n = cnt;
+	return 0;
+
+fail:
+	spawn_result_free(&res);
+	engine_containers_free(v, cnt);
+	return r;
+}
+
+/* ---- runs ---- */
+
+static long pipe_max_size(void)
+{
+	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "re");
+	long v = -1;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* Fills a new pipe with `env` and returns its read end: the whole file is
+ * in the pipe before docker starts, so nothing can block on it. */
+static int env_pipe(const char *env, size_t len, struct sbx_err *err)
+{
+	cleanup_close int rd = -1, wr = -1;
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return sbx_err_set(err, errno, "exec: pipe: %s", strerror(errno));
+	rd = p[0];
+	wr = p[1];
+	if (len == 0)
+		return steal_fd(&rd);
+
+	int cap = fcntl(wr, F_GETPIPE_SZ);
+	if (len > ENV_PIPE_DEFAULT || (cap > 0 && len > (size_t)cap)) {
+		long max = pipe_max_size();
+		if (max > 0 && len <= (size_t)max)
+			cap = fcntl(wr, F_SETPIPE_SZ, (int)len);
+		else
+			cap = -1;
+	}
+	if (cap < 0 || len > (size_t)cap)
+		return sbx_err_set(err, E2BIG, "exec: environment of %zu bytes does not fit a pipe",
+				   len);
+	/* Non-blocking as a guard: a short pipe fails instead of hanging. */
+	if (fcntl(wr, F_SETFL, O_NONBLOCK) < 0)
+		return sbx_err_set(err, errno, "exec: fcntl: %s", strerror(errno));
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(wr, env + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN)
+			return sbx_err_set(err, E2BIG, "exec: environment of %zu bytes does not fit a pipe",
+					   len);
+		if (w < 0)
+			return sbx_err_set(err, errno, "exec: env pipe: %s", strerror(errno));
+		off += (size_t)w;
+	}
+	return steal_fd(&rd);
+}
+
+/* A pipe whose parent end is non-blocking; `parent_reads` picks the end. */
+static int child_pipe(int *parent, int *child, int parent_reads, struct sbx_err *err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return sbx_err_set(err, errno, "exec: pipe: %s", strerror(errno));
+	*parent = parent_reads ? p[0] : p[1];
+	*child = parent_reads ? p[1] : p[0];
+	if (fcntl(*parent, F_SETFL, O_NONBLOCK) < 0)
+		return sbx_err_set(err, errno, "exec: fcntl: %s", strerror(errno));
+	return 0;
+}
+
+int engine_exec_start(const struct engine *e, const char *container, const char *env, size_t env_len,
+		      const char *workdir, struct engine_exec *ex, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	cleanup_close int env_rd = -1, in_w = -1, in_r = -1, out_r = -1, out_w = -1;
+	cleanup_close int err_r = -1, err_w = -1;
+	char what[SBX_ERR_MSG_MAX / 2];
+	int r;
+
+	ex->pid = -1;
+	ex->stdin_fd = ex->stdout_fd = ex->stderr_fd = -1;
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s exec %s", cli_name(e), container ? container : "");
+	if ((r = check_operand(what, container, err)) < 0)
+		return r;
+	if ((r = env_pipe(env ? env : "", env ? env_len : 0, err)) < 0)
+		return sbx_err_wrap(err, "%s", what);
+	env_rd = r;
+	if ((r = child_pipe(&in_w, &in_r, 0, err)) < 0 ||
+	    (r = child_pipe(&out_r, &out_w, 1, err)) < 0 ||
+	    (r = child_pipe(&err_r, &err_w, 1, err)) < 0)
+		return r;
+
+	strv_add(&a, e->cli);
+	strv_add(&a, "exec");
+	strv_add(&a, "-i");
+	strv_add(&a, "--env-file");
+	strv_add(&a, ENV_FILE_FD);
+	if (workdir && workdir[0]) {
+		strv_add(&a, "-w");
+		strv_add(&a, workdir);
+	}
+	strv_add(&a, container);
+	strv_add(&a, "/bin/sh");
+	strv_add(&a, "-c");
+	strv_add(&a, RUN_WRAPPER);
+	if (a.oom)
+		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+
+	struct spawn_fds fds = { .in = in_r, .out = out_w, .err = err_w, .fd3 = env_rd };
+	pid_t pid = spawn_child(a.v, NULL, &fds, err);
+	if (pid < 0)
+		return spawn_failed(e, what, pid, err);
+	ex->pid = pid;
+	ex->stdin_fd = steal_fd(&in_w);
+	ex->stdout_fd = steal_fd(&out_r);
+	ex->stderr_fd = steal_fd(&err_r);
+	return 0;
+}
+
+int engine_kill_group(const struct engine *e, const char *container, long pgid, int sig,
+		      struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	struct spawn_result res;
+	char what[SBX_ERR_MSG_MAX / 2];
+	int r;
+
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s exec %s kill -%d -%ld", cli_name(e),
+		 container ? container : "", sig, pgid);
+	if ((r = check_operand(what, container, err)) < 0)
+		return r;
+	/* pgid 1 or less would be "every process" or nonsense. */
+	if (pgid <= 1 || sig < 0 || sig > 64)
+		return sbx_err_set(err, EINVAL, "%s: invalid process group or signal", what);
+	strv_add(&a, e->cli);
+	strv_add(&a, "exec");
+	strv_add(&a, container);
+	strv_add(&a, "/bin/sh");
+	strv_add(&a, "-c");
+	/* Not `kill -9 -- -PG`: busybox and dash reject the "--" there. */
+	strv_addf(&a, "kill -%d -%ld", sig, pgid);
+	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	if (r < 0 && res.errtext && strstr(res.errtext, "No such process"))
+		r = sbx_err_set(err, ESRCH, "%s: no such process group", what);
+	spawn_result_free(&res);
+	return r;
+}
+
+int engine_put_file(const struct engine *e, const char *container, const char *path,
+		    const void *content, size_t len, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	struct spawn_result res;
+	char what[SBX_ERR_MSG_MAX / 2];
+	int r;
+
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s exec %s: put %s", cli_name(e),
+		 container ? container : "", path ? path : "");
+	if ((r = check_operand(what, container, err)) < 0)
+		return r;
+	if (!path || !path[0] || path[0] == '-' || strchr(path, '\n'))
+		return sbx_err_set(err, EINVAL, "%s: invalid path", what);
+	strv_add(&a, e->cli);
+	strv_add(&a, "exec");
+	strv_add(&a, "-i");
+	strv_add(&a, container);
+	strv_add(&a, "/bin/sh");
+	strv_add(&a, "-c");
+	strv_add(&a, PUT_FILE_SCRIPT);
+	strv_add(&a, "sh");
+	strv_add(&a, path);
+	r = cli_run(e, what, &a, content ? content : "", content ? len : 0, -1, &res, err);
+	spawn_result_free(&res);
+	return r;
+}
+
+/* ---- events ---- */
+
+int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	cleanup_close int rd = -1, wr = -1;
+	char what[64];
+	int r;
+
+	*pid = -1;
+	*fd = -1;
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	if (!e->instance || !e->instance[0])
+		return sbx_err_set(err, EINVAL, "events: no instance");
+	snprintf(what, sizeof(what), "%s events", cli_name(e));
+	if ((r = child_pipe(&rd, &wr, 1, err)) < 0)
+		return r;
+	strv_add(&a, e->cli);
+	strv_add(&a, "events");
+	strv_add(&a, "--filter");
+	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
+	strv_add(&a, "--filter");
+	strv_add(&a, "type=container");
+	strv_add(&a, "--format");
+	strv_add(&a, "{{json .}}");
+	if (a.oom)
+		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+
+	struct spawn_fds fds = { .in = -1, .out = wr, .err = -1, .fd3 = -1 };
+	pid_t p = spawn_child(a.v, NULL, &fds, err);
+	if (p < 0)
+		return spawn_failed(e, what, p, err);
+	*pid = p;
+	*fd = steal_fd(&rd);
+	return 0;
+}
+
+/* Copies a string that must fit; too long is an error, never truncation
+ * (a truncated label could name another sandbox). */
+static int copy_bounded(char *dst, size_t dstsz, const char *src)
+{
+	size_t n = strlen(src);
+	if (n >= dstsz)
+		return -EINVAL;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+static int parse_exit_code(const cJSON *v)
+{
+	if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 255)
+		return (int)v->valuedouble;
+	if (cJSON_IsString(v) && v->valuestring[0]) {
+		char *end;
+		errno = 0;
+		long c = strtol(v->valuestring, &end, 10);
+		if (!errno && !*end && c >= 0 && c <= 255)
+			return (int)c;
+	}
+	return -1;
+}
+
+int engine_parse_event(const char *line, size_t len, struct engine_event *ev)
+{
+	const char *endp = NULL;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = ENGINE_EV_OTHER;
+	ev->exit_code = -1;
+	if (!line || !len)
+		return -EINVAL;
+	cleanup_cjson cJSON *o = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
+	if (!cJSON_IsObject(o) || !only_space(endp, line + len))
+		return -EINVAL;
+
+	/* docker: Actor.{ID,Attributes}, Action (older: id, status);
+	 * podman: ID, Status, Attributes, ContainerExitCode. */
+	const cJSON *actor = cJSON_GetObjectItemCaseSensitive(o, "Actor");
+	const cJSON *attrs = cJSON_GetObjectItemCaseSensitive(actor, "Attributes");
+	if (!attrs)
+		attrs = cJSON_GetObjectItemCaseSensitive(o, "Attributes");
+	const char *id = json_str(actor, "ID");
+	if (!id)
+		id = json_str(o, "id");
+	if (!id)
+		id = json_str(o, "ID");
+	if (!id || !id[0] || copy_bounded(ev->id, sizeof(ev->id), id) < 0)
+		return -EINVAL;
+
+	if (cJSON_IsObject(attrs)) {
+		const char *sb = json_str(attrs, SBX_LABEL_SANDBOX);
+		const char *in = json_str(attrs, SBX_LABEL_INSTANCE);
+		if ((sb && copy_bounded(ev->sandbox, sizeof(ev->sandbox), sb) < 0) ||
+		    (in && copy_bounded(ev->instance, sizeof(ev->instance), in) < 0))
+			return -EINVAL;
+	}
+
+	const char *type = json_str(o, "Type");
+	const char *action = json_str(o, "Action");
+	if (!action)
+		action = json_str(o, "status");
+	if (!action)
+		action = json_str(o, "Status");
+	if ((type && strcmp(type, "container") != 0) || !action)
+		return 0;
+
+	if (strcmp(action, "start") == 0) {
+		ev->kind = ENGINE_EV_START;
+	} else if (strcmp(action, "die") == 0 || strcmp(action, "died") == 0) {
+		ev->kind = ENGINE_EV_DIE;
+		if (cJSON_IsObject(attrs))
+			ev->exit_code = parse_exit_code(
+				cJSON_GetObjectItemCaseSensitive(attrs, "exitCode"));
+		if (ev->exit_code < 0)
+			ev->exit_code = parse_exit_code(
+				cJSON_GetObjectItemCaseSensitive(o, "ContainerExitCode"));
+	} else if (strcmp(action, "destroy") == 0 || strcmp(action, "remove") == 0) {
+		ev->kind = ENGINE_EV_DESTROY;
+	}
+	return 0;
+}

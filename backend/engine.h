@@ -1,0 +1,123 @@
+/* The engine driver: everything sandboxfs asks of a container engine, done
+ * through a docker-compatible CLI (docker, podman).  No FUSE here.
+ *
+ * Every call is synchronous and bounded by a timeout except the two that
+ * hand back a live child (engine_exec_start, engine_events_start): those
+ * return pipes that the caller's I/O loop owns. */
+#ifndef SBX_ENGINE_H
+#define SBX_ENGINE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+struct engine {
+	char *cli;      /* path or name of the docker CLI */
+	char *instance; /* this mount's label value, [a-z0-9]{16} */
+	int timeout_ms; /* bound on each short CLI call */
+};
+
+/* Label keys on every container this mount creates. */
+#define SBX_LABEL_INSTANCE "sandboxfs.instance"
+#define SBX_LABEL_SANDBOX "sandboxfs.sandbox"
+#define SBX_LABEL_MOUNTPOINT "sandboxfs.mountpoint"
+
+/* What a new container is made of.  Templates (later) fill this in. */
+struct container_spec {
+	const char *name;       /* the sandbox name; container is sandboxfs-<instance>-<name> */
+	const char *image;
+	const char *mountpoint; /* informational label */
+	const char *network;    /* "none" unless opted in */
+	long pids_limit;        /* 0 = engine default */
+	long long memory_bytes; /* 0 = no limit */
+	int init;               /* --init */
+	/* Extra raw arguments placed before the image (templates, later). */
+	char *const *extra_args;
+};
+
+/* Errnos the driver maps engine failures to (docs/interface.md):
+ *   ECONNREFUSED  the engine cannot be reached (no daemon, bad DOCKER_HOST)
+ *   ENOMEDIUM     the image does not exist and could not be pulled
+ *   EHOSTDOWN     the container exists but is not running
+ *   ENOENT        no such container
+ *   EEXIST        a container of that name already exists on the engine
+ *   ETIMEDOUT     the CLI did not answer within timeout_ms
+ *   ENOEXEC       the CLI could not be executed at all
+ *   EIO           anything else (the reason says what the CLI printed) */
+int engine_classify_error(const char *cli_stderr, int exit_code);
+
+/* Fails with a reason when the CLI is missing (ENOEXEC) or the engine does
+ * not answer (ECONNREFUSED); on success *version is the server version. */
+int engine_check(const struct engine *e, char **version, struct sbx_err *err);
+
+/* docker run -d ... ; on success *container_id is the full id (malloc'ed). */
+int engine_create(const struct engine *e, const struct container_spec *spec, char **container_id,
+		  struct sbx_err *err);
+/* docker rm -f; a container already gone is success. */
+int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err);
+int engine_stop(const struct engine *e, const char *container, struct sbx_err *err);
+int engine_start(const struct engine *e, const char *container, struct sbx_err *err);
+/* Returns 1 running, 0 not running, or a negative errno (ENOENT if gone). */
+int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
+
+/* One container of this instance, as listed by engine_list(). */
+struct engine_container {
+	char *id;
+	char *sandbox; /* value of SBX_LABEL_SANDBOX */
+	char *image;
+	int running;
+};
+void engine_containers_free(struct engine_container *v, size_t n);
+/* All containers (running or not) labelled with this instance. */
+int engine_list(const struct engine *e, struct engine_container **out, size_t *n, struct sbx_err *err);
+
+/* A live `docker exec`.  The caller owns the fds and must reap the pid. */
+struct engine_exec {
+	pid_t pid;
+	int stdin_fd;  /* write end, O_NONBLOCK|O_CLOEXEC: the command text goes here */
+	int stdout_fd; /* read ends, O_NONBLOCK|O_CLOEXEC */
+	int stderr_fd;
+};
+/* Starts the run wrapper inside `container`:
+ *   docker exec -i --env-file /dev/fd/3 [-w workdir] CONTAINER /bin/sh -c WRAPPER
+ * `env` is "KEY=VALUE\n" lines (settings and credentials) that travel on a
+ * pipe as fd 3, never in argv.  The wrapper prints its pid in the container
+ * ("<pid>\n") as the first line of stdout, then reads the command from
+ * stdin to end-of-file and evaluates it with /bin/sh, so commands of any
+ * size work and the command is the leader of its own process group. */
+int engine_exec_start(const struct engine *e, const char *container, const char *env, size_t env_len,
+		      const char *workdir, struct engine_exec *ex, struct sbx_err *err);
+
+/* Sends signal `sig` to process group `pgid` inside the container. */
+int engine_kill_group(const struct engine *e, const char *container, long pgid, int sig,
+		      struct sbx_err *err);
+
+/* Writes `content` to `path` inside the container with mode 0600, creating
+ * parent directories; "~/" is the container user's home.  The content
+ * travels on stdin, never in argv. */
+int engine_put_file(const struct engine *e, const char *container, const char *path,
+		    const void *content, size_t len, struct sbx_err *err);
+
+/* A live `docker events` stream filtered on this instance's label, printing
+ * one JSON object per line.  Caller owns fd (O_NONBLOCK|O_CLOEXEC) and pid. */
+int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_err *err);
+
+enum engine_event_kind {
+	ENGINE_EV_OTHER,
+	ENGINE_EV_START,
+	ENGINE_EV_DIE,     /* the container stopped (killed, stopped, exited) */
+	ENGINE_EV_DESTROY, /* the container was removed */
+};
+struct engine_event {
+	enum engine_event_kind kind;
+	char id[65];        /* container id */
+	char sandbox[64];   /* value of SBX_LABEL_SANDBOX ("" if absent) */
+	char instance[64];  /* value of SBX_LABEL_INSTANCE ("" if absent) */
+	int exit_code;      /* for DIE, -1 if unknown */
+};
+/* Parses one line of `docker events --format '{{json .}}'` with cJSON.
+ * Returns 0, or -EINVAL for anything that is not such an event. */
+int engine_parse_event(const char *line, size_t len, struct engine_event *ev);
+
+#endif

@@ -1,0 +1,95 @@
+/* The info file: a JSON description of a sandbox, built with cJSON.  It
+ * names credentials but never carries a value, nor any command output. */
+#include <string.h>
+
+#include "json.h"
+#include "model.h"
+
+static const char *state_name(enum sandbox_state st)
+{
+	switch (st) {
+	case SBX_RUNNING:
+	case SBX_REMOVING:
+		return "running";
+	case SBX_STOPPED:
+		return "exited";
+	case SBX_CREATING:
+		return "creating";
+	default:
+		return "removed";
+	}
+}
+
+char *sandbox_info_json(struct sandbox *s)
+{
+	cleanup_cjson cJSON *root = cJSON_CreateObject();
+	char when[40], line[64];
+
+	if (!root)
+		return NULL;
+	pthread_mutex_lock(&model_lock);
+	cJSON_AddStringToObject(root, "name", s->name);
+	cJSON_AddStringToObject(root, "container", s->container);
+	if (s->container_id)
+		cJSON_AddStringToObject(root, "id", s->container_id);
+	else
+		cJSON_AddNullToObject(root, "id");
+	cJSON_AddStringToObject(root, "image", s->image);
+	cJSON_AddStringToObject(root, "state", state_name(s->state));
+	format_time(&s->created, when, sizeof(when));
+	cJSON_AddStringToObject(root, "created", when);
+	cJSON_AddNumberToObject(root, "runs", s->nruns);
+
+	struct run *r = sandbox_latest_run(s);
+	if (r) {
+		cJSON *latest = cJSON_AddObjectToObject(root, "latest");
+		run_status_line(r, line, sizeof(line));
+		line[strcspn(line, "\n")] = '\0';
+		cJSON_AddNumberToObject(latest, "run", r->number);
+		cJSON_AddStringToObject(latest, "status", line);
+		format_time(&r->started, when, sizeof(when));
+		cJSON_AddStringToObject(latest, "started", when);
+		if (r->phase == RUN_ENDED) {
+			format_time(&r->ended, when, sizeof(when));
+			cJSON_AddStringToObject(latest, "ended", when);
+		}
+		if (r->reason)
+			cJSON_AddStringToObject(latest, "reason", r->reason);
+	} else {
+		cJSON_AddNullToObject(root, "latest");
+	}
+
+	cJSON *settings = cJSON_AddObjectToObject(root, "settings");
+	cJSON *env = cJSON_AddObjectToObject(settings, "env");
+	for (size_t i = 0; i < s->env.n; i++)
+		cJSON_AddStringToObject(env, s->env.keys[i], s->env.values[i]);
+	cJSON_AddStringToObject(settings, "workdir", s->workdir);
+	cJSON_AddNumberToObject(settings, "timeout", (double)s->timeout);
+
+	cJSON *auth = cJSON_AddObjectToObject(root, "auth");
+	cJSON *names = cJSON_AddArrayToObject(auth, "env");
+	for (size_t i = 0; i < s->auth.n; i++)
+		cJSON_AddItemToArray(names, cJSON_CreateString(s->auth.keys[i]));
+	cJSON *files = cJSON_AddArrayToObject(auth, "files");
+	for (size_t i = 0; i < s->nauth_files; i++)
+		cJSON_AddItemToArray(files, cJSON_CreateString(s->auth_files[i]));
+
+	if (s->last_error)
+		cJSON_AddStringToObject(root, "error", s->last_error);
+	else
+		cJSON_AddNullToObject(root, "error");
+	pthread_mutex_unlock(&model_lock);
+
+	char *text = cJSON_Print(root);
+	if (!text)
+		return NULL;
+	size_t n = strlen(text);
+	char *out = realloc(text, n + 2);
+	if (!out) {
+		free(text);
+		return NULL;
+	}
+	out[n] = '\n';
+	out[n + 1] = '\0';
+	return out;
+}

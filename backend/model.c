@@ -1,0 +1,549 @@
+/* The sandbox table: create, remove, find, settings, and what the engine
+ * tells us about containers (events, reconciliation, adoption). */
+#include "model.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+
+#include "ioloop.h"
+#include "log.h"
+#include "model_internal.h"
+#include "state.h"
+
+pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* (L) the table of listed sandboxes (and CREATING/REMOVING ones). */
+static struct sandbox **table;
+static size_t ntable, captable;
+static uint64_t next_id = 1; /* (L) */
+
+static struct model_config config;
+const struct model_callbacks *model_cb;
+
+const struct model_config *model_config(void)
+{
+	return &config;
+}
+
+int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
+	       struct sbx_err *err)
+{
+	config = *cfg;
+	model_cb = cb;
+	return 0;
+}
+
+/* ---- table ---- */
+
+static struct sandbox *find_locked(const char *name)
+{
+	for (size_t i = 0; i < ntable; i++)
+		if (!strcmp(table[i]->name, name))
+			return table[i];
+	return NULL;
+}
+
+static struct sandbox *find_container_locked(const char *id)
+{
+	for (size_t i = 0; i < ntable; i++)
+		if (table[i]->container_id && !strcmp(table[i]->container_id, id))
+			return table[i];
+	return NULL;
+}
+
+static int table_add_locked(struct sandbox *s)
+{
+	if (ntable == captable) {
+		size_t cap = captable ? captable * 2 : 16;
+		struct sandbox **t = realloc(table, cap * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		table = t;
+		captable = cap;
+	}
+	table[ntable++] = s;
+	s->refs++;
+	return 0;
+}
+
+static void table_del_locked(struct sandbox *s)
+{
+	for (size_t i = 0; i < ntable; i++) {
+		if (table[i] == s) {
+			memmove(&table[i], &table[i + 1], (ntable - i - 1) * sizeof(*table));
+			ntable--;
+			sandbox_put_locked(s);
+			return;
+		}
+	}
+}
+
+struct sandbox *model_find(const char *name)
+{
+	pthread_mutex_lock(&model_lock);
+	struct sandbox *s = find_locked(name);
+	if (s && (s->state == SBX_RUNNING || s->state == SBX_STOPPED || s->state == SBX_REMOVING))
+		s->refs++;
+	else
+		s = NULL;
+	pthread_mutex_unlock(&model_lock);
+	return s;
+}
+
+struct sandbox *model_find_id(uint64_t id)
+{
+	struct sandbox *found = NULL;
+	pthread_mutex_lock(&model_lock);
+	for (size_t i = 0; i < ntable; i++) {
+		if (table[i]->id == id && table[i]->state != SBX_CREATING) {
+			found = table[i];
+			found->refs++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&model_lock);
+	return found;
+}
+
+void model_foreach(void (*fn)(struct sandbox *s, void *ctx), void *ctx)
+{
+	pthread_mutex_lock(&model_lock);
+	for (size_t i = 0; i < ntable; i++)
+		if (table[i]->state == SBX_RUNNING || table[i]->state == SBX_STOPPED ||
+		    table[i]->state == SBX_REMOVING)
+			fn(table[i], ctx);
+	pthread_mutex_unlock(&model_lock);
+}
+
+void sandbox_get(struct sandbox *s)
+{
+	s->refs++;
+}
+
+void sandbox_ref(struct sandbox *s)
+{
+	pthread_mutex_lock(&model_lock);
+	s->refs++;
+	pthread_mutex_unlock(&model_lock);
+}
+
+void sandbox_put_locked(struct sandbox *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	for (unsigned i = 0; i < s->nruns; i++)
+		run_free_locked(s->runs[i]);
+	free(s->runs);
+	kv_list_free(&s->env);
+	kv_list_free(&s->auth);
+	for (size_t i = 0; i < s->nauth_files; i++)
+		free(s->auth_files[i]);
+	free(s->auth_files);
+	free(s->name);
+	free(s->container);
+	free(s->container_id);
+	free(s->image);
+	free(s->spool_dir);
+	free(s->workdir);
+	free(s->last_error);
+	free(s);
+}
+
+void sandbox_put(struct sandbox *s)
+{
+	pthread_mutex_lock(&model_lock);
+	sandbox_put_locked(s);
+	pthread_mutex_unlock(&model_lock);
+}
+
+void sandbox_set_error(struct sandbox *s, const char *msg)
+{
+	char *copy = strdup(msg);
+	if (copy) {
+		free(s->last_error);
+		s->last_error = copy;
+	}
+}
+
+static struct sandbox *sandbox_new(const char *name)
+{
+	struct sandbox *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->refs = 1;
+	s->name = strdup(name);
+	s->image = strdup(config.image);
+	s->workdir = strdup("");
+	if (asprintf(&s->container, "sandboxfs-%s-%s", config.engine.instance, name) < 0)
+		s->container = NULL;
+	if (asprintf(&s->spool_dir, "%s/sandboxes/%s", config.state_dir, name) < 0)
+		s->spool_dir = NULL;
+	clock_gettime(CLOCK_REALTIME, &s->created);
+	if (!s->name || !s->image || !s->workdir || !s->container || !s->spool_dir) {
+		sandbox_put_locked(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* ---- mkdir / rmdir ---- */
+
+int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
+{
+	int rc = parse_sandbox_name(name, err);
+	if (rc < 0)
+		return rc;
+
+	pthread_mutex_lock(&model_lock);
+	if (find_locked(name)) {
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, EEXIST, "sandbox %s exists", name);
+	}
+	struct sandbox *s = sandbox_new(name);
+	if (!s || table_add_locked(s) < 0) {
+		sandbox_put_locked(s);
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	}
+	s->id = next_id++;
+	s->state = SBX_CREATING;
+	pthread_mutex_unlock(&model_lock);
+
+	/* A leftover spool of an earlier sandbox of this name is history
+	 * nobody can reach any more. */
+	rm_rf(s->spool_dir);
+	char runs_dir[4200];
+	snprintf(runs_dir, sizeof(runs_dir), "%s/runs", s->spool_dir);
+	rc = mkdir_p(runs_dir, err);
+
+	char spool[4200];
+	snprintf(spool, sizeof(spool), "%s", s->spool_dir);
+	char *id = NULL;
+	if (rc == 0) {
+		struct container_spec spec = {
+			.name = name,
+			.image = s->image,
+			.mountpoint = config.mountpoint,
+			.network = "none",
+			.pids_limit = 512,
+			.init = 1,
+		};
+		rc = engine_create(&config.engine, &spec, &id, err);
+	}
+
+	pthread_mutex_lock(&model_lock);
+	if (rc < 0) {
+		table_del_locked(s);
+		sandbox_put_locked(s);
+		pthread_mutex_unlock(&model_lock);
+		rm_rf(spool);
+		return sbx_err_wrap(err, "mkdir %s", name);
+	}
+	s->container_id = id;
+	s->state = SBX_RUNNING;
+	if (out)
+		*out = s;
+	else
+		sandbox_put_locked(s);
+	pthread_mutex_unlock(&model_lock);
+	log_info("mkdir %s: container %.12s", name, id);
+	return 0;
+}
+
+/* Ends a sandbox's live runs as `lost` or `killed` once their docker exec
+ * returns: the container they ran in is going away. */
+static void mark_runs_locked(struct sandbox *s, bool killed)
+{
+	for (unsigned i = 0; i < s->nruns; i++) {
+		struct run *r = s->runs[i];
+		if (r->phase == RUN_ENDED)
+			continue;
+		if (killed)
+			r->kill_requested = true;
+		else
+			r->container_died = true;
+	}
+}
+
+static void drop_spool_task(void *ctx)
+{
+	char *dir = ctx;
+	rm_rf(dir);
+	free(dir);
+}
+
+int sandbox_remove(const char *name, struct sbx_err *err)
+{
+	pthread_mutex_lock(&model_lock);
+	struct sandbox *s = find_locked(name);
+	if (!s || s->state == SBX_CREATING) {
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, s ? EBUSY : ENOENT, "rmdir %s: %s", name,
+				   s ? "still being created" : "no such sandbox");
+	}
+	if (s->state == SBX_REMOVING) {
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, EBUSY, "rmdir %s: already being removed", name);
+	}
+	enum sandbox_state before = s->state;
+	s->state = SBX_REMOVING;
+	s->refs++;
+	char *cid = strdup(s->container_id ? s->container_id : s->container);
+	pthread_mutex_unlock(&model_lock);
+
+	int rc = cid ? engine_destroy(&config.engine, cid, err) : -ENOMEM;
+	free(cid);
+
+	pthread_mutex_lock(&model_lock);
+	if (rc < 0) {
+		s->state = before;
+		sandbox_set_error(s, err->msg);
+		sandbox_put_locked(s);
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_wrap(err, "rmdir %s", name);
+	}
+	mark_runs_locked(s, true);
+	s->state = SBX_REMOVED;
+	table_del_locked(s);
+	char *dir = strdup(s->spool_dir);
+	sandbox_put_locked(s);
+	pthread_mutex_unlock(&model_lock);
+	if (dir)
+		drop_spool_task(dir);
+	log_info("rmdir %s: removed", name);
+	return 0;
+}
+
+/* ---- what the engine tells us ---- */
+
+/* Called when a container of ours is removed behind our back. */
+static void forget_locked(struct sandbox *s)
+{
+	char *name = strdup(s->name);
+	char *dir = strdup(s->spool_dir);
+	mark_runs_locked(s, false);
+	s->state = SBX_REMOVED;
+	table_del_locked(s);
+	log_warn("sandbox %s: container removed outside sandboxfs", name ? name : "?");
+	if (dir)
+		task_queue(drop_spool_task, dir);
+	if (name && model_cb && model_cb->sandbox_gone)
+		model_cb->sandbox_gone(name);
+	free(name);
+}
+
+void model_handle_event(const struct engine_event *ev)
+{
+	if (strcmp(ev->instance, config.engine.instance) != 0)
+		return; /* not ours: never touched */
+	pthread_mutex_lock(&model_lock);
+	struct sandbox *s = find_container_locked(ev->id);
+	if (!s || s->state == SBX_CREATING || s->state == SBX_REMOVED) {
+		pthread_mutex_unlock(&model_lock);
+		return;
+	}
+	switch (ev->kind) {
+	case ENGINE_EV_START:
+		if (s->state == SBX_STOPPED)
+			s->state = SBX_RUNNING;
+		break;
+	case ENGINE_EV_DIE:
+		if (s->state == SBX_RUNNING) {
+			s->state = SBX_STOPPED;
+			sandbox_set_error(s, "the container stopped");
+			log_warn("sandbox %s: container stopped (exit code %d)", s->name,
+				 ev->exit_code);
+		}
+		mark_runs_locked(s, false);
+		break;
+	case ENGINE_EV_DESTROY:
+		if (s->state != SBX_REMOVING)
+			forget_locked(s);
+		break;
+	default:
+		break;
+	}
+	pthread_mutex_unlock(&model_lock);
+}
+
+/* Brings the table in line with what the engine lists: adopts containers
+ * of this instance we do not know, forgets the ones that are gone. */
+void model_reconcile(void)
+{
+	struct engine_container *v = NULL;
+	size_t n = 0;
+	struct sbx_err err = { 0 };
+
+	if (engine_list(&config.engine, &v, &n, &err) < 0) {
+		log_warn("listing this mount's containers: %s", err.msg);
+		return;
+	}
+	pthread_mutex_lock(&model_lock);
+	for (size_t i = 0; i < ntable; i++) {
+		struct sandbox *s = table[i];
+		if (s->state != SBX_RUNNING && s->state != SBX_STOPPED)
+			continue;
+		bool present = false;
+		for (size_t j = 0; j < n; j++) {
+			if (s->container_id && !strcmp(v[j].id, s->container_id)) {
+				present = true;
+				s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
+				if (!v[j].running)
+					mark_runs_locked(s, false);
+			}
+		}
+		if (!present) {
+			forget_locked(s);
+			i--;
+		}
+	}
+	for (size_t j = 0; j < n; j++) {
+		if (!v[j].sandbox || parse_sandbox_name(v[j].sandbox, NULL) < 0)
+			continue;
+		if (find_container_locked(v[j].id) || find_locked(v[j].sandbox))
+			continue;
+		struct sandbox *s = sandbox_new(v[j].sandbox);
+		if (!s)
+			continue;
+		s->id = next_id++;
+		s->container_id = strdup(v[j].id);
+		if (v[j].image) {
+			free(s->image);
+			s->image = strdup(v[j].image);
+		}
+		s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
+		if (!s->container_id || !s->image || table_add_locked(s) < 0) {
+			sandbox_put_locked(s);
+			continue;
+		}
+		runs_reload_locked(s);
+		log_info("adopted sandbox %s (container %.12s, %u runs)", s->name, v[j].id,
+			 s->nruns);
+		sandbox_put_locked(s);
+	}
+	pthread_mutex_unlock(&model_lock);
+	engine_containers_free(v, n);
+}
+
+static void reconcile_task(void *ctx)
+{
+	(void)ctx;
+	model_reconcile();
+}
+
+/* ---- the events stream ---- */
+
+static struct {
+	struct io_watch out, retry;
+	pid_t pid;
+	char line[65536];
+	size_t len;
+	bool overflow;
+} events = { .out.fd = -1, .retry.fd = -1 };
+
+static void events_connect(void);
+
+static void events_retry_fired(struct io_watch *w, uint32_t mask)
+{
+	uint64_t ticks;
+	if (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
+		return;
+	events_connect();
+}
+
+static void events_schedule_retry(void)
+{
+	struct itimerspec its = { .it_value = { .tv_sec = 1 } };
+	timerfd_settime(events.retry.fd, 0, &its, NULL);
+}
+
+static void events_line(const char *line, size_t len)
+{
+	struct engine_event ev;
+	if (engine_parse_event(line, len, &ev) < 0) {
+		log_warn("docker events: unparsable line ignored");
+		return;
+	}
+	model_handle_event(&ev);
+}
+
+static void events_readable(struct io_watch *w, uint32_t mask)
+{
+	char buf[16384];
+	ssize_t n = read(w->fd, buf, sizeof(buf));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		ioloop_del(w);
+		close(w->fd);
+		w->fd = -1;
+		cleanup_pidp(&events.pid);
+		events.pid = 0;
+		log_warn("docker events stream ended; reconnecting");
+		events_schedule_retry();
+		return;
+	}
+	for (ssize_t i = 0; i < n; i++) {
+		if (buf[i] == '\n') {
+			if (!events.overflow)
+				events_line(events.line, events.len);
+			events.len = 0;
+			events.overflow = false;
+		} else if (events.len < sizeof(events.line) - 1) {
+			events.line[events.len++] = buf[i];
+		} else {
+			events.overflow = true;
+		}
+	}
+}
+
+static void events_connect(void)
+{
+	struct sbx_err err = { 0 };
+	int fd;
+	if (engine_events_start(&config.engine, &events.pid, &fd, &err) < 0) {
+		log_warn("docker events: %s", err.msg);
+		events_schedule_retry();
+		return;
+	}
+	events.out.fd = fd;
+	events.out.fn = events_readable;
+	events.len = 0;
+	ioloop_add(&events.out, EPOLLIN);
+	/* Whatever happened while we were not listening. */
+	task_queue(reconcile_task, NULL);
+}
+
+int model_start(struct sbx_err *err)
+{
+	int rc = ioloop_start();
+	if (rc < 0)
+		return sbx_err_set(err, -rc, "starting the I/O thread: %s", strerror(-rc));
+	events.retry.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (events.retry.fd < 0)
+		return sbx_err_set(err, errno, "timerfd: %s", strerror(errno));
+	events.retry.fn = events_retry_fired;
+	ioloop_add(&events.retry, EPOLLIN);
+	/* First connection from the I/O thread's point of view: fire the timer now. */
+	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
+	timerfd_settime(events.retry.fd, 0, &its, NULL);
+	return 0;
+}
+
+void model_shutdown(void)
+{
+	ioloop_stop();
+	if (events.pid > 0)
+		cleanup_pidp(&events.pid);
+	pthread_mutex_lock(&model_lock);
+	while (ntable > 0)
+		table_del_locked(table[ntable - 1]);
+	free(table);
+	table = NULL;
+	captable = 0;
+	pthread_mutex_unlock(&model_lock);
+}

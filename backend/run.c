@@ -1,0 +1,781 @@
+/* Runs: start a docker exec, spool what it prints (masked), learn how it
+ * ended.  The live part (struct run_io) belongs to the I/O thread. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+
+#include "ioloop.h"
+#include "log.h"
+#include "model_internal.h"
+#include "spawn.h"
+#include "state.h"
+
+static const char *const stream_names[STREAM_COUNT] = { "output", "stdout", "stderr" };
+
+struct run_io {
+	struct run *run;  /* holds a reference until the run ends */
+	struct io_watch in, out, err, pid, timer;
+	pid_t child;
+	char *cmd;
+	size_t cmd_len, cmd_off;
+	bool out_open, err_open, exited;
+	int exit_code;
+	bool marker_done;
+	char marker[24];
+	size_t marker_len;
+	char early_err[512]; /* docker's own complaint, before the wrapper ran */
+	size_t early_err_len;
+	struct masker mask[2];
+	int spool_errno;
+};
+
+/* ---- reference counting ---- */
+
+/* The sandbox's runs[] holds one reference that does not pin the sandbox;
+ * every other reference (handles, the I/O thread, tasks) pins it too, so
+ * r->sbx is valid for whoever holds a run. */
+void run_get(struct run *r)
+{
+	r->refs++;
+	r->sbx->refs++;
+}
+
+void run_free_locked(struct run *r)
+{
+	for (int i = 0; i < STREAM_COUNT; i++)
+		if (r->fd[i] >= 0 && (i == STREAM_OUTPUT || r->alias != i))
+			close(r->fd[i]);
+	if (r->fs_priv && model_cb && model_cb->run_free_priv)
+		model_cb->run_free_priv(r->fs_priv);
+	free(r->dir);
+	free(r->reason);
+	free(r);
+}
+
+void run_put_locked(struct run *r)
+{
+	if (!r)
+		return;
+	struct sandbox *s = r->sbx;
+	if (--r->refs == 0)
+		run_free_locked(r);
+	sandbox_put_locked(s);
+}
+
+void run_put(struct run *r)
+{
+	pthread_mutex_lock(&model_lock);
+	run_put_locked(r);
+	pthread_mutex_unlock(&model_lock);
+}
+
+struct run *sandbox_latest_run(struct sandbox *s)
+{
+	return s->nruns ? s->runs[s->nruns - 1] : NULL;
+}
+
+struct run *sandbox_run(struct sandbox *s, unsigned number)
+{
+	return number >= 1 && number <= s->nruns ? s->runs[number - 1] : NULL;
+}
+
+void notify_run_changed(struct run *r)
+{
+	if (model_cb && model_cb->run_changed)
+		model_cb->run_changed(r);
+}
+
+/* ---- status ---- */
+
+void format_time(const struct timespec *ts, char *buf, size_t len)
+{
+	struct tm tm;
+	char base[32];
+	gmtime_r(&ts->tv_sec, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%03ldZ", base, ts->tv_nsec / 1000000);
+}
+
+void run_status_line(struct run *r, char *buf, size_t len)
+{
+	if (!r) {
+		snprintf(buf, len, "idle\n");
+		return;
+	}
+	if (r->phase != RUN_ENDED) {
+		snprintf(buf, len, "running\n");
+		return;
+	}
+	switch (r->outcome) {
+	case OUTCOME_EXITED:
+		snprintf(buf, len, "exited %d\n", r->exit_code);
+		break;
+	case OUTCOME_TIMEOUT:
+		snprintf(buf, len, "timeout\n");
+		break;
+	case OUTCOME_KILLED:
+		snprintf(buf, len, "killed\n");
+		break;
+	default:
+		snprintf(buf, len, "lost\n");
+		break;
+	}
+}
+
+int run_stream_fd(struct run *r, enum stream st)
+{
+	if (st != STREAM_OUTPUT && r->alias == (int)st)
+		return r->fd[STREAM_OUTPUT];
+	return r->fd[st];
+}
+
+/* ---- the spool ---- */
+
+static int open_stream_file(struct run *r, enum stream st, int flags)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", r->dir, stream_names[st]);
+	return open(path, flags | O_CLOEXEC, 0600);
+}
+
+static void write_small(struct run *r, const char *name, const char *text)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", r->dir, name);
+	write_file_atomic(path, text, strlen(text), NULL);
+}
+
+static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, buf, len, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+/* The first stream to speak shares output's file (a hard link); when the
+ * other one speaks too, it gets a copy of its own. */
+static int materialize(struct run *r, enum stream st)
+{
+	char path[4200], tmp[4300];
+	snprintf(path, sizeof(path), "%s/%s", r->dir, stream_names[st]);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	pthread_mutex_lock(&model_lock);
+	off_t len = r->size[st];
+	pthread_mutex_unlock(&model_lock);
+	off_t in = 0, out = 0;
+	while (in < len) {
+		ssize_t n = copy_file_range(r->fd[STREAM_OUTPUT], &in, fd, &out, (size_t)(len - in), 0);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			unlink(tmp);
+			return -e;
+		}
+	}
+	if (rename(tmp, path) < 0) {
+		int e = errno;
+		close(fd);
+		unlink(tmp);
+		return -e;
+	}
+	pthread_mutex_lock(&model_lock);
+	r->fd[st] = fd;
+	r->alias = -1;
+	pthread_mutex_unlock(&model_lock);
+	return 0;
+}
+
+static int spool_append(struct run *r, enum stream st, const char *buf, size_t len)
+{
+	enum stream other = st == STREAM_STDOUT ? STREAM_STDERR : STREAM_STDOUT;
+	int rc;
+
+	/* Only the I/O thread changes alias and fd[], so reading them here
+	 * without the lock is safe. */
+	if (r->alias < 0 && r->fd[st] < 0 && r->fd[other] < 0) {
+		char out[4200], link_path[4200];
+		snprintf(out, sizeof(out), "%s/output", r->dir);
+		snprintf(link_path, sizeof(link_path), "%s/%s", r->dir, stream_names[st]);
+		if (link(out, link_path) < 0 && errno != EEXIST)
+			return -errno;
+		pthread_mutex_lock(&model_lock);
+		r->alias = st;
+		pthread_mutex_unlock(&model_lock);
+	} else if (r->alias == (int)other) {
+		rc = materialize(r, other);
+		if (rc < 0)
+			return rc;
+	}
+	if (r->alias != (int)st && r->fd[st] < 0) {
+		int fd = open_stream_file(r, st, O_RDWR | O_CREAT | O_TRUNC);
+		if (fd < 0)
+			return -errno;
+		pthread_mutex_lock(&model_lock);
+		r->fd[st] = fd;
+		pthread_mutex_unlock(&model_lock);
+	}
+
+	rc = pwrite_all(r->fd[STREAM_OUTPUT], buf, len, r->size[STREAM_OUTPUT]);
+	if (rc == 0 && r->alias != (int)st)
+		rc = pwrite_all(r->fd[st], buf, len, r->size[st]);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&model_lock);
+	r->size[STREAM_OUTPUT] += (off_t)len;
+	r->size[st] += (off_t)len;
+	pthread_mutex_unlock(&model_lock);
+	return 0;
+}
+
+struct emit_ctx {
+	struct run_io *io;
+	enum stream st;
+};
+
+static int emit_masked(void *ctx, const char *buf, size_t len)
+{
+	struct emit_ctx *e = ctx;
+	if (e->io->spool_errno)
+		return 0; /* keep draining the pipe; the run is marked truncated */
+	int rc = spool_append(e->io->run, e->st, buf, len);
+	if (rc < 0) {
+		e->io->spool_errno = -rc;
+		log_error("sandbox %s run %u: spooling output: %s", e->io->run->sbx->name,
+			  e->io->run->number, strerror(-rc));
+	}
+	return 0;
+}
+
+/* ---- the live run (I/O thread) ---- */
+
+static void finish(struct run_io *io);
+
+static void set_live(struct run_io *io, long pgid)
+{
+	struct run *r = io->run;
+	pthread_mutex_lock(&model_lock);
+	r->pgid = pgid;
+	if (r->phase == RUN_STARTING)
+		r->phase = RUN_LIVE;
+	pthread_mutex_unlock(&model_lock);
+	notify_run_changed(r);
+}
+
+static void push(struct run_io *io, enum stream st, const char *buf, size_t len)
+{
+	struct emit_ctx e = { io, st };
+	mask_push(&io->mask[st - 1], buf, len, emit_masked, &e);
+}
+
+/* The wrapper's first line on stdout is its pid (= the process group). */
+static size_t take_marker(struct run_io *io, const char *buf, size_t len)
+{
+	size_t used = 0;
+	while (used < len && !io->marker_done) {
+		char c = buf[used++];
+		if (c == '\n') {
+			io->marker[io->marker_len] = '\0';
+			io->marker_done = true;
+			char *end;
+			long pid = strtol(io->marker, &end, 10);
+			set_live(io, (*end == '\0' && pid > 1) ? pid : 0);
+			return used;
+		}
+		if (c < '0' || c > '9' || io->marker_len + 1 >= sizeof(io->marker)) {
+			/* Not our wrapper speaking: hand everything on as output. */
+			io->marker_done = true;
+			set_live(io, 0);
+			push(io, STREAM_STDOUT, io->marker, io->marker_len);
+			return used - 1;
+		}
+		io->marker[io->marker_len++] = c;
+	}
+	return used;
+}
+
+static void close_watch(struct io_watch *w)
+{
+	if (w->fd >= 0) {
+		ioloop_del(w);
+		close(w->fd);
+		w->fd = -1;
+	}
+}
+
+static void stream_readable(struct io_watch *w, uint32_t events)
+{
+	static char buf[256 * 1024]; /* the I/O thread is the only reader */
+	struct run_io *io = w->ctx;
+	enum stream st = w == &io->out ? STREAM_STDOUT : STREAM_STDERR;
+
+	ssize_t n = read(w->fd, buf, sizeof(buf));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		struct emit_ctx e = { io, st };
+		close_watch(w);
+		if (st == STREAM_STDOUT) {
+			io->out_open = false;
+			if (!io->marker_done && io->marker_len) {
+				io->marker_done = true;
+				push(io, STREAM_STDOUT, io->marker, io->marker_len);
+			}
+		} else {
+			io->err_open = false;
+		}
+		mask_flush(&io->mask[st - 1], emit_masked, &e);
+		notify_run_changed(io->run);
+		if (io->exited && !io->out_open && !io->err_open)
+			finish(io);
+		return;
+	}
+	size_t off = 0;
+	if (st == STREAM_STDOUT && !io->marker_done)
+		off = take_marker(io, buf, (size_t)n);
+	if (st == STREAM_STDERR && !io->marker_done) {
+		size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
+		size_t k = (size_t)n < room ? (size_t)n : room;
+		memcpy(io->early_err + io->early_err_len, buf, k);
+		io->early_err_len += k;
+		io->early_err[io->early_err_len] = '\0';
+	}
+	if ((size_t)n > off) {
+		push(io, st, buf + off, (size_t)n - off);
+		notify_run_changed(io->run);
+	}
+}
+
+static void stdin_writable(struct io_watch *w, uint32_t events)
+{
+	struct run_io *io = w->ctx;
+	while (io->cmd_off < io->cmd_len) {
+		ssize_t n = write(w->fd, io->cmd + io->cmd_off, io->cmd_len - io->cmd_off);
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return;
+			if (errno == EINTR)
+				continue;
+			break; /* EPIPE: docker exec is gone; its exit tells why */
+		}
+		io->cmd_off += (size_t)n;
+	}
+	close_watch(w);
+	free(io->cmd);
+	io->cmd = NULL;
+}
+
+static void child_exited(struct io_watch *w, uint32_t events)
+{
+	struct run_io *io = w->ctx;
+	int status;
+	pid_t p = waitpid(io->child, &status, WNOHANG);
+	if (p == 0 || (p < 0 && errno == EINTR))
+		return;
+	io->exit_code = p < 0 ? 255 : spawn_exit_code(status);
+	io->exited = true;
+	close_watch(w);
+	pthread_mutex_lock(&model_lock);
+	io->run->local_pid = 0;
+	pthread_mutex_unlock(&model_lock);
+	if (!io->out_open && !io->err_open)
+		finish(io);
+}
+
+struct kill_req {
+	struct run *run;
+	int sig;
+};
+
+static void kill_task(void *ctx)
+{
+	struct kill_req *k = ctx;
+	struct sbx_err err = { 0 };
+	if (run_kill(k->run, k->sig, &err) < 0 && err.code != ESRCH)
+		log_warn("sandbox %s run %u: %s", k->run->sbx->name, k->run->number, err.msg);
+	run_put(k->run);
+	free(k);
+}
+
+static void timer_fired(struct io_watch *w, uint32_t events)
+{
+	struct run_io *io = w->ctx;
+	uint64_t ticks;
+	if (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
+		return;
+	close_watch(w);
+	struct kill_req *k = calloc(1, sizeof(*k));
+	pthread_mutex_lock(&model_lock);
+	io->run->timed_out = true;
+	if (k) {
+		k->run = io->run;
+		k->sig = SIGKILL;
+		run_get(io->run);
+	}
+	pthread_mutex_unlock(&model_lock);
+	log_info("sandbox %s run %u: timeout expired, killing it", io->run->sbx->name,
+		 io->run->number);
+	if (k && task_queue(kill_task, k) < 0) {
+		run_put(k->run);
+		free(k);
+	}
+}
+
+/* ---- the end of a run ---- */
+
+static void conclude(struct run *r, enum run_outcome outcome, int code, int start_errno,
+		     const char *reason)
+{
+	char line[64], when[40];
+	pthread_mutex_lock(&model_lock);
+	r->outcome = outcome;
+	r->exit_code = code;
+	if (start_errno)
+		r->start_errno = start_errno;
+	if (reason && !r->reason)
+		r->reason = strdup(reason);
+	clock_gettime(CLOCK_REALTIME, &r->ended);
+	r->phase = RUN_ENDED;
+	r->local_pid = 0;
+	run_status_line(r, line, sizeof(line));
+	format_time(&r->ended, when, sizeof(when));
+	if (reason)
+		sandbox_set_error(r->sbx, reason);
+	/* A stream that never spoke still gets its (empty) file. */
+	bool need_files[STREAM_COUNT] = { false };
+	for (int st = STREAM_STDOUT; st < STREAM_COUNT; st++)
+		need_files[st] = r->fd[st] < 0 && r->alias != st;
+	pthread_mutex_unlock(&model_lock);
+
+	for (int st = STREAM_STDOUT; st < STREAM_COUNT; st++) {
+		if (!need_files[st])
+			continue;
+		int fd = open_stream_file(r, st, O_RDWR | O_CREAT);
+		pthread_mutex_lock(&model_lock);
+		r->fd[st] = fd;
+		pthread_mutex_unlock(&model_lock);
+	}
+	char when_line[48];
+	snprintf(when_line, sizeof(when_line), "%s\n", when);
+	write_small(r, "ended", when_line);
+	write_small(r, "status", line);
+	if (reason)
+		log_warn("sandbox %s run %u: %s", r->sbx->name, r->number, reason);
+	notify_run_changed(r);
+}
+
+struct verdict_req {
+	struct run *run;
+	int code;
+};
+
+/* An exit code that docker itself uses when the container went away:
+ * ask the engine whether the container still runs before believing it. */
+static void verdict_task(void *ctx)
+{
+	struct verdict_req *v = ctx;
+	struct sbx_err err = { 0 };
+	pthread_mutex_lock(&model_lock);
+	char *cid = strdup(v->run->sbx->container_id ? v->run->sbx->container_id : "");
+	bool died = v->run->container_died;
+	pthread_mutex_unlock(&model_lock);
+	int running = died ? 0 : engine_is_running(&model_config()->engine, cid, &err);
+	free(cid);
+	if (running == 1)
+		conclude(v->run, OUTCOME_EXITED, v->code, 0, NULL);
+	else
+		conclude(v->run, OUTCOME_LOST, v->code, 0,
+			 "the container stopped or was removed under the run");
+	run_put(v->run);
+	free(v);
+}
+
+static void finish(struct run_io *io)
+{
+	struct run *r = io->run;
+	int code = io->exit_code;
+
+	close_watch(&io->timer);
+	close_watch(&io->in);
+	masker_free(&io->mask[0]);
+	masker_free(&io->mask[1]);
+	free(io->cmd);
+
+	pthread_mutex_lock(&model_lock);
+	r->io = NULL;
+	bool timed_out = r->timed_out, killed = r->kill_requested, died = r->container_died;
+	pthread_mutex_unlock(&model_lock);
+
+	if (!io->marker_done) {
+		int e = engine_classify_error(io->early_err, code);
+		char reason[700];
+		const char *msg = io->early_err_len ? io->early_err : "no output";
+		snprintf(reason, sizeof(reason), "the run did not start: docker exec exited %d: %.500s",
+			 code, msg);
+		for (char *p = reason; *p; p++)
+			if (*p == '\n' || *p == '\r')
+				*p = ' ';
+		conclude(r, OUTCOME_LOST, code, e == EIO && died ? EHOSTDOWN : e, reason);
+	} else if (timed_out) {
+		conclude(r, OUTCOME_TIMEOUT, code, 0, NULL);
+	} else if (killed && code > 128) {
+		conclude(r, OUTCOME_KILLED, code, 0, NULL);
+	} else if (died) {
+		conclude(r, OUTCOME_LOST, code, 0, "the container stopped or was removed under the run");
+	} else if (code == 137 || code == 255 || code == 125 || code == 126) {
+		struct verdict_req *v = calloc(1, sizeof(*v));
+		if (v) {
+			v->run = r;
+			v->code = code;
+			free(io);
+			if (task_queue(verdict_task, v) == 0)
+				return;
+			free(v);
+		}
+		conclude(r, OUTCOME_EXITED, code, 0, NULL);
+		run_put(r);
+		return;
+	} else {
+		conclude(r, OUTCOME_EXITED, code, 0, NULL);
+	}
+	if (io->spool_errno) {
+		pthread_mutex_lock(&model_lock);
+		if (!r->reason) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "output truncated: %s", strerror(io->spool_errno));
+			r->reason = strdup(msg);
+		}
+		pthread_mutex_unlock(&model_lock);
+	}
+	free(io);
+	run_put(r);
+}
+
+/* ---- starting ---- */
+
+/* Appends "KEY=VALUE\n" for each pair. */
+static int env_text(const struct kv_list *a, const struct kv_list *b, char **out, size_t *len)
+{
+	size_t cap = 1, n = 0;
+	const struct kv_list *lists[2] = { a, b };
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < lists[l]->n; i++)
+			cap += strlen(lists[l]->keys[i]) + strlen(lists[l]->values[i]) + 2;
+	char *t = malloc(cap);
+	if (!t)
+		return -ENOMEM;
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < lists[l]->n; i++)
+			n += (size_t)sprintf(t + n, "%s=%s\n", lists[l]->keys[i], lists[l]->values[i]);
+	*out = t;
+	*len = n;
+	return 0;
+}
+
+static struct run *run_new_locked(struct sandbox *s)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	struct run **v = realloc(s->runs, (s->nruns + 1) * sizeof(*v));
+	if (v)
+		s->runs = v;
+	if (!r || !v) {
+		free(r);
+		return NULL;
+	}
+	r->refs = 1; /* the sandbox's runs[] */
+	r->sbx = s;
+	r->number = s->nruns + 1;
+	r->alias = -1;
+	for (int i = 0; i < STREAM_COUNT; i++)
+		r->fd[i] = -1;
+	if (asprintf(&r->dir, "%s/runs/%u", s->spool_dir, r->number) < 0) {
+		free(r);
+		return NULL;
+	}
+	clock_gettime(CLOCK_REALTIME, &r->started);
+	r->phase = RUN_STARTING;
+	s->runs[s->nruns++] = r;
+	return r;
+}
+
+static int start_failed(struct run *r, struct sbx_err *err)
+{
+	conclude(r, OUTCOME_LOST, -1, err->code, err->msg);
+	return -err->code;
+}
+
+int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+	      struct sbx_err *err)
+{
+	cleanup_free char *env = NULL;
+	size_t env_len = 0;
+	cleanup_free char *workdir = NULL;
+	cleanup_free char *cid = NULL;
+	const char **secrets = NULL;
+	size_t nsecrets = 0;
+	long timeout;
+
+	*out = NULL;
+	pthread_mutex_lock(&model_lock);
+	if (s->state != SBX_RUNNING) {
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running", s->name);
+	}
+	struct run *r = run_new_locked(s);
+	int rc = r ? env_text(&s->env, &s->auth, &env, &env_len) : -ENOMEM;
+	workdir = strdup(s->workdir);
+	cid = strdup(s->container_id ? s->container_id : s->container);
+	secrets = calloc(s->auth.n + 1, sizeof(*secrets));
+	if (rc == 0 && (!workdir || !cid || !secrets))
+		rc = -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < s->auth.n; i++)
+		secrets[nsecrets++] = s->auth.values[i];
+	timeout = s->timeout;
+	if (r)
+		run_get(r); /* the caller's */
+	struct run_io *io = calloc(1, sizeof(*io));
+	if (rc == 0 && !io)
+		rc = -ENOMEM;
+	if (rc == 0) {
+		/* Secrets are copied while the lock keeps them alive. */
+		rc = masker_init(&io->mask[0], secrets, nsecrets);
+		if (rc == 0)
+			rc = masker_init(&io->mask[1], secrets, nsecrets);
+	}
+	pthread_mutex_unlock(&model_lock);
+	free(secrets);
+	if (!r)
+		return sbx_err_set(err, ENOMEM, "exec: out of memory");
+	*out = r;
+	if (rc < 0) {
+		free(io);
+		sbx_err_set(err, -rc, "exec: %s", strerror(-rc));
+		return start_failed(r, err);
+	}
+
+	struct sbx_err ignored = { 0 };
+	char path[4200], when[40], line[48];
+	rc = mkdir_p(r->dir, err);
+	if (rc == 0) {
+		snprintf(path, sizeof(path), "%s/cmd", r->dir);
+		rc = write_file_atomic(path, cmd, len, err);
+	}
+	if (rc == 0) {
+		int fd = open_stream_file(r, STREAM_OUTPUT, O_RDWR | O_CREAT | O_TRUNC);
+		if (fd < 0)
+			rc = sbx_err_set(err, errno, "creating the output spool: %s", strerror(errno));
+		pthread_mutex_lock(&model_lock);
+		r->fd[STREAM_OUTPUT] = fd;
+		pthread_mutex_unlock(&model_lock);
+	}
+	if (rc == 0) {
+		format_time(&r->started, when, sizeof(when));
+		snprintf(line, sizeof(line), "%s\n", when);
+		snprintf(path, sizeof(path), "%s/started", r->dir);
+		rc = write_file_atomic(path, line, strlen(line), err);
+	}
+	if (rc == 0) {
+		snprintf(path, sizeof(path), "%s/ended", r->dir);
+		write_file_atomic(path, "", 0, &ignored);
+		snprintf(path, sizeof(path), "%s/status", r->dir);
+		write_file_atomic(path, "running\n", 8, &ignored);
+	}
+	if (rc < 0) {
+		masker_free(&io->mask[0]);
+		masker_free(&io->mask[1]);
+		free(io);
+		sbx_err_wrap(err, "exec in %s", s->name);
+		return start_failed(r, err);
+	}
+
+	struct engine_exec ex;
+	rc = engine_exec_start(&model_config()->engine, cid, env, env_len, workdir, &ex, err);
+	if (env)
+		explicit_bzero(env, env_len);
+	if (rc < 0) {
+		masker_free(&io->mask[0]);
+		masker_free(&io->mask[1]);
+		free(io);
+		return start_failed(r, err);
+	}
+
+	io->run = r;
+	pthread_mutex_lock(&model_lock);
+	run_get(r); /* the I/O thread's */
+	r->io = io;
+	r->local_pid = ex.pid;
+	pthread_mutex_unlock(&model_lock);
+
+	io->child = ex.pid;
+	io->cmd = malloc(len ? len : 1);
+	if (io->cmd)
+		memcpy(io->cmd, cmd, len);
+	io->cmd_len = io->cmd ? len : 0;
+	io->out_open = io->err_open = true;
+	io->in = (struct io_watch){ .fd = ex.stdin_fd, .fn = stdin_writable, .ctx = io };
+	io->out = (struct io_watch){ .fd = ex.stdout_fd, .fn = stream_readable, .ctx = io };
+	io->err = (struct io_watch){ .fd = ex.stderr_fd, .fn = stream_readable, .ctx = io };
+	io->pid = (struct io_watch){ .fd = (int)syscall(SYS_pidfd_open, ex.pid, 0),
+				     .fn = child_exited, .ctx = io };
+	io->timer = (struct io_watch){ .fd = -1, .fn = timer_fired, .ctx = io };
+	fcntl(ex.stdout_fd, F_SETPIPE_SZ, 1 << 20);
+	fcntl(ex.stderr_fd, F_SETPIPE_SZ, 1 << 20);
+	if (timeout > 0) {
+		io->timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		struct itimerspec its = { .it_value = { .tv_sec = timeout } };
+		if (io->timer.fd >= 0)
+			timerfd_settime(io->timer.fd, 0, &its, NULL);
+	}
+	if (io->pid.fd < 0) {
+		log_error("pidfd_open: %s", strerror(errno));
+		io->pid.fd = -1;
+	}
+	/* Everything is in place before the I/O thread can see any of it. */
+	if (io->timer.fd >= 0)
+		ioloop_add(&io->timer, EPOLLIN);
+	ioloop_add(&io->out, EPOLLIN);
+	ioloop_add(&io->err, EPOLLIN);
+	if (io->pid.fd >= 0)
+		ioloop_add(&io->pid, EPOLLIN);
+	ioloop_add(&io->in, EPOLLOUT);
+	log_debug("sandbox %s run %u: started (%zu bytes)", s->name, r->number, len);
+	return 0;
+}
+
+int run_kill(struct run *r, int sig, struct sbx_err *err)
+{
+	pthread_mutex_lock(&model_lock);
+	if (r->phase == RUN_ENDED) {
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, ESRCH, "kill: run %u has ended", r->number);
+	}
+	r->kill_requested = true;
+	long pgid = r->pgid;
+	pid_t local = r->local_pid;
+	char *cid = strdup(r->sbx->container_id ? r->sbx->container_id : r->sbx->container);
+	pthread_mutex_unlock(&model_lock);
+	int rc = 0;
+	if (pgid > 0 && cid)
+		rc = engine_kill_group(&model_config()->engine, cid, pgid, sig, err);
+	else if (local > 0 && kill(local, sig) < 0)
+		rc = sbx_err_set(err, errno, "kill: %s", strerror(errno));
+	free(cid);
+	return rc;
+}

@@ -1,0 +1,251 @@
+/* The settings files of a sandbox: env, auth, workdir, timeout, and ctl. */
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "model.h"
+
+int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace,
+		    struct sbx_err *err)
+{
+	struct kv_list parsed = { 0 };
+	int rc = parse_kv_lines(buf, len, &parsed, err);
+	if (rc < 0)
+		return sbx_err_wrap(err, "env");
+
+	pthread_mutex_lock(&model_lock);
+	struct kv_list next = { 0 };
+	if (!replace)
+		rc = kv_list_copy(&next, &s->env);
+	for (size_t i = 0; rc == 0 && i < parsed.n; i++)
+		rc = kv_list_set(&next, parsed.keys[i], parsed.values[i]);
+	if (rc == 0) {
+		kv_list_free(&s->env);
+		s->env = next;
+	} else {
+		kv_list_free(&next);
+	}
+	pthread_mutex_unlock(&model_lock);
+	kv_list_free(&parsed);
+	return rc < 0 ? sbx_err_set(err, -rc, "env: out of memory") : 0;
+}
+
+static bool has_path(char **paths, size_t n, const char *p)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(paths[i], p))
+			return true;
+	return false;
+}
+
+int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace,
+		     struct sbx_err *err)
+{
+	struct auth_doc doc = { 0 };
+	int rc = parse_auth(buf, len, &doc, err);
+	if (rc < 0)
+		return sbx_err_wrap(err, "auth");
+
+	/* Files first: if one cannot be placed, no variable changes. */
+	if (doc.nfiles > 0) {
+		pthread_mutex_lock(&model_lock);
+		char *cid = strdup(s->container_id ? s->container_id : s->container);
+		bool running = s->state == SBX_RUNNING;
+		pthread_mutex_unlock(&model_lock);
+		if (!running)
+			rc = sbx_err_set(err, EHOSTDOWN, "auth: the container is not running");
+		for (size_t i = 0; rc == 0 && i < doc.nfiles; i++) {
+			rc = engine_put_file(&model_config()->engine, cid, doc.files[i].path,
+					     doc.files[i].content, doc.files[i].len, err);
+			if (rc < 0)
+				sbx_err_wrap(err, "auth: placing %s", doc.files[i].path);
+		}
+		free(cid);
+		if (rc < 0) {
+			auth_doc_free(&doc);
+			return rc;
+		}
+	}
+
+	pthread_mutex_lock(&model_lock);
+	struct kv_list next = { 0 };
+	if (!replace)
+		rc = kv_list_copy(&next, &s->auth);
+	for (size_t i = 0; rc == 0 && i < doc.env.n; i++)
+		rc = kv_list_set(&next, doc.env.keys[i], doc.env.values[i]);
+	for (size_t i = 0; rc == 0 && i < doc.nfiles; i++) {
+		if (has_path(s->auth_files, s->nauth_files, doc.files[i].path))
+			continue;
+		char **v = realloc(s->auth_files, (s->nauth_files + 1) * sizeof(*v));
+		char *p = strdup(doc.files[i].path);
+		if (!v || !p) {
+			free(p);
+			if (v)
+				s->auth_files = v;
+			rc = -ENOMEM;
+			break;
+		}
+		s->auth_files = v;
+		s->auth_files[s->nauth_files++] = p;
+	}
+	if (rc == 0) {
+		kv_list_free(&s->auth);
+		s->auth = next;
+	} else {
+		kv_list_free(&next);
+	}
+	pthread_mutex_unlock(&model_lock);
+	/* Names only: values never reach a log. */
+	if (rc == 0)
+		log_info("sandbox %s: auth %s (%zu variables, %zu files)", s->name,
+			 replace ? "replaced" : "added", doc.env.n, doc.nfiles);
+	auth_doc_free(&doc);
+	return rc < 0 ? sbx_err_set(err, -rc, "auth: out of memory") : 0;
+}
+
+int sandbox_set_workdir(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
+{
+	char *dir = NULL;
+	int rc = parse_workdir(buf, len, &dir, err);
+	if (rc < 0)
+		return sbx_err_wrap(err, "workdir");
+	pthread_mutex_lock(&model_lock);
+	free(s->workdir);
+	s->workdir = dir;
+	pthread_mutex_unlock(&model_lock);
+	return 0;
+}
+
+int sandbox_set_timeout(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
+{
+	long secs = 0;
+	int rc = parse_timeout(buf, len, &secs, err);
+	if (rc < 0)
+		return sbx_err_wrap(err, "timeout");
+	pthread_mutex_lock(&model_lock);
+	s->timeout = secs;
+	pthread_mutex_unlock(&model_lock);
+	return 0;
+}
+
+int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
+{
+	struct ctl_cmd cmd;
+	int rc = parse_ctl(buf, len, &cmd, err);
+	if (rc < 0)
+		return sbx_err_wrap(err, "ctl");
+
+	pthread_mutex_lock(&model_lock);
+	char *cid = strdup(s->container_id ? s->container_id : s->container);
+	struct run *latest = sandbox_latest_run(s);
+	if (latest)
+		run_get(latest);
+	pthread_mutex_unlock(&model_lock);
+	if (!cid) {
+		if (latest)
+			run_put(latest);
+		return sbx_err_set(err, ENOMEM, "ctl: out of memory");
+	}
+
+	switch (cmd.verb) {
+	case CTL_KILL:
+		if (!latest)
+			rc = sbx_err_set(err, ESRCH, "ctl kill: no run to signal");
+		else
+			rc = run_kill(latest, cmd.signal, err);
+		break;
+	case CTL_STOP:
+		rc = engine_stop(&model_config()->engine, cid, err);
+		if (rc == 0) {
+			pthread_mutex_lock(&model_lock);
+			if (s->state == SBX_RUNNING)
+				s->state = SBX_STOPPED;
+			for (unsigned i = 0; i < s->nruns; i++)
+				if (s->runs[i]->phase != RUN_ENDED)
+					s->runs[i]->container_died = true;
+			pthread_mutex_unlock(&model_lock);
+		}
+		break;
+	case CTL_START:
+		rc = engine_start(&model_config()->engine, cid, err);
+		if (rc == 0) {
+			pthread_mutex_lock(&model_lock);
+			if (s->state == SBX_STOPPED)
+				s->state = SBX_RUNNING;
+			pthread_mutex_unlock(&model_lock);
+		}
+		break;
+	case CTL_SAVE:
+		rc = sbx_err_set(err, ENOTSUP, "ctl save: not supported yet");
+		break;
+	}
+	free(cid);
+	if (latest)
+		run_put(latest);
+	if (rc < 0) {
+		pthread_mutex_lock(&model_lock);
+		sandbox_set_error(s, err->msg);
+		pthread_mutex_unlock(&model_lock);
+		if (strncmp(err->msg, "ctl", 3) != 0)
+			sbx_err_wrap(err, "ctl");
+	}
+	return rc;
+}
+
+int setting_save(struct sandbox *s, enum setting which, struct setting_undo *u)
+{
+	int rc = 0;
+	*u = (struct setting_undo){ .which = which };
+	pthread_mutex_lock(&model_lock);
+	switch (which) {
+	case SETTING_ENV:
+		rc = kv_list_copy(&u->kv, &s->env);
+		break;
+	case SETTING_AUTH:
+		rc = kv_list_copy(&u->kv, &s->auth);
+		break;
+	case SETTING_WORKDIR:
+		u->workdir = strdup(s->workdir);
+		rc = u->workdir ? 0 : -ENOMEM;
+		break;
+	case SETTING_TIMEOUT:
+		u->timeout = s->timeout;
+		break;
+	}
+	pthread_mutex_unlock(&model_lock);
+	return rc;
+}
+
+void setting_restore(struct sandbox *s, struct setting_undo *u)
+{
+	pthread_mutex_lock(&model_lock);
+	switch (u->which) {
+	case SETTING_ENV:
+		kv_list_free(&s->env);
+		s->env = u->kv;
+		u->kv = (struct kv_list){ 0 };
+		break;
+	case SETTING_AUTH:
+		kv_list_free(&s->auth);
+		s->auth = u->kv;
+		u->kv = (struct kv_list){ 0 };
+		break;
+	case SETTING_WORKDIR:
+		free(s->workdir);
+		s->workdir = u->workdir;
+		u->workdir = NULL;
+		break;
+	case SETTING_TIMEOUT:
+		s->timeout = u->timeout;
+		break;
+	}
+	pthread_mutex_unlock(&model_lock);
+	setting_undo_free(u);
+}
+
+void setting_undo_free(struct setting_undo *u)
+{
+	kv_list_free(&u->kv);
+	free(u->workdir);
+	u->workdir = NULL;
+}

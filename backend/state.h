@@ -1,0 +1,23 @@
+/* The state directory: instance id, the lock that keeps two daemons off
+ * one directory, and small file helpers for the spool. */
+#ifndef SBX_STATE_H
+#define SBX_STATE_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+/* Creates dir if needed, locks it (EBUSY if another daemon holds it) and
+ * reads or makes the instance id (16 hex digits) into instance[17]. */
+int state_open(const char *dir, char instance[17], struct sbx_err *err);
+void state_close(void);
+
+int mkdir_p(const char *path, struct sbx_err *err);
+/* Removes a tree; a missing path is success. */
+int rm_rf(const char *path);
+/* Writes data to path via a temporary file and rename(2). */
+int write_file_atomic(const char *path, const void *data, size_t len, struct sbx_err *err);
+/* Reads a whole (small) file; *buf is NUL-terminated and malloc'ed. */
+int read_file(const char *path, char **buf, size_t *len, size_t max);
+
+#endif

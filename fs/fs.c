@@ -1,0 +1,983 @@
+/* The FUSE glue: every low-level request is decoded here and handed to the
+ * model.  Nothing here knows about docker. */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <sys/statvfs.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "handle.h"
+#include "log.h"
+#include "state.h"
+
+#define DIR_MODE (S_IFDIR | 0555)
+#define RO_MODE (S_IFREG | 0444)
+
+const struct kind_info kinds[K_MAX] = {
+	[K_DIR] = { NULL, S_IFDIR | 0755 },
+	[K_EXEC] = { "exec", S_IFREG | 0666 },
+	[K_OUTPUT] = { "output", RO_MODE },
+	[K_STDOUT] = { "stdout", RO_MODE },
+	[K_STDERR] = { "stderr", RO_MODE },
+	[K_STATUS] = { "status", RO_MODE },
+	[K_WAIT] = { "wait", RO_MODE },
+	[K_AUTH] = { "auth", S_IFREG | 0600 },
+	[K_ENV] = { "env", S_IFREG | 0644 },
+	[K_WORKDIR] = { "workdir", S_IFREG | 0644 },
+	[K_TIMEOUT] = { "timeout", S_IFREG | 0644 },
+	[K_CTL] = { "ctl", S_IFREG | 0222 },
+	[K_INFO] = { "info", RO_MODE },
+	[K_RUNS] = { "runs", DIR_MODE },
+	[K_RUN_DIR] = { NULL, DIR_MODE },
+	[K_RUN_CMD] = { "cmd", RO_MODE },
+	[K_RUN_OUTPUT] = { "output", RO_MODE },
+	[K_RUN_STDOUT] = { "stdout", RO_MODE },
+	[K_RUN_STDERR] = { "stderr", RO_MODE },
+	[K_RUN_STATUS] = { "status", RO_MODE },
+	[K_RUN_STARTED] = { "started", RO_MODE },
+	[K_RUN_ENDED] = { "ended", RO_MODE },
+};
+
+static const char *const meta_names[] = {
+	[INO_META_VERSION] = "version",
+	[INO_META_BACKEND] = "backend",
+	[INO_META_LOG] = "log",
+};
+
+static struct fs_options opts;
+
+static enum stream kind_stream(enum kind k)
+{
+	switch (k) {
+	case K_STDOUT:
+	case K_RUN_STDOUT:
+		return STREAM_STDOUT;
+	case K_STDERR:
+	case K_RUN_STDERR:
+		return STREAM_STDERR;
+	default:
+		return STREAM_OUTPUT;
+	}
+}
+
+static bool is_stream(enum kind k)
+{
+	return k == K_OUTPUT || k == K_STDOUT || k == K_STDERR || k == K_RUN_OUTPUT ||
+	       k == K_RUN_STDOUT || k == K_RUN_STDERR;
+}
+
+/* ---- resolving inodes ---- */
+
+/* What an inode names: a reference to its sandbox (if any) and whether
+ * it exists at all. */
+struct node {
+	uint64_t ino;
+	enum kind kind;
+	struct sandbox *sbx;
+	unsigned run;
+};
+
+static void node_release(struct node *n)
+{
+	if (n->sbx)
+		sandbox_put(n->sbx);
+	n->sbx = NULL;
+}
+
+static int node_resolve(fuse_ino_t ino, struct node *n)
+{
+	*n = (struct node){ .ino = ino };
+	if (ino == INO_ROOT || ino == INO_META || (ino >= INO_META_VERSION && ino <= INO_META_LOG))
+		return 0;
+	n->kind = ino_kind(ino);
+	n->run = ino_run(ino);
+	if (n->kind == K_NONE || ino_sbx(ino) == 0)
+		return -ENOENT;
+	if ((n->run == 0) != (n->kind <= K_RUNS))
+		return -ENOENT;
+	n->sbx = model_find_id(ino_sbx(ino));
+	if (!n->sbx)
+		return -ENOENT;
+	if (n->run) {
+		pthread_mutex_lock(&model_lock);
+		bool exists = sandbox_run(n->sbx, n->run) != NULL;
+		pthread_mutex_unlock(&model_lock);
+		if (!exists) {
+			node_release(n);
+			return -ENOENT;
+		}
+	}
+	return 0;
+}
+
+static void fill_attr(const struct node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->ino;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_nlink = 1;
+	st->st_blksize = 4096;
+	if (n->ino == INO_ROOT || n->ino == INO_META) {
+		st->st_mode = DIR_MODE;
+		st->st_nlink = 2;
+		return;
+	}
+	if (!n->sbx) {
+		st->st_mode = RO_MODE;
+		return;
+	}
+	st->st_mode = kinds[n->kind].mode;
+	if (S_ISDIR(st->st_mode))
+		st->st_nlink = 2;
+	pthread_mutex_lock(&model_lock);
+	st->st_mtim = n->sbx->created;
+	struct run *r = n->run ? sandbox_run(n->sbx, n->run) :
+		(is_stream(n->kind) || n->kind == K_STATUS || n->kind == K_WAIT) ?
+		sandbox_latest_run(n->sbx) : NULL;
+	if (r) {
+		st->st_mtim = r->phase == RUN_ENDED ? r->ended : r->started;
+		if (is_stream(n->kind))
+			st->st_size = r->size[kind_stream(n->kind)];
+	}
+	pthread_mutex_unlock(&model_lock);
+	st->st_atim = st->st_ctim = st->st_mtim;
+	st->st_blocks = (st->st_size + 511) / 512;
+}
+
+static void reply_entry(fuse_req_t req, const struct node *n, double timeout)
+{
+	struct fuse_entry_param e = { .ino = n->ino, .attr_timeout = 0, .entry_timeout = timeout };
+	fill_attr(n, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+/* Logs why a request was refused and answers it. */
+static void refuse(fuse_req_t req, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refuse(fuse_req_t req, int e, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warn("%s (%s)", msg, strerror(e));
+	fuse_reply_err(req, e);
+}
+
+static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct node p, n = { 0 };
+	if (node_resolve(parent, &p) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	double timeout = 0;
+	if (parent == INO_ROOT) {
+		if (!strcmp(name, ".sandboxfs")) {
+			n.ino = INO_META;
+		} else {
+			struct sandbox *s = model_find(name);
+			if (s) {
+				n = (struct node){ .ino = ino_make(s->id, 0, K_DIR), .kind = K_DIR, .sbx = s };
+			}
+		}
+	} else if (parent == INO_META) {
+		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
+			if (!strcmp(name, meta_names[i]))
+				n.ino = i;
+		timeout = 1;
+	} else if (p.kind == K_DIR) {
+		for (int k = K_EXEC; k <= K_RUNS; k++) {
+			if (!strcmp(name, kinds[k].name)) {
+				n = (struct node){ .ino = ino_make(p.sbx->id, 0, k), .kind = k, .sbx = p.sbx };
+				sandbox_ref(p.sbx);
+				timeout = 1;
+			}
+		}
+	} else if (p.kind == K_RUNS) {
+		char *end;
+		unsigned long num = strtoul(name, &end, 10);
+		if (*end == '\0' && name[0] >= '1' && name[0] <= '9' && num < (1ul << 24)) {
+			pthread_mutex_lock(&model_lock);
+			bool exists = sandbox_run(p.sbx, (unsigned)num) != NULL;
+			pthread_mutex_unlock(&model_lock);
+			if (exists) {
+				n = (struct node){ .ino = ino_make(p.sbx->id, (unsigned)num, K_RUN_DIR),
+						   .kind = K_RUN_DIR, .sbx = p.sbx, .run = (unsigned)num };
+				sandbox_ref(p.sbx);
+				timeout = 1;
+			}
+		}
+	} else if (p.kind == K_RUN_DIR) {
+		for (int k = K_RUN_CMD; k <= K_RUN_ENDED; k++) {
+			if (!strcmp(name, kinds[k].name)) {
+				n = (struct node){ .ino = ino_make(p.sbx->id, p.run, k), .kind = k,
+						   .sbx = p.sbx, .run = p.run };
+				sandbox_ref(p.sbx);
+				timeout = 1;
+			}
+		}
+	}
+	if (n.ino)
+		reply_entry(req, &n, timeout);
+	else
+		fuse_reply_err(req, ENOENT);
+	node_release(&n);
+	node_release(&p);
+}
+
+static void sfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node n;
+	struct stat st;
+	if (node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(&n, &st);
+	node_release(&n);
+	fuse_reply_attr(req, &st, 0);
+}
+
+/* ---- directories ---- */
+
+struct dirlist {
+	char *buf;
+	size_t len, cap;
+	size_t *ends; /* where each entry ends: the offsets readdir resumes at */
+	size_t nents;
+};
+
+static void dir_add(fuse_req_t req, struct dirlist *d, const char *name, fuse_ino_t ino,
+		    mode_t mode)
+{
+	struct stat st = { .st_ino = ino, .st_mode = mode };
+	size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+	if (d->len + need > d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 4096;
+		while (cap < d->len + need)
+			cap *= 2;
+		char *b = realloc(d->buf, cap);
+		if (!b)
+			return;
+		d->buf = b;
+		d->cap = cap;
+	}
+	size_t *e = realloc(d->ends, (d->nents + 1) * sizeof(*e));
+	if (!e)
+		return;
+	d->ends = e;
+	d->len += fuse_add_direntry(req, d->buf + d->len, need, name, &st, (off_t)(d->len + need));
+	d->ends[d->nents++] = d->len;
+}
+
+struct list_ctx {
+	fuse_req_t req;
+	struct dirlist *d;
+};
+
+static void add_sandbox(struct sandbox *s, void *ctx)
+{
+	struct list_ctx *c = ctx;
+	dir_add(c->req, c->d, s->name, ino_make(s->id, 0, K_DIR), kinds[K_DIR].mode);
+}
+
+static void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node n;
+	struct dirlist *d = calloc(1, sizeof(*d));
+	if (!d || node_resolve(ino, &n) < 0) {
+		free(d);
+		fuse_reply_err(req, d ? ENOENT : ENOMEM);
+		return;
+	}
+	dir_add(req, d, ".", ino, DIR_MODE);
+	dir_add(req, d, "..", INO_ROOT, DIR_MODE);
+	if (ino == INO_ROOT) {
+		dir_add(req, d, ".sandboxfs", INO_META, DIR_MODE);
+		struct list_ctx c = { req, d };
+		model_foreach(add_sandbox, &c);
+	} else if (ino == INO_META) {
+		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
+			dir_add(req, d, meta_names[i], i, RO_MODE);
+	} else if (n.kind == K_DIR) {
+		for (int k = K_EXEC; k <= K_RUNS; k++)
+			dir_add(req, d, kinds[k].name, ino_make(n.sbx->id, 0, k), kinds[k].mode);
+	} else if (n.kind == K_RUNS) {
+		pthread_mutex_lock(&model_lock);
+		unsigned count = n.sbx->nruns;
+		pthread_mutex_unlock(&model_lock);
+		for (unsigned i = 1; i <= count; i++) {
+			char name[16];
+			snprintf(name, sizeof(name), "%u", i);
+			dir_add(req, d, name, ino_make(n.sbx->id, i, K_RUN_DIR), DIR_MODE);
+		}
+	} else if (n.kind == K_RUN_DIR) {
+		for (int k = K_RUN_CMD; k <= K_RUN_ENDED; k++)
+			dir_add(req, d, kinds[k].name, ino_make(n.sbx->id, n.run, k), kinds[k].mode);
+	} else {
+		node_release(&n);
+		free(d->buf);
+		free(d->ends);
+		free(d);
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	node_release(&n);
+	fi->fh = (uintptr_t)d;
+	fuse_reply_open(req, fi);
+}
+
+static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
+	if (off < 0 || (size_t)off >= d->len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* Entries are whole: cut at the last one that fits. */
+	size_t end = (size_t)off;
+	for (size_t i = 0; i < d->nents; i++) {
+		if (d->ends[i] <= (size_t)off)
+			continue;
+		if (d->ends[i] - (size_t)off > size)
+			break;
+		end = d->ends[i];
+	}
+	fuse_reply_buf(req, d->buf + off, end - (size_t)off);
+}
+
+static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
+	free(d->buf);
+	free(d->ends);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct sbx_err err = { 0 };
+	struct sandbox *s = NULL;
+	if (parent != INO_ROOT) {
+		refuse(req, EPERM, "mkdir %s: sandboxes are made at the top of the mount only", name);
+		return;
+	}
+	int rc = sandbox_create(name, &s, &err);
+	if (rc < 0) {
+		log_error("%s", err.msg);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct node n = { .ino = ino_make(s->id, 0, K_DIR), .kind = K_DIR, .sbx = s };
+	reply_entry(req, &n, 0);
+	node_release(&n);
+}
+
+static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct sbx_err err = { 0 };
+	if (parent != INO_ROOT || !strcmp(name, ".sandboxfs")) {
+		refuse(req, EPERM, "rmdir %s: only sandboxes can be removed", name);
+		return;
+	}
+	int rc = sandbox_remove(name, &err);
+	if (rc < 0) {
+		log_error("%s", err.msg);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_reply_err(req, 0);
+}
+
+/* ---- opening files ---- */
+
+static char *meta_content(fuse_ino_t ino, size_t *len)
+{
+	char *text = NULL;
+	const struct model_config *cfg = model_config();
+	switch (ino) {
+	case INO_META_VERSION:
+		if (asprintf(&text, "sandboxfs %s\n", SANDBOXFS_VERSION) < 0)
+			text = NULL;
+		break;
+	case INO_META_BACKEND:
+		if (asprintf(&text, "cli: %s\nengine: %s\ninstance: %s\nstate: %s\nimage: %s\n",
+			     cfg->engine.cli, opts.engine_version ? opts.engine_version : "unreachable",
+			     cfg->engine.instance, cfg->state_dir, cfg->image) < 0)
+			text = NULL;
+		break;
+	case INO_META_LOG:
+		return sbx_log_snapshot(len);
+	}
+	if (text)
+		*len = strlen(text);
+	return text;
+}
+
+static char *kv_text(const struct kv_list *l, bool values, size_t *len)
+{
+	size_t cap = 1, n = 0;
+	for (size_t i = 0; i < l->n; i++)
+		cap += strlen(l->keys[i]) + (values ? strlen(l->values[i]) + 1 : 0) + 1;
+	char *t = malloc(cap);
+	if (!t)
+		return NULL;
+	for (size_t i = 0; i < l->n; i++)
+		n += (size_t)(values ? sprintf(t + n, "%s=%s\n", l->keys[i], l->values[i]) :
+				       sprintf(t + n, "%s\n", l->keys[i]));
+	t[n] = '\0';
+	*len = n;
+	return t;
+}
+
+static char *run_file(struct run *r, const char *name, size_t *len)
+{
+	char path[4200];
+	char *text = NULL;
+	snprintf(path, sizeof(path), "%s/%s", r->dir, name);
+	if (read_file(path, &text, len, 64u << 20) < 0) {
+		text = strdup("");
+		*len = 0;
+	}
+	return text;
+}
+
+/* Generated content, fixed at open. */
+static char *snapshot(struct handle *h, size_t *len)
+{
+	char line[64];
+	char *text = NULL;
+	struct sandbox *s = h->sbx;
+
+	*len = 0;
+	switch (h->kind) {
+	case K_STATUS:
+	case K_RUN_STATUS:
+		pthread_mutex_lock(&model_lock);
+		run_status_line(h->run, line, sizeof(line));
+		pthread_mutex_unlock(&model_lock);
+		text = strdup(line);
+		break;
+	case K_INFO:
+		text = sandbox_info_json(s);
+		break;
+	case K_AUTH:
+		pthread_mutex_lock(&model_lock);
+		text = kv_text(&s->auth, false, len);
+		if (text) {
+			size_t extra = 0;
+			for (size_t i = 0; i < s->nauth_files; i++)
+				extra += strlen(s->auth_files[i]) + 1;
+			char *t = realloc(text, *len + extra + 1);
+			if (t) {
+				text = t;
+				for (size_t i = 0; i < s->nauth_files; i++)
+					*len += (size_t)sprintf(text + *len, "%s\n", s->auth_files[i]);
+			}
+		}
+		pthread_mutex_unlock(&model_lock);
+		return text;
+	case K_ENV:
+		pthread_mutex_lock(&model_lock);
+		text = kv_text(&s->env, true, len);
+		pthread_mutex_unlock(&model_lock);
+		return text;
+	case K_WORKDIR:
+		pthread_mutex_lock(&model_lock);
+		if (asprintf(&text, "%s%s", s->workdir, s->workdir[0] ? "\n" : "") < 0)
+			text = NULL;
+		pthread_mutex_unlock(&model_lock);
+		break;
+	case K_TIMEOUT:
+		pthread_mutex_lock(&model_lock);
+		if (asprintf(&text, "%ld\n", s->timeout) < 0)
+			text = NULL;
+		pthread_mutex_unlock(&model_lock);
+		break;
+	case K_RUN_CMD:
+		return run_file(h->run, "cmd", len);
+	case K_RUN_STARTED:
+		return run_file(h->run, "started", len);
+	case K_RUN_ENDED:
+		return run_file(h->run, "ended", len);
+	default:
+		text = strdup("");
+		break;
+	}
+	if (text)
+		*len = strlen(text);
+	return text;
+}
+
+static void handle_free(struct handle *h)
+{
+	if (!h)
+		return;
+	stream_forget_handle(h);
+	if (h->undo_valid)
+		setting_undo_free(&h->undo);
+	if (h->run)
+		run_put(h->run);
+	if (h->sbx)
+		sandbox_put(h->sbx);
+	free(h->data);
+	if (h->wbuf)
+		explicit_bzero(h->wbuf, h->wlen);
+	free(h->wbuf);
+	free(h);
+}
+
+static bool kind_writable(enum kind k)
+{
+	return k == K_EXEC || k == K_AUTH || k == K_ENV || k == K_WORKDIR || k == K_TIMEOUT ||
+	       k == K_CTL;
+}
+
+static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node n;
+	int acc = fi->flags & O_ACCMODE;
+	bool wants_write = acc != O_RDONLY, wants_read = acc != O_WRONLY;
+
+	if (node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (n.ino == INO_ROOT || n.ino == INO_META || n.kind == K_DIR || n.kind == K_RUNS ||
+	    n.kind == K_RUN_DIR) {
+		node_release(&n);
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	const char *fname = n.sbx ? kinds[n.kind].name : meta_names[n.ino];
+	if (wants_write && (!n.sbx || !kind_writable(n.kind))) {
+		node_release(&n);
+		refuse(req, EACCES, "open %s for writing: the file is read-only", fname);
+		return;
+	}
+	if (wants_read && n.kind == K_CTL) {
+		node_release(&n);
+		refuse(req, EACCES, "open ctl for reading: ctl is write-only");
+		return;
+	}
+
+	struct handle *h = calloc(1, sizeof(*h));
+	if (!h) {
+		node_release(&n);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	h->ino = ino;
+	h->kind = n.sbx ? n.kind : K_NONE;
+	h->sbx = steal_pointer(&n.sbx);
+	h->writable = wants_write;
+	h->trunc = wants_write && (fi->flags & O_TRUNC);
+	h->stream = kind_stream(h->kind);
+
+	if (h->sbx) {
+		pthread_mutex_lock(&model_lock);
+		struct run *r = n.run ? sandbox_run(h->sbx, n.run) :
+			(is_stream(h->kind) || h->kind == K_STATUS || h->kind == K_WAIT) ?
+			sandbox_latest_run(h->sbx) : NULL;
+		if (r)
+			run_get(r);
+		h->run = r;
+		bool running = h->sbx->state == SBX_RUNNING;
+		pthread_mutex_unlock(&model_lock);
+		if (h->kind == K_EXEC && wants_write && !running) {
+			handle_free(h);
+			refuse(req, EHOSTDOWN, "open exec: the container is not running");
+			return;
+		}
+	}
+
+	if (is_stream(h->kind) || h->kind == K_WAIT) {
+		h->nonseekable = n.run == 0 && h->kind != K_WAIT;
+	} else if (h->kind != K_EXEC && h->kind != K_CTL && wants_read) {
+		h->data = h->sbx ? snapshot(h, &h->len) : meta_content(ino, &h->len);
+		if (!h->data) {
+			handle_free(h);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->nonseekable = h->nonseekable;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		handle_free(h); /* the opener went away */
+}
+
+static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	refuse(req, EPERM, "create %s: sandboxfs has no plain files", name);
+}
+
+static void sfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	handle_free((struct handle *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- reading and writing ---- */
+
+static int start_exec(struct handle *h, struct sbx_err *err)
+{
+	struct run *r = NULL;
+	h->exec_started = true;
+	int rc = run_start(h->sbx, h->wbuf, h->wlen, &r, err);
+	h->run = r;
+	explicit_bzero(h->wbuf, h->wlen);
+	h->wlen = 0;
+	if (rc < 0 && !r)
+		return rc;
+	return 0; /* a numbered run reports its own failure when awaited */
+}
+
+static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	if (is_stream(h->kind)) {
+		stream_read(req, h, size, off);
+	} else if (h->kind == K_WAIT) {
+		stream_wait(req, h, size, off);
+	} else if (h->kind == K_EXEC) {
+		struct sbx_err err = { 0 };
+		if (!h->exec_started && h->wlen > 0 && start_exec(h, &err) < 0) {
+			log_error("%s", err.msg);
+			fuse_reply_err(req, err.code);
+		} else if (h->exec_started && h->run && !h->number_read) {
+			stream_await_start(req, h, true);
+		} else {
+			fuse_reply_buf(req, NULL, 0);
+		}
+	} else {
+		reply_buf_at(req, h->data, h->len, size, off);
+	}
+}
+
+static enum setting kind_setting(enum kind k)
+{
+	switch (k) {
+	case K_ENV:
+		return SETTING_ENV;
+	case K_AUTH:
+		return SETTING_AUTH;
+	case K_WORKDIR:
+		return SETTING_WORKDIR;
+	default:
+		return SETTING_TIMEOUT;
+	}
+}
+
+/* Applies what the handle has written since the last flush. */
+static int apply_setting(struct handle *h, const char *buf, size_t len, bool replace,
+			 struct sbx_err *err)
+{
+	switch (h->kind) {
+	case K_ENV:
+		return sandbox_set_env(h->sbx, buf, len, replace, err);
+	case K_AUTH:
+		return sandbox_set_auth(h->sbx, buf, len, replace, err);
+	case K_WORKDIR:
+		return sandbox_set_workdir(h->sbx, buf, len, err);
+	case K_TIMEOUT:
+		return sandbox_set_timeout(h->sbx, buf, len, err);
+	default:
+		return 0;
+	}
+}
+
+/* Checks the complete lines written so far, so that a bad line fails the
+ * write(2) that completes it rather than only the close. */
+static int validate_partial(struct handle *h, struct sbx_err *err)
+{
+	const char *nl = memrchr(h->wbuf, '\n', h->wlen);
+	if (!nl)
+		return 0;
+	size_t len = (size_t)(nl - h->wbuf) + 1;
+	if (h->kind == K_ENV || h->kind == K_AUTH) {
+		size_t i = 0;
+		while (i < h->wlen && strchr(" \t\r\n", h->wbuf[i]))
+			i++;
+		if (i < h->wlen && h->wbuf[i] == '{')
+			return 0; /* JSON: checked whole at close */
+		struct kv_list tmp = { 0 };
+		int rc = parse_kv_lines(h->wbuf, len, &tmp, err);
+		kv_list_free(&tmp);
+		return rc;
+	}
+	if (h->kind == K_TIMEOUT) {
+		long secs;
+		return parse_timeout(h->wbuf, len, &secs, err);
+	}
+	if (h->kind == K_WORKDIR) {
+		char *dir = NULL;
+		int rc = parse_workdir(h->wbuf, len, &dir, err);
+		free(dir);
+		return rc;
+	}
+	return 0;
+}
+
+#define WRITE_MAX (256u << 20)
+
+static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct sbx_err err = { 0 };
+	const char *fname = kinds[h->kind].name;
+
+	if (h->kind == K_CTL) {
+		int rc = sandbox_ctl(h->sbx, buf, size, &err);
+		if (rc < 0) {
+			log_error("sandbox %s: %s", h->sbx->name, err.msg);
+			fuse_reply_err(req, -rc);
+		} else {
+			fuse_reply_write(req, size);
+		}
+		return;
+	}
+	if (h->kind == K_EXEC && h->exec_started) {
+		refuse(req, EBUSY, "write exec: this open already started run %u",
+		       h->run ? h->run->number : 0);
+		return;
+	}
+	if (h->poisoned) {
+		refuse(req, EINVAL, "write %s: an earlier write on this open was refused", fname);
+		return;
+	}
+	if (h->wlen + size > WRITE_MAX) {
+		h->poisoned = true;
+		refuse(req, EFBIG, "write %s: more than %u bytes", fname, WRITE_MAX);
+		return;
+	}
+	if (h->wlen + size > h->wcap) {
+		size_t cap = h->wcap ? h->wcap : 4096;
+		while (cap < h->wlen + size)
+			cap *= 2;
+		char *b = malloc(cap);
+		if (!b) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		/* Not realloc: a credential must not linger in freed memory. */
+		if (h->wbuf) {
+			memcpy(b, h->wbuf, h->wlen);
+			explicit_bzero(h->wbuf, h->wcap);
+			free(h->wbuf);
+		}
+		h->wbuf = b;
+		h->wcap = cap;
+	}
+	memcpy(h->wbuf + h->wlen, buf, size);
+	h->wlen += size;
+	if (h->kind != K_EXEC && validate_partial(h, &err) < 0) {
+		h->poisoned = true;
+		if (h->undo_valid) {
+			setting_restore(h->sbx, &h->undo);
+			h->undo_valid = false;
+		}
+		log_error("sandbox %s: %s", h->sbx->name, err.msg);
+		fuse_reply_err(req, err.code);
+		return;
+	}
+	fuse_reply_write(req, size);
+}
+
+static void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct sbx_err err = { 0 };
+
+	if (h->kind == K_EXEC) {
+		if (h->exec_started || h->wlen == 0) {
+			fuse_reply_err(req, 0);
+			return;
+		}
+		if (start_exec(h, &err) < 0) {
+			log_error("%s", err.msg);
+			fuse_reply_err(req, err.code);
+			return;
+		}
+		stream_await_start(req, h, false);
+		return;
+	}
+	if (!h->writable || !h->sbx || h->kind == K_CTL) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (h->poisoned) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (h->wlen == 0 && !h->trunc) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	/* A shell closes a dup of the fd before it writes: an empty flush of
+	 * an O_TRUNC open clears now, and keeps what it cleared in case a
+	 * later write on this open turns out invalid. */
+	if (h->wlen == 0 && !h->undo_valid &&
+	    setting_save(h->sbx, kind_setting(h->kind), &h->undo) == 0)
+		h->undo_valid = true;
+	int rc = apply_setting(h, h->wbuf ? h->wbuf : "", h->wlen, h->trunc, &err);
+	if (h->wbuf)
+		explicit_bzero(h->wbuf, h->wlen);
+	h->wlen = 0;
+	h->trunc = false;
+	if (rc < 0) {
+		h->poisoned = true;
+		if (h->undo_valid) {
+			setting_restore(h->sbx, &h->undo);
+			h->undo_valid = false;
+		}
+		log_error("sandbox %s: %s", h->sbx->name, err.msg);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void sfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct fuse_pollhandle *ph)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	if (is_stream(h->kind) || h->kind == K_WAIT) {
+		stream_poll(req, h, ph);
+		return;
+	}
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+}
+
+static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	struct node n;
+	if (node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	const int ignored = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+			    FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
+	int e = 0;
+	if (to_set & ~(FUSE_SET_ATTR_SIZE | ignored)) {
+		e = EPERM;
+	} else if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (!n.sbx || !kind_writable(n.kind) || n.kind == K_CTL)
+			e = EACCES;
+		else if (attr->st_size != 0)
+			e = EINVAL;
+		else if (!fi && n.kind != K_EXEC) {
+			/* truncate(2) by path: like an open with O_TRUNC and no write. */
+			struct sbx_err err = { 0 };
+			struct handle tmp = { .kind = n.kind, .sbx = n.sbx };
+			if (apply_setting(&tmp, "", 0, true, &err) < 0)
+				e = err.code;
+		}
+	} else if (to_set & ignored) {
+		e = n.sbx && kind_writable(n.kind) ? 0 : EPERM;
+	}
+	if (e) {
+		node_release(&n);
+		refuse(req, e, "setattr on inode %llu refused", (unsigned long long)ino);
+		return;
+	}
+	struct stat st;
+	fill_attr(&n, &st);
+	node_release(&n);
+	fuse_reply_attr(req, &st, 0);
+}
+
+/* ---- everything a control filesystem refuses ---- */
+
+static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	refuse(req, EPERM, "mknod %s: sandboxfs has no plain files", name);
+}
+static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	refuse(req, EPERM, "unlink %s: control files cannot be removed", name);
+}
+static void sfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	refuse(req, EPERM, "symlink %s: not supported", name);
+}
+static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
+{
+	refuse(req, EPERM, "link %s: not supported", name);
+}
+static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	refuse(req, EPERM, "rename %s: not supported", name);
+}
+
+static void sfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st = { .f_bsize = 4096, .f_frsize = 4096, .f_namemax = 63 };
+	fuse_reply_statfs(req, &st);
+}
+
+static void sfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	/* Replies to waiting reads come from the I/O thread, in any order. */
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = sfs_init,
+	.lookup = sfs_lookup,
+	.getattr = sfs_getattr,
+	.setattr = sfs_setattr,
+	.opendir = sfs_opendir,
+	.readdir = sfs_readdir,
+	.releasedir = sfs_releasedir,
+	.mkdir = sfs_mkdir,
+	.rmdir = sfs_rmdir,
+	.open = sfs_open,
+	.create = sfs_create,
+	.read = sfs_read,
+	.write = sfs_write,
+	.flush = sfs_flush,
+	.release = sfs_release,
+	.poll = sfs_poll,
+	.mknod = sfs_mknod,
+	.unlink = sfs_unlink,
+	.symlink = sfs_symlink,
+	.link = sfs_link,
+	.rename = sfs_rename,
+	.statfs = sfs_statfs,
+};
+
+const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
+{
+	opts = *o;
+	return &ops;
+}
+
+const struct model_callbacks fs_model_callbacks = {
+	.run_changed = stream_run_changed,
+	.run_free_priv = stream_run_free_priv,
+	.sandbox_gone = NULL,
+};

@@ -1,0 +1,75 @@
+/* Inode numbers are computed, never stored:
+ *
+ *   1                       the mount's root
+ *   2..15                   .sandboxfs and its files
+ *   id << 32 | run << 8 | kind    a sandbox's files (id >= 1, never reused
+ *                                 while the daemon lives, so a sandbox made
+ *                                 again under an old name gets new inodes)
+ *
+ * Nothing needs forgetting, so FORGET is a no-op. */
+#ifndef SBX_INODE_H
+#define SBX_INODE_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define INO_ROOT 1
+#define INO_META 2
+#define INO_META_VERSION 3
+#define INO_META_BACKEND 4
+#define INO_META_LOG 5
+
+enum kind {
+	K_NONE = 0,
+	/* a sandbox (run == 0) */
+	K_DIR,
+	K_EXEC,
+	K_OUTPUT,
+	K_STDOUT,
+	K_STDERR,
+	K_STATUS,
+	K_WAIT,
+	K_AUTH,
+	K_ENV,
+	K_WORKDIR,
+	K_TIMEOUT,
+	K_CTL,
+	K_INFO,
+	K_RUNS,
+	/* runs/N (run >= 1) */
+	K_RUN_DIR,
+	K_RUN_CMD,
+	K_RUN_OUTPUT,
+	K_RUN_STDOUT,
+	K_RUN_STDERR,
+	K_RUN_STATUS,
+	K_RUN_STARTED,
+	K_RUN_ENDED,
+	K_MAX
+};
+
+struct kind_info {
+	const char *name;
+	mode_t mode;
+};
+extern const struct kind_info kinds[K_MAX];
+
+static inline uint64_t ino_make(uint64_t sbx, unsigned run, enum kind k)
+{
+	return sbx << 32 | (uint64_t)run << 8 | (uint64_t)k;
+}
+static inline uint64_t ino_sbx(uint64_t ino)
+{
+	return ino >> 32;
+}
+static inline unsigned ino_run(uint64_t ino)
+{
+	return (unsigned)((ino >> 8) & 0xffffff);
+}
+static inline enum kind ino_kind(uint64_t ino)
+{
+	unsigned k = ino & 0xff;
+	return k < K_MAX ? (enum kind)k : K_NONE;
+}
+
+#endif

@@ -1,0 +1,234 @@
+/* sandboxfs: option parsing and start-up.  The backend is checked before
+ * the mount is made and before daemonizing, so that errors reach the
+ * terminal (sshfs does the same). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "state.h"
+
+struct cli_options {
+	char *image, *docker, *state, *config;
+};
+
+#define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
+static const struct fuse_opt cli_spec[] = {
+	OPT("image=%s", image),   OPT("--image=%s", image),
+	OPT("docker=%s", docker), OPT("--docker=%s", docker),
+	OPT("state=%s", state),   OPT("--state=%s", state),
+	OPT("config=%s", config), OPT("--config=%s", config),
+	FUSE_OPT_END
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n\n"
+	       "sandboxfs options:\n"
+	       "    -o image=IMAGE         image of new sandboxes (default sandboxfs/base)\n"
+	       "    -o docker=PATH         docker-compatible CLI (default: docker from PATH)\n"
+	       "    -o state=DIR           run history and spooled output\n"
+	       "    -o config=FILE         JSON configuration\n"
+	       "    (each also as --name=value)\n\n", prog);
+}
+
+/* Resolves a CLI name through PATH, as posix_spawnp would. */
+static char *find_cli(const char *name)
+{
+	if (strchr(name, '/'))
+		return access(name, X_OK) == 0 ? realpath(name, NULL) : NULL;
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	cleanup_free char *copy = strdup(path);
+	for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir;
+	     dir = strtok_r(NULL, ":", &save)) {
+		char full[PATH_MAX];
+		snprintf(full, sizeof(full), "%s/%s", dir, name);
+		if (access(full, X_OK) == 0)
+			return strdup(full);
+	}
+	return NULL;
+}
+
+static char *default_state_dir(const char *mountpoint)
+{
+	const char *base = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	char *escaped = strdup(mountpoint);
+	char *dir = NULL;
+	if (!escaped)
+		return NULL;
+	for (char *p = escaped; *p; p++)
+		if (*p == '/')
+			*p = '_';
+	int rc = base && base[0] == '/' ?
+		asprintf(&dir, "%s/sandboxfs/%s", base, escaped) :
+		asprintf(&dir, "%s/.local/state/sandboxfs/%s", home ? home : "/var/lib", escaped);
+	free(escaped);
+	return rc < 0 ? NULL : dir;
+}
+
+static bool path_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0' || (n == 1 && dir[0] == '/'));
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cli_options o = { 0 };
+	struct fuse_cmdline_opts cmd = { 0 };
+	struct sbx_err err = { 0 };
+	char instance[17];
+	int ret = 1;
+
+	sbx_log_init(0, 0);
+	if (fuse_opt_parse(&args, &o, cli_spec, NULL) < 0 || fuse_parse_cmdline(&args, &cmd) < 0)
+		return 1;
+	if (cmd.show_help) {
+		usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		return 0;
+	}
+	if (cmd.show_version) {
+		printf("sandboxfs %s\n", SANDBOXFS_VERSION);
+		return 0;
+	}
+	if (!cmd.mountpoint) {
+		fprintf(stderr, "sandboxfs: no mountpoint given (see --help)\n");
+		return 1;
+	}
+	sbx_log_init(0, cmd.debug);
+
+	struct stat sb;
+	if (stat(cmd.mountpoint, &sb) < 0 && errno == ENOTCONN) {
+		/* A daemon before us died without unmounting. */
+		log_warn("%s is a stale mount of a dead daemon; detaching it", cmd.mountpoint);
+		if (umount2(cmd.mountpoint, MNT_DETACH) < 0)
+			log_error("detaching the stale mount %s: %m", cmd.mountpoint);
+	}
+	cleanup_free char *mountpoint = realpath(cmd.mountpoint, NULL);
+	if (!mountpoint) {
+		fprintf(stderr, "sandboxfs: mountpoint %s: %s\n", cmd.mountpoint, strerror(errno));
+		return 1;
+	}
+
+	cleanup_free char *cli = find_cli(o.docker ? o.docker : "docker");
+	if (!cli) {
+		fprintf(stderr, "sandboxfs: the docker CLI '%s' was not found or is not executable\n",
+			o.docker ? o.docker : "docker");
+		return 1;
+	}
+
+	cleanup_free char *state = o.state ? strdup(o.state) : default_state_dir(mountpoint);
+	if (!state || mkdir_p(state, &err) < 0) {
+		fprintf(stderr, "sandboxfs: state directory: %s\n", err.msg);
+		return 1;
+	}
+	cleanup_free char *state_real = realpath(state, NULL);
+	if (!state_real || path_under(state_real, mountpoint)) {
+		fprintf(stderr, "sandboxfs: the state directory must not be under the mountpoint\n");
+		return 1;
+	}
+	if (state_open(state_real, instance, &err) < 0) {
+		fprintf(stderr, "sandboxfs: %s\n", err.msg);
+		return 1;
+	}
+
+	struct model_config mc = {
+		.engine = { .cli = cli, .instance = instance, .timeout_ms = 60000 },
+		.state_dir = state_real,
+		.image = o.image ? o.image : "sandboxfs/base",
+		.mountpoint = mountpoint,
+	};
+	cleanup_free char *version = NULL;
+	if (engine_check(&mc.engine, &version, &err) < 0) {
+		if (err.code == ENOEXEC) {
+			fprintf(stderr, "sandboxfs: %s\n", err.msg);
+			return 1;
+		}
+		log_warn("the engine does not answer (%s); mounting anyway, mkdir will fail until it does",
+			 err.msg);
+	}
+	raise_fd_limit();
+	signal(SIGPIPE, SIG_IGN);
+
+	struct fs_options fo = { .engine_version = version };
+	if (model_init(&mc, &fs_model_callbacks, &err) < 0) {
+		fprintf(stderr, "sandboxfs: %s\n", err.msg);
+		return 1;
+	}
+	fuse_opt_add_arg(&args, "-ofsname=sandboxfs,subtype=sandboxfs");
+	const struct fuse_lowlevel_ops *ops = fs_ops(&fo);
+	struct fuse_session *se = fuse_session_new(&args, ops, sizeof(*ops), NULL);
+	if (!se)
+		goto out_args;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, mountpoint) != 0)
+		goto out_signals;
+	/* Children must never hold the FUSE fd: it would keep the mount alive. */
+	fcntl(fuse_session_fd(se), F_SETFD, FD_CLOEXEC);
+	fuse_daemonize(cmd.foreground);
+	if (!cmd.foreground)
+		sbx_log_init(1, cmd.debug);
+
+	if (model_start(&err) < 0) {
+		log_error("%s", err.msg);
+		goto out_unmount;
+	}
+	log_info("mounted %s (instance %s, state %s, cli %s, engine %s)", mountpoint, instance,
+		 state_real, cli, version ? version : "unreachable");
+
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
+	fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+	/* mkdir and rmdir hold a thread for the length of a docker call. */
+	unsigned max_threads = cmd.max_threads;
+	if (max_threads < 64 || max_threads > 100000)
+		max_threads = 64;
+	fuse_loop_cfg_set_max_threads(lc, max_threads);
+	ret = cmd.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
+	fuse_loop_cfg_destroy(lc);
+	model_shutdown();
+	log_info("unmounted %s", mountpoint);
+
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_args:
+	fuse_opt_free_args(&args);
+	free(cmd.mountpoint);
+	free(o.image);
+	free(o.docker);
+	free(o.state);
+	free(o.config);
+	state_close();
+	return ret ? 1 : 0;
+}
