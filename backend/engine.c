@@ -69,6 +69,14 @@ static void strv_add(struct strv *s, const char *arg)
 	s->v[s->n] = NULL;
 }
 
+/* Adds each string of a NULL-terminated list. */
+static void strv_addn(struct strv *s, const char *const *args)
+{
+	for (; *args; args++)
+		strv_add(s, *args);
+}
+#define ARGS(s, ...) strv_addn((s), (const char *const[]){ __VA_ARGS__, NULL })
+
 static __attribute__((format(printf, 2, 3))) void strv_addf(struct strv *s, const char *fmt, ...)
 {
 	cleanup_free char *a = NULL;
@@ -82,6 +90,16 @@ static __attribute__((format(printf, 2, 3))) void strv_addf(struct strv *s, cons
 	va_end(ap);
 	if (a)
 		strv_add(s, a);
+}
+
+/* The CLI and the global options that pick the engine (templates' "engine"). */
+static void cli_begin(struct strv *a, const struct engine *e)
+{
+	strv_add(a, e->cli);
+	if (e->endpoint && strstr(e->endpoint, "://"))
+		ARGS(a, "--host", e->endpoint);
+	else if (e->endpoint && e->endpoint[0])
+		ARGS(a, "--context", e->endpoint);
 }
 
 /* ---- reasons and errnos ---- */
@@ -188,31 +206,38 @@ static int spawn_failed(const struct engine *e, const char *what, int r, struct 
 }
 
 /* Runs the CLI to completion and turns every kind of failure into an errno
- * and a one-line reason starting with `what`. */
-static int cli_run(const struct engine *e, const char *what, struct strv *args, const void *input,
-		   size_t input_len, int fd3, struct spawn_result *res, struct sbx_err *err)
+ * and a one-line reason starting with `what`.  With res NULL the output is
+ * dropped; else the caller frees *res, also on failure. */
+static int cli_run(const struct engine *e, const char *what, struct strv *args,
+		   const void *input, size_t input_len, struct spawn_result *res,
+		   struct sbx_err *err)
 {
+	struct spawn_result own;
 	char line[SBX_ERR_MSG_MAX];
-	int r;
+	int r = 0;
 
+	if (!res)
+		res = &own;
 	memset(res, 0, sizeof(*res));
 	if (args->oom)
-		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
-	r = spawn_capture(args->v, NULL, input, input_len, fd3, e->timeout_ms, res, err);
-	if (r < 0)
-		return spawn_failed(e, what, r, err);
-	if (res->timed_out)
-		return sbx_err_set(err, ETIMEDOUT, "%s: no answer from %s within %d ms", what,
-				   cli_name(e), e->timeout_ms);
-	if (res->status != 0) {
+		r = sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+	else if ((r = spawn_capture(args->v, NULL, input, input_len, -1, e->timeout_ms, res,
+				    err)) < 0)
+		r = spawn_failed(e, what, r, err);
+	else if (res->timed_out)
+		r = sbx_err_set(err, ETIMEDOUT, "%s: no answer from %s within %d ms", what,
+				cli_name(e), e->timeout_ms);
+	else if (res->status != 0) {
 		pick_line(res->errtext, line, sizeof(line));
 		if (!line[0])
 			snprintf(line, sizeof(line), "%s exited with status %d", cli_name(e),
 				 res->status);
-		return sbx_err_set(err, engine_classify_error(res->errtext, res->status),
-				   "%s: %s", what, line);
+		r = sbx_err_set(err, engine_classify_error(res->errtext, res->status), "%s: %s",
+				what, line);
 	}
-	return 0;
+	if (res == &own)
+		spawn_result_free(&own);
+	return r;
 }
 
 static int check_engine(const struct engine *e, struct sbx_err *err)
@@ -265,11 +290,9 @@ int engine_check(const struct engine *e, char **version, struct sbx_err *err)
 	if ((r = check_engine(e, err)) < 0)
 		return r;
 	snprintf(what, sizeof(what), "%s version", cli_name(e));
-	strv_add(&a, e->cli);
-	strv_add(&a, "version");
-	strv_add(&a, "--format");
-	strv_add(&a, "{{.Server.Version}}");
-	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	cli_begin(&a, e);
+	ARGS(&a, "version", "--format", "{{.Server.Version}}");
+	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	if (r < 0) {
 		spawn_result_free(&res);
 		return r;
@@ -290,13 +313,12 @@ int engine_check(const struct engine *e, char **version, struct sbx_err *err)
 static void remove_quietly(const struct engine *e, const char *container)
 {
 	struct sbx_err ign;
-	int r = engine_destroy(e, container, &ign);
-	if (r < 0)
+	if (engine_destroy(e, container, &ign) < 0)
 		log_debug("cleanup after failed create: %s", ign.msg);
 }
 
-int engine_create(const struct engine *e, const struct container_spec *spec, char **container_id,
-		  struct sbx_err *err)
+int engine_create(const struct engine *e, const struct container_spec *spec,
+		  char **container_id, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	cleanup_free char *cname = NULL;
@@ -318,12 +340,8 @@ int engine_create(const struct engine *e, const struct container_spec *spec, cha
 	}
 	snprintf(what, sizeof(what), "%s run %s", cli_name(e), spec->image);
 
-	strv_add(&a, e->cli);
-	strv_add(&a, "run");
-	strv_add(&a, "-d");
-	strv_add(&a, "--name");
-	strv_add(&a, cname);
-	strv_add(&a, "--label");
+	cli_begin(&a, e);
+	ARGS(&a, "run", "-d", "--name", cname, "--label");
 	strv_addf(&a, "%s=%s", SBX_LABEL_INSTANCE, e->instance);
 	strv_add(&a, "--label");
 	strv_addf(&a, "%s=%s", SBX_LABEL_SANDBOX, spec->name);
@@ -331,10 +349,7 @@ int engine_create(const struct engine *e, const struct container_spec *spec, cha
 	strv_addf(&a, "%s=%s", SBX_LABEL_MOUNTPOINT, spec->mountpoint ? spec->mountpoint : "");
 	if (spec->init)
 		strv_add(&a, "--init");
-	strv_add(&a, "--cap-drop");
-	strv_add(&a, "ALL");
-	strv_add(&a, "--security-opt");
-	strv_add(&a, "no-new-privileges");
+	ARGS(&a, "--cap-drop", "ALL", "--security-opt", "no-new-privileges");
 	if (spec->pids_limit > 0) {
 		strv_add(&a, "--pids-limit");
 		strv_addf(&a, "%ld", spec->pids_limit);
@@ -343,15 +358,38 @@ int engine_create(const struct engine *e, const struct container_spec *spec, cha
 		strv_add(&a, "--memory");
 		strv_addf(&a, "%lld", spec->memory_bytes);
 	}
-	strv_add(&a, "--network");
-	strv_add(&a, spec->network && spec->network[0] ? spec->network : "none");
+	ARGS(&a, "--network", spec->network && spec->network[0] ? spec->network : "none");
+	if (spec->cpus > 0) {
+		strv_add(&a, "--cpus");
+		strv_addf(&a, "%.3f", spec->cpus);
+	}
+	if (spec->user && spec->user[0])
+		ARGS(&a, "--user", spec->user);
+	if (spec->read_only)
+		ARGS(&a, "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777");
+	for (size_t i = 0; i < spec->ncap_add; i++)
+		ARGS(&a, "--cap-add", spec->cap_add[i]);
+	for (size_t i = 0; i < spec->nworkspaces; i++) {
+		/* --mount, not -v: a missing host path is an error, not a new directory. */
+		strv_add(&a, "--mount");
+		strv_addf(&a, "type=bind,source=%s,target=%s%s", spec->workspaces[i].path,
+			  spec->workspaces[i].path, spec->workspaces[i].ro ? ",readonly" : "");
+	}
+	for (size_t i = 0; spec->env && i < spec->env->n; i++) {
+		strv_add(&a, "--env");
+		strv_addf(&a, "%s=%s", spec->env->keys[i], spec->env->values[i]);
+	}
+	for (size_t i = 0; spec->labels && i < spec->labels->n; i++) {
+		strv_add(&a, "--label");
+		strv_addf(&a, "%s=%s", spec->labels->keys[i], spec->labels->values[i]);
+	}
+	if (spec->workdir && spec->workdir[0])
+		ARGS(&a, "--workdir", spec->workdir);
 	for (char *const *x = spec->extra_args; x && *x; x++)
 		strv_add(&a, *x);
-	strv_add(&a, spec->image);
-	strv_add(&a, "sleep");
-	strv_add(&a, "2147483647");
+	ARGS(&a, spec->image, "sleep", "2147483647");
 
-	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	if (r < 0) {
 		spawn_result_free(&res);
 		/* A timeout or an odd failure may leave a created (or even
@@ -374,19 +412,20 @@ int engine_create(const struct engine *e, const struct container_spec *spec, cha
 }
 
 /* CLI WORDS... CONTAINER, for calls on one container. */
-static int container_call(const struct engine *e, const char *const *words, const char *container,
-			  struct spawn_result *res, struct sbx_err *err)
+static int container_call(const struct engine *e, const char *const *words,
+			  const char *container, struct spawn_result *res, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	char what[SBX_ERR_MSG_MAX / 2];
 	size_t off;
 	int r;
 
-	memset(res, 0, sizeof(*res));
+	if (res)
+		memset(res, 0, sizeof(*res));
 	if ((r = check_engine(e, err)) < 0)
 		return r;
 	off = (size_t)snprintf(what, sizeof(what), "%s", cli_name(e));
-	strv_add(&a, e->cli);
+	cli_begin(&a, e);
 	for (const char *const *w = words; *w; w++) {
 		strv_add(&a, *w);
 		if (off < sizeof(what))
@@ -397,15 +436,13 @@ static int container_call(const struct engine *e, const char *const *words, cons
 	if ((r = check_operand(what, container, err)) < 0)
 		return r;
 	strv_add(&a, container);
-	return cli_run(e, what, &a, NULL, 0, -1, res, err);
+	return cli_run(e, what, &a, NULL, 0, res, err);
 }
 
 int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err)
 {
-	struct spawn_result res;
 	/* docker 20.10's CLI fails `rm -f` of a missing container, 28.x not. */
-	int r = container_call(e, (const char *[]){ "rm", "-f", NULL }, container, &res, err);
-	spawn_result_free(&res);
+	int r = container_call(e, (const char *[]){ "rm", "-f", NULL }, container, NULL, err);
 	if (r == -ENOENT) {
 		sbx_err_clear(err);
 		return 0;
@@ -415,17 +452,33 @@ int engine_destroy(const struct engine *e, const char *container, struct sbx_err
 
 int engine_stop(const struct engine *e, const char *container, struct sbx_err *err)
 {
-	struct spawn_result res;
-	int r = container_call(e, (const char *[]){ "stop", "-t", "2", NULL }, container, &res,
-				   err);
-	spawn_result_free(&res);
-	return r;
+	return container_call(e, (const char *[]){ "stop", "-t", "2", NULL }, container, NULL, err);
 }
 
 int engine_start(const struct engine *e, const char *container, struct sbx_err *err)
 {
+	return container_call(e, (const char *[]){ "start", NULL }, container, NULL, err);
+}
+
+int engine_commit(const struct engine *e, const char *container, const char *image,
+		  struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
 	struct spawn_result res;
-	int r = container_call(e, (const char *[]){ "start", NULL }, container, &res, err);
+	char what[SBX_ERR_MSG_MAX / 2];
+	int r;
+
+	if ((r = check_engine(e, err)) < 0)
+		return r;
+	if ((r = check_operand("commit", container, err)) < 0 ||
+	    (r = check_operand("commit: image", image, err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s commit %s", cli_name(e), image);
+	cli_begin(&a, e);
+	/* The sandbox's labels would make a container of the image look ours. */
+	ARGS(&a, "commit", "--change", "LABEL " SBX_LABEL_INSTANCE "=", "--change",
+	     "LABEL " SBX_LABEL_SANDBOX "=", container, image);
+	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	spawn_result_free(&res);
 	return r;
 }
@@ -491,7 +544,6 @@ static int only_space(const char *p, const char *end)
  * ",sandboxfs.sandbox=x" (a mountpoint can) fakes a second label.  Sandbox
  * names have no ',', so each candidate is exact; among several, the one the
  * container's name was made from wins. */
-
 static char *label_from_string(const char *labels, const char *key, const char *names,
 			       const char *instance)
 {
@@ -562,7 +614,8 @@ static int parse_ps_line(const struct engine *e, const char *line, size_t len,
 	return 0;
 }
 
-int engine_list(const struct engine *e, struct engine_container **out, size_t *n, struct sbx_err *err)
+int engine_list(const struct engine *e, struct engine_container **out, size_t *n,
+		struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	struct spawn_result res;
@@ -578,15 +631,11 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 	if (!e->instance || !e->instance[0])
 		return sbx_err_set(err, EINVAL, "list: no instance");
 	snprintf(what, sizeof(what), "%s ps", cli_name(e));
-	strv_add(&a, e->cli);
-	strv_add(&a, "ps");
-	strv_add(&a, "-a");
-	strv_add(&a, "--no-trunc");
-	strv_add(&a, "--filter");
+	cli_begin(&a, e);
+	ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	strv_add(&a, "--format");
-	strv_add(&a, "{{json .}}");
-	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	ARGS(&a, "--format", "{{json .}}");
+	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	if (r < 0) {
 		spawn_result_free(&res);
 		return r;
@@ -690,11 +739,10 @@ static int env_pipe(const char *env, size_t len, struct sbx_err *err)
 		ssize_t w = write(wr, env + off, len - off);
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w < 0 && errno == EAGAIN)
-			return sbx_err_set(err, E2BIG, "exec: environment of %zu bytes does not fit a pipe",
-					   len);
 		if (w < 0)
-			return sbx_err_set(err, errno, "exec: env pipe: %s", strerror(errno));
+			return sbx_err_set(err, errno == EAGAIN ? E2BIG : errno,
+					   "exec: environment of %zu bytes: %s", len,
+					   errno == EAGAIN ? "does not fit a pipe" : strerror(errno));
 		off += (size_t)w;
 	}
 	return steal_fd(&rd);
@@ -713,8 +761,8 @@ static int child_pipe(int *parent, int *child, int parent_reads, struct sbx_err 
 	return 0;
 }
 
-int engine_exec_start(const struct engine *e, const char *container, const char *env, size_t env_len,
-		      const char *workdir, struct engine_exec *ex, struct sbx_err *err)
+int engine_exec_start(const struct engine *e, const char *container, const char *env,
+		      size_t env_len, const char *workdir, struct engine_exec *ex, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	cleanup_close int env_rd = -1, in_w = -1, in_r = -1, out_r = -1, out_w = -1;
@@ -737,19 +785,11 @@ int engine_exec_start(const struct engine *e, const char *container, const char 
 	    (r = child_pipe(&err_r, &err_w, 1, err)) < 0)
 		return r;
 
-	strv_add(&a, e->cli);
-	strv_add(&a, "exec");
-	strv_add(&a, "-i");
-	strv_add(&a, "--env-file");
-	strv_add(&a, ENV_FILE_FD);
-	if (workdir && workdir[0]) {
-		strv_add(&a, "-w");
-		strv_add(&a, workdir);
-	}
-	strv_add(&a, container);
-	strv_add(&a, "/bin/sh");
-	strv_add(&a, "-c");
-	strv_add(&a, RUN_WRAPPER);
+	cli_begin(&a, e);
+	ARGS(&a, "exec", "-i", "--env-file", ENV_FILE_FD);
+	if (workdir && workdir[0])
+		ARGS(&a, "-w", workdir);
+	ARGS(&a, container, "/bin/sh", "-c", RUN_WRAPPER);
 	if (a.oom)
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
 
@@ -781,14 +821,11 @@ int engine_kill_group(const struct engine *e, const char *container, long pgid, 
 	/* pgid 1 or less would be "every process" or nonsense. */
 	if (pgid <= 1 || sig < 0 || sig > 64)
 		return sbx_err_set(err, EINVAL, "%s: invalid process group or signal", what);
-	strv_add(&a, e->cli);
-	strv_add(&a, "exec");
-	strv_add(&a, container);
-	strv_add(&a, "/bin/sh");
-	strv_add(&a, "-c");
+	cli_begin(&a, e);
+	ARGS(&a, "exec", container, "/bin/sh", "-c");
 	/* Not `kill -9 -- -PG`: busybox and dash reject the "--" there. */
 	strv_addf(&a, "kill -%d -%ld", sig, pgid);
-	r = cli_run(e, what, &a, NULL, 0, -1, &res, err);
+	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	if (r < 0 && res.errtext && strstr(res.errtext, "No such process"))
 		r = sbx_err_set(err, ESRCH, "%s: no such process group", what);
 	spawn_result_free(&res);
@@ -799,7 +836,6 @@ int engine_put_file(const struct engine *e, const char *container, const char *p
 		    const void *content, size_t len, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
-	struct spawn_result res;
 	char what[SBX_ERR_MSG_MAX / 2];
 	int r;
 
@@ -811,18 +847,9 @@ int engine_put_file(const struct engine *e, const char *container, const char *p
 		return r;
 	if (!path || !path[0] || path[0] == '-' || strchr(path, '\n'))
 		return sbx_err_set(err, EINVAL, "%s: invalid path", what);
-	strv_add(&a, e->cli);
-	strv_add(&a, "exec");
-	strv_add(&a, "-i");
-	strv_add(&a, container);
-	strv_add(&a, "/bin/sh");
-	strv_add(&a, "-c");
-	strv_add(&a, PUT_FILE_SCRIPT);
-	strv_add(&a, "sh");
-	strv_add(&a, path);
-	r = cli_run(e, what, &a, content ? content : "", content ? len : 0, -1, &res, err);
-	spawn_result_free(&res);
-	return r;
+	cli_begin(&a, e);
+	ARGS(&a, "exec", "-i", container, "/bin/sh", "-c", PUT_FILE_SCRIPT, "sh", path);
+	return cli_run(e, what, &a, content ? content : "", content ? len : 0, NULL, err);
 }
 
 /* ---- events ---- */
@@ -843,14 +870,10 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 	snprintf(what, sizeof(what), "%s events", cli_name(e));
 	if ((r = child_pipe(&rd, &wr, 1, err)) < 0)
 		return r;
-	strv_add(&a, e->cli);
-	strv_add(&a, "events");
-	strv_add(&a, "--filter");
+	cli_begin(&a, e);
+	ARGS(&a, "events", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	strv_add(&a, "--filter");
-	strv_add(&a, "type=container");
-	strv_add(&a, "--format");
-	strv_add(&a, "{{json .}}");
+	ARGS(&a, "--filter", "type=container", "--format", "{{json .}}");
 	if (a.oom)
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
 

@@ -11,11 +11,13 @@
 #include <sys/types.h>
 
 #include "err.h"
+#include "template.h"
 
 struct engine {
 	char *cli;      /* path or name of the docker CLI */
 	char *instance; /* this mount's label value, [a-z0-9]{16} */
 	int timeout_ms; /* bound on each short CLI call */
+	char *endpoint; /* NULL: the CLI's default; "x://..." → --host, else --context */
 };
 
 /* Label keys on every container this mount creates. */
@@ -32,6 +34,16 @@ struct container_spec {
 	long pids_limit;        /* 0 = engine default */
 	long long memory_bytes; /* 0 = no limit */
 	int init;               /* --init */
+	double cpus;            /* 0 = no limit */
+	const char *user;
+	int read_only;          /* --read-only, with a tmpfs on /tmp */
+	const struct workspace *workspaces; /* bind mounts at the same path */
+	size_t nworkspaces;
+	const struct kv_list *env;    /* container environment (not secrets) */
+	const struct kv_list *labels; /* extra labels */
+	char *const *cap_add;
+	size_t ncap_add;
+	const char *workdir;
 	/* Extra raw arguments placed before the image (templates, later). */
 	char *const *extra_args;
 };
@@ -52,12 +64,15 @@ int engine_classify_error(const char *cli_stderr, int exit_code);
 int engine_check(const struct engine *e, char **version, struct sbx_err *err);
 
 /* docker run -d ... ; on success *container_id is the full id (malloc'ed). */
-int engine_create(const struct engine *e, const struct container_spec *spec, char **container_id,
-		  struct sbx_err *err);
+int engine_create(const struct engine *e, const struct container_spec *spec,
+		  char **container_id, struct sbx_err *err);
 /* docker rm -f; a container already gone is success. */
 int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_stop(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_start(const struct engine *e, const char *container, struct sbx_err *err);
+/* docker commit: the container's filesystem becomes IMAGE[:TAG]. */
+int engine_commit(const struct engine *e, const char *container, const char *image,
+		  struct sbx_err *err);
 /* Returns 1 running, 0 not running, or a negative errno (ENOENT if gone). */
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
 
@@ -70,7 +85,8 @@ struct engine_container {
 };
 void engine_containers_free(struct engine_container *v, size_t n);
 /* All containers (running or not) labelled with this instance. */
-int engine_list(const struct engine *e, struct engine_container **out, size_t *n, struct sbx_err *err);
+int engine_list(const struct engine *e, struct engine_container **out, size_t *n,
+		struct sbx_err *err);
 
 /* A live `docker exec`.  The caller owns the fds and must reap the pid. */
 struct engine_exec {
@@ -85,11 +101,16 @@ struct engine_exec {
  * pipe as fd 3, never in argv.  The wrapper prints its pid in the container
  * ("<pid>\n") as the first line of stdout, then reads the command from
  * stdin to end-of-file and evaluates it with /bin/sh, so commands of any
- * size work and the command is the leader of its own process group. */
-int engine_exec_start(const struct engine *e, const char *container, const char *env, size_t env_len,
-		      const char *workdir, struct engine_exec *ex, struct sbx_err *err);
+ * size work and the command is the leader of its own process group.
+ * -E2BIG when `env` does not fit a pipe (pipe-max-size).  The CLI's own
+ * failures (container stopped or gone) show as its exit status and stderr.
+ * Write stdin_fd with spawn_write_nosigpipe() unless SIGPIPE is ignored. */
+int engine_exec_start(const struct engine *e, const char *container, const char *env,
+		      size_t env_len, const char *workdir, struct engine_exec *ex,
+		      struct sbx_err *err);
 
-/* Sends signal `sig` to process group `pgid` inside the container. */
+/* Sends signal `sig` to process group `pgid` inside the container:
+ * -ESRCH when no such group is left, -EINVAL for pgid <= 1. */
 int engine_kill_group(const struct engine *e, const char *container, long pgid, int sig,
 		      struct sbx_err *err);
 

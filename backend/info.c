@@ -35,6 +35,12 @@ char *sandbox_info_json(struct sandbox *s)
 	else
 		cJSON_AddNullToObject(root, "id");
 	cJSON_AddStringToObject(root, "image", s->image);
+	cJSON_AddStringToObject(root, "template", s->template_name ? s->template_name : "");
+	cJSON *eff = s->effective ? cJSON_Parse(s->effective) : NULL;
+	if (eff)
+		cJSON_AddItemToObject(root, "effective", eff);
+	else
+		cJSON_AddNullToObject(root, "effective");
 	cJSON_AddStringToObject(root, "state", state_name(s->state));
 	format_time(&s->created, when, sizeof(when));
 	cJSON_AddStringToObject(root, "created", when);

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "model_internal.h"
 #include "state.h"
+#include "template.h"
 
 pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -22,6 +24,7 @@ static size_t ntable, captable;
 static uint64_t next_id = 1; /* (L) */
 
 static struct model_config config;
+static struct engine *engine_for_locked(const char *endpoint);
 const struct model_callbacks *model_cb;
 
 const struct model_config *model_config(void)
@@ -148,6 +151,8 @@ void sandbox_put_locked(struct sandbox *s)
 	free(s->container_id);
 	free(s->image);
 	free(s->spool_dir);
+	free(s->template_name);
+	free(s->effective);
 	free(s->workdir);
 	free(s->last_error);
 	free(s);
@@ -169,12 +174,13 @@ void sandbox_set_error(struct sandbox *s, const char *msg)
 	}
 }
 
-static struct sandbox *sandbox_new(const char *name)
+static struct sandbox *sandbox_new(const char *name, const struct engine *engine)
 {
 	struct sandbox *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->refs = 1;
+	s->engine = engine;
 	s->name = strdup(name);
 	s->image = strdup(config.image);
 	s->workdir = strdup("");
@@ -203,14 +209,27 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 		pthread_mutex_unlock(&model_lock);
 		return sbx_err_set(err, EEXIST, "sandbox %s exists", name);
 	}
-	struct sandbox *s = sandbox_new(name);
+	struct template *t = template_for(name);
+	const struct engine *engine = t ? engine_for_locked(t->engine) : NULL;
+	struct sandbox *s = engine ? sandbox_new(name, engine) : NULL;
 	if (!s || table_add_locked(s) < 0) {
 		sandbox_put_locked(s);
 		pthread_mutex_unlock(&model_lock);
+		template_free(t);
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	}
 	s->id = next_id++;
 	s->state = SBX_CREATING;
+	s->template_name = strdup(t->name);
+	s->effective = template_effective_json(t, config.image);
+	if (t->image) {
+		free(s->image);
+		s->image = strdup(t->image);
+	}
+	if (t->workdir) {
+		free(s->workdir);
+		s->workdir = strdup(t->workdir);
+	}
 	pthread_mutex_unlock(&model_lock);
 
 	/* A leftover spool of an earlier sandbox of this name is history
@@ -223,17 +242,30 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	char spool[4200];
 	snprintf(spool, sizeof(spool), "%s", s->spool_dir);
 	char *id = NULL;
+	if (rc == 0 && (!s->image || !s->workdir || !s->template_name))
+		rc = sbx_err_set(err, ENOMEM, "out of memory");
 	if (rc == 0) {
 		struct container_spec spec = {
 			.name = name,
 			.image = s->image,
 			.mountpoint = config.mountpoint,
-			.network = "none",
-			.pids_limit = 512,
-			.init = 1,
+			.network = t->network,
+			.pids_limit = t->pids,
+			.memory_bytes = t->memory,
+			.init = t->init,
+			.cpus = t->cpus,
+			.user = t->user,
+			.read_only = t->read_only,
+			.workspaces = t->workspaces,
+			.nworkspaces = t->nworkspaces,
+			.env = &t->env,
+			.labels = &t->labels,
+			.cap_add = t->cap_add,
+			.ncap_add = t->ncap_add,
 		};
-		rc = engine_create(&config.engine, &spec, &id, err);
+		rc = engine_create(s->engine, &spec, &id, err);
 	}
+	template_free(t);
 
 	pthread_mutex_lock(&model_lock);
 	if (rc < 0) {
@@ -295,7 +327,7 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	pthread_mutex_unlock(&model_lock);
 
-	int rc = cid ? engine_destroy(&config.engine, cid, err) : -ENOMEM;
+	int rc = cid ? engine_destroy(s->engine, cid, err) : -ENOMEM;
 	free(cid);
 
 	pthread_mutex_lock(&model_lock);
@@ -316,6 +348,52 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 		drop_spool_task(dir);
 	log_info("rmdir %s: removed", name);
 	return 0;
+}
+
+/* ---- engines ---- */
+
+/* One slot per engine endpoint: the default one, and each one a template
+ * names.  Each has its own events stream.  Slots are never freed while the
+ * daemon runs, so sandboxes point at their engine without a reference. */
+struct engine_slot {
+	struct engine engine;
+	struct io_watch out, retry;
+	pid_t pid;
+	char line[65536];
+	size_t len;
+	bool overflow;
+};
+
+#define MAX_ENGINES 32
+static struct engine_slot *slots[MAX_ENGINES]; /* (L) */
+static size_t nslots;                          /* (L) */
+static bool model_started;                     /* (L) */
+
+static void slot_start(struct engine_slot *e);
+
+static bool same_endpoint(const char *a, const char *b)
+{
+	return (!a || !a[0]) ? (!b || !b[0]) : (b && !strcmp(a, b));
+}
+
+/* Finds or makes the slot of an endpoint (NULL = the default engine). */
+static struct engine *engine_for_locked(const char *endpoint)
+{
+	for (size_t i = 0; i < nslots; i++)
+		if (same_endpoint(slots[i]->engine.endpoint, endpoint))
+			return &slots[i]->engine;
+	if (nslots == MAX_ENGINES)
+		return NULL;
+	struct engine_slot *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->engine = config.engine;
+	e->engine.endpoint = endpoint && endpoint[0] ? strdup(endpoint) : NULL;
+	e->out.fd = e->retry.fd = -1;
+	slots[nslots++] = e;
+	if (model_started)
+		slot_start(e);
+	return &e->engine;
 }
 
 /* ---- what the engine tells us ---- */
@@ -370,22 +448,22 @@ void model_handle_event(const struct engine_event *ev)
 	pthread_mutex_unlock(&model_lock);
 }
 
-/* Brings the table in line with what the engine lists: adopts containers
+/* Brings the table in line with what one engine lists: adopts containers
  * of this instance we do not know, forgets the ones that are gone. */
-void model_reconcile(void)
+static void reconcile(struct engine *engine)
 {
 	struct engine_container *v = NULL;
 	size_t n = 0;
 	struct sbx_err err = { 0 };
 
-	if (engine_list(&config.engine, &v, &n, &err) < 0) {
+	if (engine_list(engine, &v, &n, &err) < 0) {
 		log_warn("listing this mount's containers: %s", err.msg);
 		return;
 	}
 	pthread_mutex_lock(&model_lock);
 	for (size_t i = 0; i < ntable; i++) {
 		struct sandbox *s = table[i];
-		if (s->state != SBX_RUNNING && s->state != SBX_STOPPED)
+		if (s->engine != engine || (s->state != SBX_RUNNING && s->state != SBX_STOPPED))
 			continue;
 		bool present = false;
 		for (size_t j = 0; j < n; j++) {
@@ -406,11 +484,12 @@ void model_reconcile(void)
 			continue;
 		if (find_container_locked(v[j].id) || find_locked(v[j].sandbox))
 			continue;
-		struct sandbox *s = sandbox_new(v[j].sandbox);
+		struct sandbox *s = sandbox_new(v[j].sandbox, engine);
 		if (!s)
 			continue;
 		s->id = next_id++;
 		s->container_id = strdup(v[j].id);
+		s->template_name = strdup("(adopted)");
 		if (v[j].image) {
 			free(s->image);
 			s->image = strdup(v[j].image);
@@ -431,34 +510,25 @@ void model_reconcile(void)
 
 static void reconcile_task(void *ctx)
 {
-	(void)ctx;
-	model_reconcile();
+	reconcile(ctx);
 }
 
-/* ---- the events stream ---- */
+/* ---- the events streams ---- */
 
-static struct {
-	struct io_watch out, retry;
-	pid_t pid;
-	char line[65536];
-	size_t len;
-	bool overflow;
-} events = { .out.fd = -1, .retry.fd = -1 };
-
-static void events_connect(void);
+static void events_connect(struct engine_slot *e);
 
 static void events_retry_fired(struct io_watch *w, uint32_t mask)
 {
 	uint64_t ticks;
 	if (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
 		return;
-	events_connect();
+	events_connect(w->ctx);
 }
 
-static void events_schedule_retry(void)
+static void events_schedule_retry(struct engine_slot *e)
 {
 	struct itimerspec its = { .it_value = { .tv_sec = 1 } };
-	timerfd_settime(events.retry.fd, 0, &its, NULL);
+	timerfd_settime(e->retry.fd, 0, &its, NULL);
 }
 
 static void events_line(const char *line, size_t len)
@@ -473,6 +543,7 @@ static void events_line(const char *line, size_t len)
 
 static void events_readable(struct io_watch *w, uint32_t mask)
 {
+	struct engine_slot *e = w->ctx;
 	char buf[16384];
 	ssize_t n = read(w->fd, buf, sizeof(buf));
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -481,41 +552,58 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 		ioloop_del(w);
 		close(w->fd);
 		w->fd = -1;
-		cleanup_pidp(&events.pid);
-		events.pid = 0;
-		log_warn("docker events stream ended; reconnecting");
-		events_schedule_retry();
+		cleanup_pidp(&e->pid);
+		e->pid = 0;
+		log_warn("docker events stream of engine %s ended; reconnecting",
+			 e->engine.endpoint ? e->engine.endpoint : "default");
+		events_schedule_retry(e);
 		return;
 	}
 	for (ssize_t i = 0; i < n; i++) {
 		if (buf[i] == '\n') {
-			if (!events.overflow)
-				events_line(events.line, events.len);
-			events.len = 0;
-			events.overflow = false;
-		} else if (events.len < sizeof(events.line) - 1) {
-			events.line[events.len++] = buf[i];
+			if (!e->overflow)
+				events_line(e->line, e->len);
+			e->len = 0;
+			e->overflow = false;
+		} else if (e->len < sizeof(e->line) - 1) {
+			e->line[e->len++] = buf[i];
 		} else {
-			events.overflow = true;
+			e->overflow = true;
 		}
 	}
 }
 
-static void events_connect(void)
+static void events_connect(struct engine_slot *e)
 {
 	struct sbx_err err = { 0 };
 	int fd;
-	if (engine_events_start(&config.engine, &events.pid, &fd, &err) < 0) {
+	if (engine_events_start(&e->engine, &e->pid, &fd, &err) < 0) {
 		log_warn("docker events: %s", err.msg);
-		events_schedule_retry();
+		events_schedule_retry(e);
 		return;
 	}
-	events.out.fd = fd;
-	events.out.fn = events_readable;
-	events.len = 0;
-	ioloop_add(&events.out, EPOLLIN);
+	e->out.fd = fd;
+	e->out.fn = events_readable;
+	e->out.ctx = e;
+	e->len = 0;
+	ioloop_add(&e->out, EPOLLIN);
 	/* Whatever happened while we were not listening. */
-	task_queue(reconcile_task, NULL);
+	task_queue(reconcile_task, &e->engine);
+}
+
+/* Connects from the I/O thread: the retry timer fires at once. */
+static void slot_start(struct engine_slot *e)
+{
+	e->retry.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (e->retry.fd < 0) {
+		log_error("timerfd: %s", strerror(errno));
+		return;
+	}
+	e->retry.fn = events_retry_fired;
+	e->retry.ctx = e;
+	ioloop_add(&e->retry, EPOLLIN);
+	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
+	timerfd_settime(e->retry.fd, 0, &its, NULL);
 }
 
 int model_start(struct sbx_err *err)
@@ -523,23 +611,48 @@ int model_start(struct sbx_err *err)
 	int rc = ioloop_start();
 	if (rc < 0)
 		return sbx_err_set(err, -rc, "starting the I/O thread: %s", strerror(-rc));
-	events.retry.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (events.retry.fd < 0)
-		return sbx_err_set(err, errno, "timerfd: %s", strerror(errno));
-	events.retry.fn = events_retry_fired;
-	ioloop_add(&events.retry, EPOLLIN);
-	/* First connection from the I/O thread's point of view: fire the timer now. */
-	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
-	timerfd_settime(events.retry.fd, 0, &its, NULL);
+	char **endpoints = NULL;
+	size_t n = 0;
+	template_engines(&endpoints, &n);
+	pthread_mutex_lock(&model_lock);
+	model_started = true;
+	engine_for_locked(NULL);
+	for (size_t i = 0; i < nslots; i++)
+		slot_start(slots[i]);
+	/* Engines that templates name may hold sandboxes of ours from before. */
+	for (size_t i = 0; i < n; i++) {
+		engine_for_locked(endpoints[i]);
+		free(endpoints[i]);
+	}
+	pthread_mutex_unlock(&model_lock);
+	free(endpoints);
 	return 0;
+}
+
+const struct engine *model_default_engine(void)
+{
+	pthread_mutex_lock(&model_lock);
+	const struct engine *e = engine_for_locked(NULL);
+	pthread_mutex_unlock(&model_lock);
+	return e;
 }
 
 void model_shutdown(void)
 {
 	ioloop_stop();
-	if (events.pid > 0)
-		cleanup_pidp(&events.pid);
 	pthread_mutex_lock(&model_lock);
+	for (size_t i = 0; i < nslots; i++) {
+		struct engine_slot *e = slots[i];
+		if (e->pid > 0)
+			cleanup_pidp(&e->pid);
+		if (e->out.fd >= 0)
+			close(e->out.fd);
+		if (e->retry.fd >= 0)
+			close(e->retry.fd);
+		free(e->engine.endpoint);
+		free(e);
+	}
+	nslots = 0;
 	while (ntable > 0)
 		table_del_locked(table[ntable - 1]);
 	free(table);

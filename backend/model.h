@@ -78,6 +78,9 @@ struct sandbox {
 	char *container;         /* container name on the engine */
 	char *container_id;      /* (L) */
 	char *image;
+	char *template_name;     /* the template it was made from */
+	char *effective;         /* JSON: the settings it was made with (info) */
+	const struct engine *engine; /* where its container lives */
 	char *spool_dir;         /* STATE/sandboxes/NAME */
 	struct timespec created;
 	enum sandbox_state state; /* (L) */
@@ -119,6 +122,7 @@ int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
 int model_start(struct sbx_err *err);
 void model_shutdown(void);
 const struct model_config *model_config(void);
+const struct engine *model_default_engine(void);
 
 /* Sandbox table. Lookups return a new reference (or NULL). */
 struct sandbox *model_find(const char *name);

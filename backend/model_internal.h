@@ -7,7 +7,6 @@
 extern const struct model_callbacks *model_cb;
 
 void model_handle_event(const struct engine_event *ev);
-void model_reconcile(void);
 /* Loads the ended runs of a sandbox from its spool (adoption). */
 void runs_reload_locked(struct sandbox *s);
 void notify_run_changed(struct run *r);

@@ -496,7 +496,7 @@ static void verdict_task(void *ctx)
 	char *cid = strdup(v->run->sbx->container_id ? v->run->sbx->container_id : "");
 	bool died = v->run->container_died;
 	pthread_mutex_unlock(&model_lock);
-	int running = died ? 0 : engine_is_running(&model_config()->engine, cid, &err);
+	int running = died ? 0 : engine_is_running(v->run->sbx->engine, cid, &err);
 	free(cid);
 	if (running == 1)
 		conclude(v->run, OUTCOME_EXITED, v->code, 0, NULL);
@@ -706,7 +706,7 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	}
 
 	struct engine_exec ex;
-	rc = engine_exec_start(&model_config()->engine, cid, env, env_len, workdir, &ex, err);
+	rc = engine_exec_start(s->engine, cid, env, env_len, workdir, &ex, err);
 	if (env)
 		explicit_bzero(env, env_len);
 	if (rc < 0) {
@@ -773,7 +773,7 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 	pthread_mutex_unlock(&model_lock);
 	int rc = 0;
 	if (pgid > 0 && cid)
-		rc = engine_kill_group(&model_config()->engine, cid, pgid, sig, err);
+		rc = engine_kill_group(r->sbx->engine, cid, pgid, sig, err);
 	else if (local > 0 && kill(local, sig) < 0)
 		rc = sbx_err_set(err, errno, "kill: %s", strerror(errno));
 	free(cid);

@@ -55,7 +55,7 @@ int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replac
 		if (!running)
 			rc = sbx_err_set(err, EHOSTDOWN, "auth: the container is not running");
 		for (size_t i = 0; rc == 0 && i < doc.nfiles; i++) {
-			rc = engine_put_file(&model_config()->engine, cid, doc.files[i].path,
+			rc = engine_put_file(s->engine, cid, doc.files[i].path,
 					     doc.files[i].content, doc.files[i].len, err);
 			if (rc < 0)
 				sbx_err_wrap(err, "auth: placing %s", doc.files[i].path);
@@ -155,7 +155,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			rc = run_kill(latest, cmd.signal, err);
 		break;
 	case CTL_STOP:
-		rc = engine_stop(&model_config()->engine, cid, err);
+		rc = engine_stop(s->engine, cid, err);
 		if (rc == 0) {
 			pthread_mutex_lock(&model_lock);
 			if (s->state == SBX_RUNNING)
@@ -167,7 +167,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		}
 		break;
 	case CTL_START:
-		rc = engine_start(&model_config()->engine, cid, err);
+		rc = engine_start(s->engine, cid, err);
 		if (rc == 0) {
 			pthread_mutex_lock(&model_lock);
 			if (s->state == SBX_STOPPED)
@@ -176,7 +176,9 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		}
 		break;
 	case CTL_SAVE:
-		rc = sbx_err_set(err, ENOTSUP, "ctl save: not supported yet");
+		rc = engine_commit(s->engine, cid, cmd.image, err);
+		if (rc == 0)
+			log_info("sandbox %s: saved as %s", s->name, cmd.image);
 		break;
 	}
 	free(cid);

@@ -14,6 +14,8 @@
 #include "handle.h"
 #include "log.h"
 #include "state.h"
+#include "template.h"
+#include <cjson/cJSON.h>
 
 #define DIR_MODE (S_IFDIR | 0555)
 #define RO_MODE (S_IFREG | 0444)
@@ -47,6 +49,7 @@ static const char *const meta_names[] = {
 	[INO_META_VERSION] = "version",
 	[INO_META_BACKEND] = "backend",
 	[INO_META_LOG] = "log",
+	[INO_TEMPLATES] = "templates",
 };
 
 static struct fs_options opts;
@@ -173,6 +176,10 @@ static void refuse(fuse_req_t req, int e, const char *fmt, ...)
 static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct node p, n = { 0 };
+	if (parent == INO_TEMPLATES) {
+		tpl_lookup(req, name);
+		return;
+	}
 	if (node_resolve(parent, &p) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -188,10 +195,16 @@ static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			}
 		}
 	} else if (parent == INO_META) {
-		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
+		for (unsigned i = INO_META_VERSION; i <= INO_TEMPLATES; i++)
 			if (!strcmp(name, meta_names[i]))
 				n.ino = i;
 		timeout = 1;
+		if (n.ino == INO_TEMPLATES) {
+			struct fuse_entry_param e = { .ino = INO_TEMPLATES, .entry_timeout = 1 };
+			tpl_fill_attr(INO_TEMPLATES, &e.attr);
+			fuse_reply_entry(req, &e);
+			return;
+		}
 	} else if (p.kind == K_DIR) {
 		for (int k = K_EXEC; k <= K_RUNS; k++) {
 			if (!strcmp(name, kinds[k].name)) {
@@ -236,6 +249,10 @@ static void sfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 {
 	struct node n;
 	struct stat st;
+	if (tpl_owns(ino)) {
+		tpl_getattr(req, ino);
+		return;
+	}
 	if (node_resolve(ino, &n) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -282,6 +299,12 @@ struct list_ctx {
 	struct dirlist *d;
 };
 
+static void add_template(void *ctx, const char *name, fuse_ino_t ino, mode_t mode)
+{
+	struct list_ctx *c = ctx;
+	dir_add(c->req, c->d, name, ino, mode);
+}
+
 static void add_sandbox(struct sandbox *s, void *ctx)
 {
 	struct list_ctx *c = ctx;
@@ -290,9 +313,9 @@ static void add_sandbox(struct sandbox *s, void *ctx)
 
 static void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct node n;
+	struct node n = { 0 };
 	struct dirlist *d = calloc(1, sizeof(*d));
-	if (!d || node_resolve(ino, &n) < 0) {
+	if (!d || (ino != INO_TEMPLATES && node_resolve(ino, &n) < 0)) {
 		free(d);
 		fuse_reply_err(req, d ? ENOENT : ENOMEM);
 		return;
@@ -306,6 +329,10 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	} else if (ino == INO_META) {
 		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
 			dir_add(req, d, meta_names[i], i, RO_MODE);
+		dir_add(req, d, "templates", INO_TEMPLATES, S_IFDIR | 0755);
+	} else if (ino == INO_TEMPLATES) {
+		struct list_ctx c = { req, d };
+		tpl_list(add_template, &c);
 	} else if (n.kind == K_DIR) {
 		for (int k = K_EXEC; k <= K_RUNS; k++)
 			dir_add(req, d, kinds[k].name, ino_make(n.sbx->id, 0, k), kinds[k].mode);
@@ -530,6 +557,7 @@ static void handle_free(struct handle *h)
 	if (h->sbx)
 		sandbox_put(h->sbx);
 	free(h->data);
+	free(h->tpl_name);
 	if (h->wbuf)
 		explicit_bzero(h->wbuf, h->wlen);
 	free(h->wbuf);
@@ -548,8 +576,12 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int acc = fi->flags & O_ACCMODE;
 	bool wants_write = acc != O_RDONLY, wants_read = acc != O_WRONLY;
 
-	if (node_resolve(ino, &n) < 0) {
-		fuse_reply_err(req, ENOENT);
+	if (tpl_owns(ino) && ino != INO_TEMPLATES) {
+		tpl_open(req, ino, fi);
+		return;
+	}
+	if (ino == INO_TEMPLATES || node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ino == INO_TEMPLATES ? EISDIR : ENOENT);
 		return;
 	}
 	if (n.ino == INO_ROOT || n.ino == INO_META || n.kind == K_DIR || n.kind == K_RUNS ||
@@ -621,6 +653,10 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		       struct fuse_file_info *fi)
 {
+	if (parent == INO_TEMPLATES) {
+		tpl_create(req, name, fi);
+		return;
+	}
 	refuse(req, EPERM, "create %s: sandboxfs has no plain files", name);
 }
 
@@ -732,6 +768,22 @@ static int validate_partial(struct handle *h, struct sbx_err *err)
 	return 0;
 }
 
+/* A template whose JSON is already complete is checked at write(2), so a
+ * shell's `echo ... > templates/x` sees the error (shells ignore close's). */
+static bool template_complete_but_invalid(struct handle *h, struct sbx_err *err)
+{
+	cJSON *j = cJSON_ParseWithLength(h->wbuf, h->wlen);
+	if (!j)
+		return false;
+	cJSON_Delete(j);
+	struct template *t = NULL;
+	if (template_parse(h->tpl_name, h->wbuf, h->wlen, &t, err) == 0) {
+		template_free(t);
+		return false;
+	}
+	return true;
+}
+
 #define WRITE_MAX (256u << 20)
 
 static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -739,8 +791,10 @@ static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct sbx_err err = { 0 };
-	const char *fname = kinds[h->kind].name;
+	const char *fname = h->tpl_name ? h->tpl_name : "file";
 
+	if (h->kind != K_TEMPLATE && h->kind != K_NONE)
+		fname = kinds[h->kind].name;
 	if (h->kind == K_CTL) {
 		int rc = sandbox_ctl(h->sbx, buf, size, &err);
 		if (rc < 0) {
@@ -785,7 +839,13 @@ static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	}
 	memcpy(h->wbuf + h->wlen, buf, size);
 	h->wlen += size;
-	if (h->kind != K_EXEC && validate_partial(h, &err) < 0) {
+	if (h->kind == K_TEMPLATE && template_complete_but_invalid(h, &err)) {
+		h->poisoned = true;
+		log_error("%s", err.msg);
+		fuse_reply_err(req, err.code);
+		return;
+	}
+	if (h->kind != K_EXEC && h->kind != K_TEMPLATE && validate_partial(h, &err) < 0) {
 		h->poisoned = true;
 		if (h->undo_valid) {
 			setting_restore(h->sbx, &h->undo);
@@ -803,6 +863,10 @@ static void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	struct sbx_err err = { 0 };
 
+	if (h->kind == K_TEMPLATE) {
+		tpl_flush(req, h);
+		return;
+	}
 	if (h->kind == K_EXEC) {
 		if (h->exec_started || h->wlen == 0) {
 			fuse_reply_err(req, 0);
@@ -869,6 +933,15 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			struct fuse_file_info *fi)
 {
 	struct node n;
+	if (tpl_owns(ino) && ino != INO_TEMPLATES) {
+		if (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+			       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
+			refuse(req, EPERM, "setattr on a template refused");
+			return;
+		}
+		tpl_getattr(req, ino);
+		return;
+	}
 	if (node_resolve(ino, &n) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
@@ -912,6 +985,10 @@ static void sfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 }
 static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (parent == INO_TEMPLATES) {
+		tpl_unlink(req, name);
+		return;
+	}
 	refuse(req, EPERM, "unlink %s: control files cannot be removed", name);
 }
 static void sfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)

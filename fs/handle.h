@@ -27,6 +27,9 @@ struct handle {
 	bool undo_valid;         /* undo holds what an O_TRUNC flush cleared */
 	struct setting_undo undo;
 
+	char *tpl_name;          /* K_TEMPLATE: the template's name */
+	uint32_t tpl_id;
+
 	bool exec_started;       /* exec: the run was started from this handle */
 	bool number_read;        /* exec: "N\n" was returned */
 
@@ -46,6 +49,18 @@ void stream_forget_handle(struct handle *h);
 /* The model's callbacks. */
 void stream_run_changed(struct run *r);
 void stream_run_free_priv(void *priv);
+
+/* templates.c: .sandboxfs/templates/ */
+bool tpl_owns(fuse_ino_t ino);
+void tpl_lookup(fuse_req_t req, const char *name);
+void tpl_getattr(fuse_req_t req, fuse_ino_t ino);
+/* Appends the directory's entries through add(). */
+void tpl_list(void (*add)(void *ctx, const char *name, fuse_ino_t ino, mode_t mode), void *ctx);
+void tpl_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
+void tpl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void tpl_flush(fuse_req_t req, struct handle *h);
+void tpl_unlink(fuse_req_t req, const char *name);
+void tpl_fill_attr(fuse_ino_t ino, struct stat *st);
 
 void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off_t off);
 

@@ -2,6 +2,7 @@
  *
  *   1                       the mount's root
  *   2..15                   .sandboxfs and its files
+ *   2^24 + id               .sandboxfs/templates/NAME
  *   id << 32 | run << 8 | kind    a sandbox's files (id >= 1, never reused
  *                                 while the daemon lives, so a sandbox made
  *                                 again under an old name gets new inodes)
@@ -18,6 +19,9 @@
 #define INO_META_VERSION 3
 #define INO_META_BACKEND 4
 #define INO_META_LOG 5
+#define INO_TEMPLATES 6
+/* .sandboxfs/templates/NAME: TEMPLATE_INO_BASE + the template's id */
+#define TEMPLATE_INO_BASE (1u << 24)
 
 enum kind {
 	K_NONE = 0,
@@ -45,7 +49,8 @@ enum kind {
 	K_RUN_STATUS,
 	K_RUN_STARTED,
 	K_RUN_ENDED,
-	K_MAX
+	K_MAX,
+	K_TEMPLATE = 100, /* .sandboxfs/templates/NAME: not a sandbox inode */
 };
 
 struct kind_info {

@@ -18,6 +18,7 @@
 #include "fs.h"
 #include "log.h"
 #include "state.h"
+#include "template.h"
 
 struct cli_options {
 	char *image, *docker, *state, *config;
@@ -176,6 +177,10 @@ int main(int argc, char *argv[])
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 
+	if (templates_init(o.config, state_real, mountpoint, &err) < 0) {
+		fprintf(stderr, "sandboxfs: %s\n", err.msg);
+		return 1;
+	}
 	struct fs_options fo = { .engine_version = version };
 	if (model_init(&mc, &fs_model_callbacks, &err) < 0) {
 		fprintf(stderr, "sandboxfs: %s\n", err.msg);
@@ -214,6 +219,7 @@ int main(int argc, char *argv[])
 	ret = cmd.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 	model_shutdown();
+	templates_shutdown();
 	log_info("unmounted %s", mountpoint);
 
 out_unmount:

@@ -132,6 +132,8 @@ static void test_real(void)
 	/* 1 MiB of script: beyond what one argv string may carry. */
 	size_t big = 1 << 20;
 	char *script = malloc(big + 64);
+	if (!script)
+		abort();
 	memcpy(script, ": '", 3);
 	memset(script + 3, 'x', big);
 	strcpy(script + 3 + big, "'\necho big-ok\n");

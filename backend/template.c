@@ -1,0 +1,698 @@
+/* Templates: parsing and validation (cJSON), matching, persistence. */
+#include "template.h"
+
+#include <ctype.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "json.h"
+#include "log.h"
+#include "state.h"
+
+/* templates_lock guards everything below. */
+static pthread_mutex_t templates_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct template **list;  /* in matching order */
+static size_t nlist;
+static char **deleted;          /* config templates deleted at runtime */
+static size_t ndeleted;
+static uint32_t next_id = 1;
+static char *persist_path;
+static char *mount_real, *state_real;
+
+static const char *const known_keys[] = {
+	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
+	"pids", "read_only", "init", "labels", "engine", "cap_add",
+};
+
+void template_free(struct template *t)
+{
+	if (!t)
+		return;
+	free(t->name);
+	free(t->match);
+	free(t->image);
+	for (size_t i = 0; i < t->nworkspaces; i++)
+		free(t->workspaces[i].path);
+	free(t->workspaces);
+	free(t->workdir);
+	kv_list_free(&t->env);
+	free(t->user);
+	free(t->network);
+	kv_list_free(&t->labels);
+	for (size_t i = 0; i < t->ncap_add; i++)
+		free(t->cap_add[i]);
+	free(t->cap_add);
+	free(t->engine);
+	free(t->text);
+	free(t);
+}
+
+struct template *template_dup(const struct template *t)
+{
+	struct template *c = NULL;
+	/* Re-parsing the canonical text is the simplest deep copy there is. */
+	if (template_parse(t->name, t->text, strlen(t->text), &c, NULL) < 0)
+		return NULL;
+	c->id = t->id;
+	return c;
+}
+
+/* ---- validation ---- */
+
+static bool chars_ok(const char *s, const char *extra, bool alnum_first)
+{
+	if (!*s || (alnum_first && !isalnum((unsigned char)*s)))
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr(extra, *s))
+			return false;
+	return true;
+}
+
+static bool path_within(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	if (n == 1 && dir[0] == '/')
+		return true;
+	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
+}
+
+/* A workspace must not expose the mount itself (a container touching it
+ * would deadlock the daemon), the state directory, or the engine. */
+static int check_workspace(const char *path, struct sbx_err *err)
+{
+	static const char *const sockets[] = { "/run/docker.sock", "/var/run/docker.sock",
+					       "/run/containerd/containerd.sock",
+					       "/run/podman/podman.sock" };
+	if (path[0] != '/')
+		return sbx_err_set(err, EINVAL, "workspace %s: must be an absolute path", path);
+	char real[PATH_MAX];
+	if (!realpath(path, real))
+		return sbx_err_set(err, EINVAL, "workspace %s: %s", path, strerror(errno));
+	const char *guarded[] = { mount_real, state_real };
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(guarded); i++) {
+		if (guarded[i] && (path_within(real, guarded[i]) || path_within(guarded[i], real)))
+			return sbx_err_set(err, EINVAL,
+					   "workspace %s: overlaps sandboxfs' own %s %s", path,
+					   i == 0 ? "mount" : "state directory", guarded[i]);
+	}
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(sockets); i++) {
+		char sock[PATH_MAX];
+		if (realpath(sockets[i], sock) && path_within(sock, real))
+			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
+					   path, sockets[i]);
+	}
+	return 0;
+}
+
+static int parse_size(const cJSON *v, long long *out, struct sbx_err *err)
+{
+	if (cJSON_IsNumber(v)) {
+		if (v->valuedouble < 0 || v->valuedouble > 9e15)
+			return sbx_err_set(err, EINVAL, "memory: out of range");
+		*out = (long long)v->valuedouble;
+		return 0;
+	}
+	if (!cJSON_IsString(v))
+		return sbx_err_set(err, EINVAL, "memory: a number of bytes or a string like \"2g\"");
+	char *end;
+	errno = 0;
+	long long n = strtoll(v->valuestring, &end, 10);
+	long long mult = 1;
+	switch (tolower((unsigned char)*end)) {
+	case 'k': mult = 1LL << 10; end++; break;
+	case 'm': mult = 1LL << 20; end++; break;
+	case 'g': mult = 1LL << 30; end++; break;
+	case 'b': end++; break;
+	default: break;
+	}
+	if (errno || end == v->valuestring || *end || n < 0 || n > (1LL << 50) / mult)
+		return sbx_err_set(err, EINVAL, "memory: cannot parse \"%.40s\"", v->valuestring);
+	*out = n * mult;
+	return 0;
+}
+
+static int string_field(const cJSON *v, const char *key, char **out, struct sbx_err *err)
+{
+	if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > 4095)
+		return sbx_err_set(err, EINVAL, "%s: must be a non-empty string", key);
+	*out = strdup(v->valuestring);
+	return *out ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
+}
+
+static int parse_workspaces(struct template *t, const cJSON *v, struct sbx_err *err)
+{
+	size_t n = cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 1;
+	if (!cJSON_IsArray(v) && !cJSON_IsString(v))
+		return sbx_err_set(err, EINVAL, "workspace: a path or a list of paths");
+	t->workspaces = calloc(n ? n : 1, sizeof(*t->workspaces));
+	if (!t->workspaces)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const cJSON *item = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, (int)i) : v;
+		if (!cJSON_IsString(item))
+			return sbx_err_set(err, EINVAL, "workspace: entries must be strings");
+		char *p = strdup(item->valuestring);
+		if (!p)
+			return sbx_err_set(err, ENOMEM, "out of memory");
+		t->workspaces[t->nworkspaces++].path = p;
+		size_t len = strlen(p);
+		if (len > 3 && (!strcmp(p + len - 3, ":ro") || !strcmp(p + len - 3, ":rw"))) {
+			t->workspaces[t->nworkspaces - 1].ro = p[len - 2] == 'r' && p[len - 1] == 'o';
+			p[len - 3] = '\0';
+		}
+		if (strchr(p, ':') || strchr(p, ','))
+			return sbx_err_set(err, EINVAL, "workspace %s: ':' and ',' are not allowed", p);
+		int rc = check_workspace(p, err);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int parse_string_map(const cJSON *v, const char *key, bool env_names,
+			    struct kv_list *out, struct sbx_err *err)
+{
+	if (!cJSON_IsObject(v))
+		return sbx_err_set(err, EINVAL, "%s: must be an object of strings", key);
+	const cJSON *item;
+	cJSON_ArrayForEach(item, v) {
+		if (!cJSON_IsString(item))
+			return sbx_err_set(err, EINVAL, "%s.%s: must be a string", key, item->string);
+		if (env_names && parse_env_name(item->string, strlen(item->string), err) < 0)
+			return sbx_err_wrap(err, "%s", key);
+		if (!env_names && (!item->string[0] || !strncmp(item->string, "sandboxfs.", 10) ||
+				   strchr(item->string, '=')))
+			return sbx_err_set(err, EINVAL, "%s: key \"%.60s\" is not allowed", key,
+					   item->string);
+		if (strchr(item->valuestring, '\n'))
+			return sbx_err_set(err, EINVAL, "%s.%s: no newlines", key, item->string);
+		if (kv_list_set(out, item->string, item->valuestring) < 0)
+			return sbx_err_set(err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
+{
+	if (!cJSON_IsArray(v))
+		return sbx_err_set(err, EINVAL, "cap_add: a list of capability names");
+	size_t n = (size_t)cJSON_GetArraySize(v);
+	t->cap_add = calloc(n ? n : 1, sizeof(char *));
+	if (!t->cap_add)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	const cJSON *item;
+	cJSON_ArrayForEach(item, v) {
+		const char *c = cJSON_IsString(item) ? item->valuestring : "";
+		if (!strncasecmp(c, "CAP_", 4))
+			c += 4;
+		if (!chars_ok(c, "_", true) || strlen(c) > 32 || !strcasecmp(c, "ALL") ||
+		    !strcasecmp(c, "SYS_ADMIN"))
+			return sbx_err_set(err, EINVAL, "cap_add: \"%.40s\" is not allowed",
+					   cJSON_IsString(item) ? item->valuestring : "?");
+		char *up = strdup(c);
+		if (!up)
+			return sbx_err_set(err, ENOMEM, "out of memory");
+		for (char *p = up; *p; p++)
+			*p = (char)toupper((unsigned char)*p);
+		t->cap_add[t->ncap_add++] = up;
+	}
+	return 0;
+}
+
+static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
+{
+	const char *k = v->string;
+	if (!strcmp(k, "image")) {
+		if (string_field(v, k, &t->image, err) < 0)
+			return -err->code;
+		if (!chars_ok(t->image, "._/:@-", true) || strlen(t->image) > 255)
+			return sbx_err_set(err, EINVAL, "image: not an image reference");
+	} else if (!strcmp(k, "match")) {
+		return string_field(v, k, &t->match, err);
+	} else if (!strcmp(k, "workspace")) {
+		return parse_workspaces(t, v, err);
+	} else if (!strcmp(k, "workdir")) {
+		if (string_field(v, k, &t->workdir, err) < 0)
+			return -err->code;
+		if (t->workdir[0] != '/' || strchr(t->workdir, '\n'))
+			return sbx_err_set(err, EINVAL, "workdir: must be an absolute path");
+	} else if (!strcmp(k, "env")) {
+		return parse_string_map(v, k, true, &t->env, err);
+	} else if (!strcmp(k, "labels")) {
+		return parse_string_map(v, k, false, &t->labels, err);
+	} else if (!strcmp(k, "user")) {
+		if (string_field(v, k, &t->user, err) < 0)
+			return -err->code;
+		if (!chars_ok(t->user, "_.:-", true))
+			return sbx_err_set(err, EINVAL, "user: not a user name or uid[:gid]");
+	} else if (!strcmp(k, "network")) {
+		if (string_field(v, k, &t->network, err) < 0)
+			return -err->code;
+		if (!chars_ok(t->network, "_.-", true) || !strcmp(t->network, "host"))
+			return sbx_err_set(err, EINVAL,
+					   "network: \"none\", \"bridge\" or a network name (not host)");
+	} else if (!strcmp(k, "memory")) {
+		return parse_size(v, &t->memory, err);
+	} else if (!strcmp(k, "cpus")) {
+		double c = cJSON_IsNumber(v) ? v->valuedouble :
+			   cJSON_IsString(v) ? strtod(v->valuestring, NULL) : -1;
+		if (!(c >= 0 && c <= 1024))
+			return sbx_err_set(err, EINVAL, "cpus: a number from 0 to 1024");
+		t->cpus = c;
+	} else if (!strcmp(k, "pids")) {
+		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 4194304 ||
+		    v->valuedouble != floor(v->valuedouble))
+			return sbx_err_set(err, EINVAL, "pids: a whole number (0 = no limit)");
+		t->pids = (long)v->valuedouble;
+	} else if (!strcmp(k, "read_only") || !strcmp(k, "init")) {
+		if (!cJSON_IsBool(v))
+			return sbx_err_set(err, EINVAL, "%s: true or false", k);
+		*(!strcmp(k, "init") ? &t->init : &t->read_only) = cJSON_IsTrue(v);
+	} else if (!strcmp(k, "engine")) {
+		if (string_field(v, k, &t->engine, err) < 0)
+			return -err->code;
+		bool url = strstr(t->engine, "://") != NULL;
+		if (url ? strpbrk(t->engine, " \n\t") != NULL : !chars_ok(t->engine, "_.+-", true))
+			return sbx_err_set(err, EINVAL, "engine: a context name or a host URL");
+	} else if (!strcmp(k, "cap_add")) {
+		return parse_caps(t, v, err);
+	}
+	return 0;
+}
+
+int template_parse(const char *name, const char *json, size_t len, struct template **out,
+		   struct sbx_err *err)
+{
+	if (parse_sandbox_name(name, err) < 0)
+		return sbx_err_set(err, EINVAL, "template name \"%.63s\": invalid", name);
+	const char *end = NULL;
+	cleanup_cjson cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+	if (!root)
+		return sbx_err_set(err, EINVAL, "template %s: malformed JSON", name);
+	for (; end && (size_t)(end - json) < len; end++)
+		if (!isspace((unsigned char)*end))
+			return sbx_err_set(err, EINVAL, "template %s: trailing bytes after the JSON",
+					   name);
+	if (!cJSON_IsObject(root))
+		return sbx_err_set(err, EINVAL, "template %s: must be a JSON object", name);
+
+	struct template *t = calloc(1, sizeof(*t));
+	if (!t)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	t->name = strdup(name);
+	t->memory = TEMPLATE_DEFAULT_MEMORY;
+	t->pids = TEMPLATE_DEFAULT_PIDS;
+	t->init = true;
+	int rc = t->name ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
+	const cJSON *v;
+	cJSON_ArrayForEach(v, root) {
+		if (rc < 0)
+			break;
+		bool known = false;
+		for (size_t i = 0; i < SBX_ARRAY_SIZE(known_keys); i++)
+			known |= !strcmp(v->string, known_keys[i]);
+		for (const cJSON *w = root->child; w != v; w = w->next)
+			if (!strcmp(w->string, v->string))
+				known = false; /* a key given twice is as bad as an unknown one */
+		if (!known)
+			rc = sbx_err_set(err, EINVAL, "unknown or repeated key \"%.60s\"", v->string);
+		else
+			rc = parse_key(t, v, err);
+	}
+	if (rc == 0 && !t->network)
+		t->network = strdup("none");
+	if (rc == 0) {
+		t->text = cJSON_Print(root);
+		if (!t->text || !t->network)
+			rc = sbx_err_set(err, ENOMEM, "out of memory");
+	}
+	if (rc < 0) {
+		template_free(t);
+		if (err && strncmp(err->msg, "template", 8) != 0)
+			sbx_err_wrap(err, "template %s", name);
+		return rc;
+	}
+	*out = t;
+	return 0;
+}
+
+/* ---- the list ---- */
+
+static ssize_t index_of(const char *name)
+{
+	for (size_t i = 0; i < nlist; i++)
+		if (!strcmp(list[i]->name, name))
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Replaces in place (keeping the id and the position) or appends. */
+static int put_locked(struct template *t)
+{
+	ssize_t i = index_of(t->name);
+	if (i >= 0) {
+		t->id = list[i]->id;
+		template_free(list[i]);
+		list[i] = t;
+		return 0;
+	}
+	struct template **v = realloc(list, (nlist + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	list = v;
+	if (!t->id)
+		t->id = next_id++;
+	list[nlist++] = t;
+	return 0;
+}
+
+static bool *runtime_flags; /* parallel to list: defined at runtime */
+
+static void drop_locked(size_t i)
+{
+	template_free(list[i]);
+	memmove(&list[i], &list[i + 1], (nlist - i - 1) * sizeof(*list));
+	if (runtime_flags)
+		memmove(&runtime_flags[i], &runtime_flags[i + 1], (nlist - i - 1) * sizeof(bool));
+	nlist--;
+}
+
+static void undelete_locked(const char *name)
+{
+	for (size_t i = 0; i < ndeleted; i++) {
+		if (!strcmp(deleted[i], name)) {
+			free(deleted[i]);
+			deleted[i] = deleted[--ndeleted];
+			return;
+		}
+	}
+}
+
+/* STATE/templates.json: {"templates": [{"name", "template"}...], "deleted": [...]}
+ * where "templates" are the runtime definitions in order. */
+
+static int persist_locked(struct sbx_err *err)
+{
+	cleanup_cjson cJSON *root = cJSON_CreateObject();
+	cJSON *arr = cJSON_AddArrayToObject(root, "templates");
+	cJSON *del = cJSON_AddArrayToObject(root, "deleted");
+	for (size_t i = 0; i < nlist; i++) {
+		if (!runtime_flags[i])
+			continue;
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddStringToObject(e, "name", list[i]->name);
+		cJSON_AddItemToObject(e, "template", cJSON_Parse(list[i]->text));
+		cJSON_AddItemToArray(arr, e);
+	}
+	for (size_t i = 0; i < ndeleted; i++)
+		cJSON_AddItemToArray(del, cJSON_CreateString(deleted[i]));
+	cleanup_free char *text = cJSON_Print(root);
+	if (!text)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	return write_file_atomic(persist_path, text, strlen(text), err);
+}
+
+static int set_runtime_flag_locked(const char *name, bool runtime)
+{
+	bool *f = realloc(runtime_flags, (nlist ? nlist : 1) * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	runtime_flags = f;
+	ssize_t i = index_of(name);
+	if (i >= 0)
+		runtime_flags[i] = runtime;
+	return 0;
+}
+
+static int define_locked(const char *name, const char *json, size_t len, bool runtime,
+			 uint32_t want_id, struct sbx_err *err)
+{
+	struct template *t = NULL;
+	int rc = template_parse(name, json, len, &t, err);
+	if (rc < 0)
+		return rc;
+	t->id = want_id;
+	if (put_locked(t) < 0) {
+		template_free(t);
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	}
+	if (set_runtime_flag_locked(name, runtime) < 0)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	if (runtime)
+		undelete_locked(name);
+	return 0;
+}
+
+static int load_config(const char *path, struct sbx_err *err)
+{
+	cleanup_free char *text = NULL;
+	size_t len;
+	int rc = read_file(path, &text, &len, 16u << 20);
+	if (rc < 0)
+		return sbx_err_set(err, -rc, "config %s: %s", path, strerror(-rc));
+	cleanup_cjson cJSON *root = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsObject(root))
+		return sbx_err_set(err, EINVAL, "config %s: not a JSON object", path);
+	const cJSON *v;
+	cJSON_ArrayForEach(v, root) {
+		if (strcmp(v->string, "templates") != 0)
+			return sbx_err_set(err, EINVAL, "config %s: unknown key \"%.60s\"", path,
+					   v->string);
+	}
+	const cJSON *tpls = cJSON_GetObjectItemCaseSensitive(root, "templates");
+	if (tpls && !cJSON_IsObject(tpls))
+		return sbx_err_set(err, EINVAL, "config %s: \"templates\" must be an object", path);
+	cJSON_ArrayForEach(v, tpls) {
+		cleanup_free char *one = cJSON_PrintUnformatted(v);
+		if (!one || define_locked(v->string, one, strlen(one), false, 0, err) < 0)
+			return sbx_err_wrap(err, "config %s", path);
+	}
+	return 0;
+}
+
+static void load_persisted(void)
+{
+	cleanup_free char *text = NULL;
+	size_t len;
+	if (read_file(persist_path, &text, &len, 16u << 20) < 0)
+		return;
+	cleanup_cjson cJSON *root = cJSON_ParseWithLength(text, len);
+	const cJSON *v;
+	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "deleted")) {
+		ssize_t i = cJSON_IsString(v) ? index_of(v->valuestring) : -1;
+		if (i >= 0)
+			drop_locked((size_t)i);
+		char **d = realloc(deleted, (ndeleted + 1) * sizeof(*d));
+		if (d && cJSON_IsString(v)) {
+			deleted = d;
+			deleted[ndeleted++] = strdup(v->valuestring);
+		} else if (d) {
+			deleted = d;
+		}
+	}
+	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "templates")) {
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(v, "name");
+		cleanup_free char *one = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(v, "template"));
+		struct sbx_err err = { 0 };
+		if (!cJSON_IsString(name) || !one ||
+		    define_locked(name->valuestring, one, strlen(one), true, 0, &err) < 0)
+			log_warn("%s: a saved template was skipped: %s", persist_path, err.msg);
+	}
+}
+
+int templates_init(const char *config_path, const char *state_dir, const char *mountpoint,
+		   struct sbx_err *err)
+{
+	pthread_mutex_lock(&templates_lock);
+	mount_real = mountpoint ? strdup(mountpoint) : NULL;
+	state_real = state_dir ? strdup(state_dir) : NULL;
+	int rc = asprintf(&persist_path, "%s/templates.json", state_dir) < 0 ? -ENOMEM : 0;
+	if (rc == 0 && config_path)
+		rc = load_config(config_path, err);
+	if (rc == 0)
+		load_persisted();
+	pthread_mutex_unlock(&templates_lock);
+	return rc;
+}
+
+void templates_shutdown(void)
+{
+	pthread_mutex_lock(&templates_lock);
+	while (nlist)
+		drop_locked(nlist - 1);
+	free(list);
+	free(runtime_flags);
+	for (size_t i = 0; i < ndeleted; i++)
+		free(deleted[i]);
+	free(deleted);
+	free(persist_path);
+	free(mount_real);
+	free(state_real);
+	list = NULL;
+	runtime_flags = NULL;
+	deleted = NULL;
+	ndeleted = 0;
+	persist_path = mount_real = state_real = NULL;
+	pthread_mutex_unlock(&templates_lock);
+}
+
+int template_define(const char *name, const char *json, size_t len, uint32_t want_id,
+		    struct sbx_err *err)
+{
+	pthread_mutex_lock(&templates_lock);
+	int rc = define_locked(name, json, len, true, want_id, err);
+	if (rc == 0)
+		rc = persist_locked(err);
+	pthread_mutex_unlock(&templates_lock);
+	if (rc == 0)
+		log_info("template %s defined", name);
+	return rc;
+}
+
+int template_delete(const char *name, struct sbx_err *err)
+{
+	pthread_mutex_lock(&templates_lock);
+	ssize_t i = index_of(name);
+	int rc;
+	if (i < 0) {
+		rc = sbx_err_set(err, ENOENT, "template %s: no such template", name);
+	} else {
+		drop_locked((size_t)i);
+		/* Remembered so that a config file's template stays deleted too. */
+		undelete_locked(name);
+		char **d = realloc(deleted, (ndeleted + 1) * sizeof(*d));
+		if (d) {
+			deleted = d;
+			deleted[ndeleted] = strdup(name);
+			if (deleted[ndeleted])
+				ndeleted++;
+		}
+		rc = persist_locked(err);
+	}
+	pthread_mutex_unlock(&templates_lock);
+	if (rc == 0)
+		log_info("template %s deleted", name);
+	return rc;
+}
+
+struct template *template_get(const char *name)
+{
+	pthread_mutex_lock(&templates_lock);
+	ssize_t i = index_of(name);
+	struct template *t = i >= 0 ? template_dup(list[i]) : NULL;
+	pthread_mutex_unlock(&templates_lock);
+	return t;
+}
+
+struct template *template_get_id(uint32_t id)
+{
+	struct template *t = NULL;
+	pthread_mutex_lock(&templates_lock);
+	for (size_t i = 0; i < nlist && !t; i++)
+		if (list[i]->id == id)
+			t = template_dup(list[i]);
+	pthread_mutex_unlock(&templates_lock);
+	return t;
+}
+
+uint32_t template_reserve_id(void)
+{
+	pthread_mutex_lock(&templates_lock);
+	uint32_t id = next_id++;
+	pthread_mutex_unlock(&templates_lock);
+	return id;
+}
+
+int template_names(char ***names, uint32_t **ids, size_t *n)
+{
+	pthread_mutex_lock(&templates_lock);
+	*names = calloc(nlist ? nlist : 1, sizeof(**names));
+	*ids = calloc(nlist ? nlist : 1, sizeof(**ids));
+	int rc = *names && *ids ? 0 : -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < nlist; i++) {
+		(*names)[i] = strdup(list[i]->name);
+		(*ids)[i] = list[i]->id;
+		if (!(*names)[i])
+			rc = -ENOMEM;
+	}
+	*n = rc == 0 ? nlist : 0;
+	pthread_mutex_unlock(&templates_lock);
+	return rc;
+}
+
+struct template *template_for(const char *sandbox_name)
+{
+	struct template *t = NULL;
+	pthread_mutex_lock(&templates_lock);
+	for (size_t i = 0; i < nlist && !t; i++)
+		if (list[i]->match && fnmatch(list[i]->match, sandbox_name, 0) == 0)
+			t = template_dup(list[i]);
+	ssize_t d = t ? -1 : index_of("default");
+	if (d >= 0)
+		t = template_dup(list[d]);
+	pthread_mutex_unlock(&templates_lock);
+	if (!t)
+		template_parse("builtin", "{}", 2, &t, NULL);
+	return t;
+}
+
+int template_engines(char ***engines, size_t *n)
+{
+	pthread_mutex_lock(&templates_lock);
+	*engines = calloc(nlist ? nlist : 1, sizeof(**engines));
+	*n = 0;
+	for (size_t i = 0; *engines && i < nlist; i++) {
+		if (!list[i]->engine)
+			continue;
+		bool seen = false;
+		for (size_t j = 0; j < *n; j++)
+			seen |= !strcmp((*engines)[j], list[i]->engine);
+		if (!seen)
+			(*engines)[(*n)++] = strdup(list[i]->engine);
+	}
+	pthread_mutex_unlock(&templates_lock);
+	return *engines ? 0 : -ENOMEM;
+}
+
+char *template_effective_json(const struct template *t, const char *image)
+{
+	cleanup_cjson cJSON *o = cJSON_CreateObject();
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "template", t->name);
+	cJSON_AddStringToObject(o, "image", t->image ? t->image : image);
+	cJSON_AddStringToObject(o, "network", t->network);
+	cJSON_AddNumberToObject(o, "memory", (double)t->memory);
+	cJSON_AddNumberToObject(o, "cpus", t->cpus);
+	cJSON_AddNumberToObject(o, "pids", (double)t->pids);
+	cJSON_AddBoolToObject(o, "read_only", t->read_only);
+	cJSON_AddBoolToObject(o, "init", t->init);
+	if (t->user)
+		cJSON_AddStringToObject(o, "user", t->user);
+	if (t->workdir)
+		cJSON_AddStringToObject(o, "workdir", t->workdir);
+	if (t->engine)
+		cJSON_AddStringToObject(o, "engine", t->engine);
+	cJSON *ws = cJSON_AddArrayToObject(o, "workspace");
+	for (size_t i = 0; i < t->nworkspaces; i++) {
+		char buf[4200];
+		snprintf(buf, sizeof(buf), "%s%s", t->workspaces[i].path, t->workspaces[i].ro ? ":ro" : "");
+		cJSON_AddItemToArray(ws, cJSON_CreateString(buf));
+	}
+	cJSON *caps = cJSON_AddArrayToObject(o, "cap_add");
+	for (size_t i = 0; i < t->ncap_add; i++)
+		cJSON_AddItemToArray(caps, cJSON_CreateString(t->cap_add[i]));
+	cJSON *env = cJSON_AddObjectToObject(o, "env");
+	for (size_t i = 0; i < t->env.n; i++)
+		cJSON_AddStringToObject(env, t->env.keys[i], t->env.values[i]);
+	cJSON *labels = cJSON_AddObjectToObject(o, "labels");
+	for (size_t i = 0; i < t->labels.n; i++)
+		cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.values[i]);
+	return cJSON_PrintUnformatted(o);
+}

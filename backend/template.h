@@ -1,0 +1,81 @@
+/* Templates: what a sandbox is made of (docs/templates.md).
+ *
+ * They come from the config file (-o config=FILE) and from writes to
+ * M/.sandboxfs/templates/NAME; runtime changes persist in
+ * STATE/templates.json.  templates_lock guards the list; lookups return
+ * copies so callers never hold it. */
+#ifndef SBX_TEMPLATE_H
+#define SBX_TEMPLATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "parse.h"
+
+struct workspace {
+	char *path; /* absolute host path, mounted at the same path inside */
+	bool ro;
+};
+
+struct template {
+	char *name;
+	uint32_t id;          /* stable while the daemon lives: the file's inode */
+	char *match;          /* glob on the sandbox name, or NULL */
+	char *image;          /* NULL = the mount's default image */
+	struct workspace *workspaces;
+	size_t nworkspaces;
+	char *workdir;        /* default working directory of runs, or NULL */
+	struct kv_list env;   /* non-secret environment of the container */
+	char *user;
+	char *network;        /* "none" unless opted in */
+	long long memory;     /* bytes, 0 = no limit */
+	double cpus;          /* 0 = no limit */
+	long pids;            /* 0 = no limit */
+	bool read_only;
+	bool init;
+	struct kv_list labels;
+	char **cap_add;
+	size_t ncap_add;
+	char *engine;         /* docker context name or host URL, NULL = default */
+	char *text;           /* the template as JSON, as served by the file */
+};
+
+#define TEMPLATE_DEFAULT_MEMORY (2LL << 30)
+#define TEMPLATE_DEFAULT_PIDS 512
+
+void template_free(struct template *t);
+struct template *template_dup(const struct template *t);
+
+/* Validates and builds a template from JSON.  mountpoint and state_dir are
+ * refused as workspaces (and so is anything containing them, and the
+ * docker socket). */
+int template_parse(const char *name, const char *json, size_t len, struct template **out,
+		   struct sbx_err *err);
+
+/* Loads the config file (may be NULL) and the persisted runtime changes. */
+int templates_init(const char *config_path, const char *state_dir, const char *mountpoint,
+		   struct sbx_err *err);
+void templates_shutdown(void);
+
+/* Defines or replaces a template at runtime; persisted.  A new template
+ * takes want_id (from template_reserve_id) when it is not 0. */
+int template_define(const char *name, const char *json, size_t len, uint32_t want_id,
+		    struct sbx_err *err);
+int template_delete(const char *name, struct sbx_err *err);
+/* A copy of the template named, or by id; NULL if none. */
+struct template *template_get(const char *name);
+struct template *template_get_id(uint32_t id);
+/* Reserves an id for a template file being created (its inode). */
+uint32_t template_reserve_id(void);
+/* Names in matching order; caller frees the array and the strings. */
+int template_names(char ***names, uint32_t **ids, size_t *n);
+/* The template for a new sandbox: the first whose match glob matches,
+ * else "default", else a built-in one with the hardened defaults. */
+struct template *template_for(const char *sandbox_name);
+/* The settings a sandbox made from t really gets, defaults filled in. */
+char *template_effective_json(const struct template *t, const char *default_image);
+/* Every distinct engine that templates name (for events and adoption). */
+int template_engines(char ***engines, size_t *n);
+
+#endif
