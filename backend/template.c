@@ -696,3 +696,15 @@ char *template_effective_json(const struct template *t, const char *image)
 		cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.values[i]);
 	return cJSON_PrintUnformatted(o);
 }
+
+int template_check_complete(const char *name, const char *json, size_t len, struct sbx_err *err)
+{
+	cJSON *j = cJSON_ParseWithLength(json, len);
+	if (!j)
+		return 0; /* not complete yet, or malformed: the close will tell */
+	cJSON_Delete(j);
+	struct template *t = NULL;
+	int rc = template_parse(name, json, len, &t, err);
+	template_free(t);
+	return rc;
+}

@@ -53,6 +53,10 @@ struct template *template_dup(const struct template *t);
 int template_parse(const char *name, const char *json, size_t len, struct template **out,
 		   struct sbx_err *err);
 
+/* 0 if json is not yet a complete JSON value or is a valid template;
+ * else the error template_parse() gives. */
+int template_check_complete(const char *name, const char *json, size_t len, struct sbx_err *err);
+
 /* Loads the config file (may be NULL) and the persisted runtime changes. */
 int templates_init(const char *config_path, const char *state_dir, const char *mountpoint,
 		   struct sbx_err *err);

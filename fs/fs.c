@@ -15,7 +15,6 @@
 #include "log.h"
 #include "state.h"
 #include "template.h"
-#include <cjson/cJSON.h>
 
 #define DIR_MODE (S_IFDIR | 0555)
 #define RO_MODE (S_IFREG | 0444)
@@ -768,22 +767,6 @@ static int validate_partial(struct handle *h, struct sbx_err *err)
 	return 0;
 }
 
-/* A template whose JSON is already complete is checked at write(2), so a
- * shell's `echo ... > templates/x` sees the error (shells ignore close's). */
-static bool template_complete_but_invalid(struct handle *h, struct sbx_err *err)
-{
-	cJSON *j = cJSON_ParseWithLength(h->wbuf, h->wlen);
-	if (!j)
-		return false;
-	cJSON_Delete(j);
-	struct template *t = NULL;
-	if (template_parse(h->tpl_name, h->wbuf, h->wlen, &t, err) == 0) {
-		template_free(t);
-		return false;
-	}
-	return true;
-}
-
 #define WRITE_MAX (256u << 20)
 
 static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -839,7 +822,9 @@ static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
 	}
 	memcpy(h->wbuf + h->wlen, buf, size);
 	h->wlen += size;
-	if (h->kind == K_TEMPLATE && template_complete_but_invalid(h, &err)) {
+	/* Checked at write(2) once the JSON is complete, so that a shell's
+	 * `echo ... > templates/x` sees the error (shells ignore close's). */
+	if (h->kind == K_TEMPLATE && template_check_complete(h->tpl_name, h->wbuf, h->wlen, &err) < 0) {
 		h->poisoned = true;
 		log_error("%s", err.msg);
 		fuse_reply_err(req, err.code);
