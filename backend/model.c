@@ -143,6 +143,7 @@ void sandbox_put_locked(struct sandbox *s)
 	free(s->runs);
 	kv_list_free(&s->env);
 	kv_list_free(&s->auth);
+	kv_list_free(&s->auth_file_secrets);
 	for (size_t i = 0; i < s->nauth_files; i++)
 		free(s->auth_files[i]);
 	free(s->auth_files);

@@ -92,6 +92,7 @@ struct sandbox {
 	struct kv_list auth;     /* (L) credentials: never logged, never on disk */
 	char **auth_files;       /* (L) paths placed inside */
 	size_t nauth_files;      /* (L) */
+	struct kv_list auth_file_secrets; /* (L) path -> content, for masking only */
 	char *workdir;           /* (L) "" = image default */
 	long timeout;            /* (L) seconds, 0 = none */
 	char *last_error;        /* (L) */

@@ -138,6 +138,9 @@ void kv_list_free(struct kv_list *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
 		free(l->keys[i]);
+		/* Values may be credentials: they must not linger in freed memory. */
+		if (l->values[i])
+			explicit_bzero(l->values[i], strlen(l->values[i]));
 		free(l->values[i]);
 	}
 	free(l->keys);

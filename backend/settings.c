@@ -74,7 +74,8 @@ int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replac
 	for (size_t i = 0; rc == 0 && i < doc.env.n; i++)
 		rc = kv_list_set(&next, doc.env.keys[i], doc.env.values[i]);
 	for (size_t i = 0; rc == 0 && i < doc.nfiles; i++) {
-		if (has_path(s->auth_files, s->nauth_files, doc.files[i].path))
+		rc = kv_list_set(&s->auth_file_secrets, doc.files[i].path, doc.files[i].content);
+		if (rc < 0 || has_path(s->auth_files, s->nauth_files, doc.files[i].path))
 			continue;
 		char **v = realloc(s->auth_files, (s->nauth_files + 1) * sizeof(*v));
 		char *p = strdup(doc.files[i].path);

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -687,9 +686,3 @@ def abort_all_mounts():
         mounts = list(ACTIVE_MOUNTS)
     for m in mounts:
         m.abort()
-
-
-def raise_in_main_thread_on_alarm(bound):
-    def handler(signum, frame):
-        raise TimeBoundExceeded(f"the test exceeded its time bound of {bound} s")
-    return signal.signal(signal.SIGALRM, handler)
