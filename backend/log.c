@@ -58,9 +58,10 @@ void sbx_log(enum sbx_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* One event, one line: hostile names must not forge lines or escapes. */
 	for (char *p = msg; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : '?';
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);

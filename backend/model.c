@@ -203,7 +203,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 {
 	int rc = parse_sandbox_name(name, err);
 	if (rc < 0)
-		return rc;
+		return sbx_err_wrap(err, "mkdir %.80s", name);
 
 	pthread_mutex_lock(&model_lock);
 	if (find_locked(name)) {
@@ -616,17 +616,26 @@ int model_start(struct sbx_err *err)
 	size_t n = 0;
 	template_engines(&endpoints, &n);
 	pthread_mutex_lock(&model_lock);
-	model_started = true;
 	engine_for_locked(NULL);
-	for (size_t i = 0; i < nslots; i++)
-		slot_start(slots[i]);
 	/* Engines that templates name may hold sandboxes of ours from before. */
 	for (size_t i = 0; i < n; i++) {
 		engine_for_locked(endpoints[i]);
 		free(endpoints[i]);
 	}
-	pthread_mutex_unlock(&model_lock);
 	free(endpoints);
+	size_t count = nslots;
+	pthread_mutex_unlock(&model_lock);
+
+	/* Adopt before the first request is served, so that `ls` right after
+	 * a restart already lists what was there. */
+	for (size_t i = 0; i < count; i++)
+		reconcile(&slots[i]->engine);
+
+	pthread_mutex_lock(&model_lock);
+	model_started = true;
+	for (size_t i = 0; i < nslots; i++)
+		slot_start(slots[i]);
+	pthread_mutex_unlock(&model_lock);
 	return 0;
 }
 

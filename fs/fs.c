@@ -364,7 +364,7 @@ static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			struct fuse_file_info *fi)
 {
 	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
-	if (off < 0 || (size_t)off >= d->len) {
+	if (!d || off < 0 || (size_t)off >= d->len) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
@@ -949,7 +949,7 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 				e = err.code;
 		}
 	} else if (to_set & ignored) {
-		e = n.sbx && kind_writable(n.kind) ? 0 : EPERM;
+		e = EPERM; /* times are the daemon's to tell */
 	}
 	if (e) {
 		node_release(&n);

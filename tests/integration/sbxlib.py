@@ -568,9 +568,13 @@ class Mount:
         with _lock:
             ACTIVE_MOUNTS.discard(self)
         log = self.log()
+        lines = log.splitlines()
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-            if marker in log:
-                problems.append(f"sanitizer report in the daemon's log ({marker})")
+            at = [i for i, line in enumerate(lines) if marker in line]
+            if at:
+                report = "\n      ".join(lines[max(at[0] - 2, 0):at[0] + 30])
+                problems.append(f"sanitizer report in the daemon's log:\n      {report}")
+                break
         return problems
 
     def teardown(self):

@@ -576,10 +576,11 @@ def test_foreign_container_of_the_same_name_is_eexist_and_untouched(mount):
     name = unique_name("foreign")
     foreign = mount.container(name)
     other = "sandboxfs-test-other-" + unique_name()
-    docker("run", "-d", "--name", foreign, IMAGE, "sleep", "300")
-    docker("run", "-d", "--name", other, "--label", "sandboxfs.instance=0000000000000000",
-           "--label", "sandboxfs.sandbox=x", IMAGE, "sleep", "300")
     try:
+        docker("run", "-d", "--network", "none", "--name", foreign, IMAGE, "sleep", "300")
+        docker("run", "-d", "--network", "none", "--name", other,
+               "--label", "sandboxfs.instance=0000000000000000",
+               "--label", "sandboxfs.sandbox=x", IMAGE, "sleep", "300")
         assert_errno(errno.EEXIST, os.mkdir, mount.p(name))
         assert name not in mount.names()
         s = mount.sandbox()

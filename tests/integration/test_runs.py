@@ -446,7 +446,7 @@ INFO_KEYS = {"name", "container", "id", "image", "state", "created", "runs", "la
 def test_info_is_the_documented_json(mount, sbx):
     raw = read(sbx.p("info"))
     info = json.loads(raw)
-    assert set(info) == INFO_KEYS
+    assert INFO_KEYS <= set(info), f"missing keys: {INFO_KEYS - set(info)}"
     assert info["name"] == sbx.name
     assert info["container"] == sbx.container
     assert info["id"] == sbx.inspect()["Id"]
@@ -467,7 +467,7 @@ def test_info_is_the_documented_json(mount, sbx):
     assert sbx.run("echo marker$((6*7)); echo $SEC\n") == (b"marker42\n***\n", b"exited 0\n")
     raw = read(sbx.p("info"))
     info = json.loads(raw)
-    assert set(info) == INFO_KEYS
+    assert INFO_KEYS <= set(info)
     assert info["runs"] == 1
     assert {k: info["latest"][k] for k in ("run", "status")} == {"run": 1, "status": "exited 0"}
     assert info["settings"] == {"env": {"K": "V"}, "workdir": "/tmp", "timeout": 7}
