@@ -9,7 +9,7 @@
 
 #include "json.h"
 #include "log.h"
-#include "spawn.h"
+#include "subprocess.h"
 
 /* The wrapper of every run.  `$$` is the wrapper's pid, and because docker
  * exec makes it a session leader, also the process group that ctl kill

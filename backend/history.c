@@ -71,6 +71,13 @@ static struct run *reload_one(struct sandbox *s, unsigned number)
 			r->size[st] = sb.st_size;
 	}
 	parse_status(r);
+	char path[4200];
+	char *reason = NULL;
+	snprintf(path, sizeof(path), "%s/reason", r->dir);
+	if (!r->reason && read_file(path, &reason, NULL, 4096) == 0) {
+		reason[strcspn(reason, "\n")] = '\0';
+		r->reason = reason;
+	}
 	parse_time(r->dir, "started", &r->started);
 	parse_time(r->dir, "ended", &r->ended);
 	return r;

@@ -59,6 +59,7 @@ char *sandbox_info_json(struct sandbox *s)
 			format_time(&r->ended, when, sizeof(when));
 			cJSON_AddStringToObject(latest, "ended", when);
 		}
+		cJSON_AddBoolToObject(latest, "truncated", r->truncated);
 		if (r->reason)
 			cJSON_AddStringToObject(latest, "reason", r->reason);
 	} else {

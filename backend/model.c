@@ -363,6 +363,7 @@ struct engine_slot {
 	char line[65536];
 	size_t len;
 	bool overflow;
+	bool outage; /* the stream broke: the engine may have restarted */
 };
 
 #define MAX_ENGINES 32
@@ -450,12 +451,16 @@ void model_handle_event(const struct engine_event *ev)
 }
 
 /* Brings the table in line with what one engine lists: adopts containers
- * of this instance we do not know, forgets the ones that are gone. */
-static void reconcile(struct engine *engine)
+ * of this instance we do not know, forgets the ones that are gone.  After
+ * an outage, containers the engine stopped while it went down (they were
+ * running as far as we knew) are started again. */
+static void reconcile(struct engine *engine, bool after_outage)
 {
 	struct engine_container *v = NULL;
 	size_t n = 0;
 	struct sbx_err err = { 0 };
+	char **restart = NULL;
+	size_t nrestart = 0;
 
 	if (engine_list(engine, &v, &n, &err) < 0) {
 		log_warn("listing this mount's containers: %s", err.msg);
@@ -470,6 +475,15 @@ static void reconcile(struct engine *engine)
 		for (size_t j = 0; j < n; j++) {
 			if (s->container_id && !strcmp(v[j].id, s->container_id)) {
 				present = true;
+				if (!v[j].running && s->state == SBX_RUNNING && after_outage) {
+					char **r = realloc(restart, (nrestart + 1) * sizeof(*r));
+					if (r) {
+						restart = r;
+						restart[nrestart] = strdup(s->container_id);
+						if (restart[nrestart])
+							nrestart++;
+					}
+				}
 				s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
 				if (!v[j].running)
 					mark_runs_locked(s, false);
@@ -507,11 +521,30 @@ static void reconcile(struct engine *engine)
 	}
 	pthread_mutex_unlock(&model_lock);
 	engine_containers_free(v, n);
+
+	for (size_t i = 0; i < nrestart; i++) {
+		if (engine_start(engine, restart[i], &err) < 0)
+			log_warn("restarting container %.12s after the engine came back: %s",
+				 restart[i], err.msg);
+		else
+			log_info("container %.12s started again after the engine came back",
+				 restart[i]);
+		/* Its start event sets the sandbox running again. */
+		free(restart[i]);
+	}
+	free(restart);
 }
+
+struct reconcile_req {
+	struct engine *engine;
+	bool after_outage;
+};
 
 static void reconcile_task(void *ctx)
 {
-	reconcile(ctx);
+	struct reconcile_req *r = ctx;
+	reconcile(r->engine, r->after_outage);
+	free(r);
 }
 
 /* ---- the events streams ---- */
@@ -557,6 +590,7 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 		e->pid = 0;
 		log_warn("docker events stream of engine %s ended; reconnecting",
 			 e->engine.endpoint ? e->engine.endpoint : "default");
+		e->outage = true;
 		events_schedule_retry(e);
 		return;
 	}
@@ -589,7 +623,14 @@ static void events_connect(struct engine_slot *e)
 	e->len = 0;
 	ioloop_add(&e->out, EPOLLIN);
 	/* Whatever happened while we were not listening. */
-	task_queue(reconcile_task, &e->engine);
+	struct reconcile_req *r = calloc(1, sizeof(*r));
+	if (r) {
+		r->engine = &e->engine;
+		r->after_outage = e->outage;
+		e->outage = false;
+		if (task_queue(reconcile_task, r) < 0)
+			free(r);
+	}
 }
 
 /* Connects from the I/O thread: the retry timer fires at once. */
@@ -629,7 +670,7 @@ int model_start(struct sbx_err *err)
 	/* Adopt before the first request is served, so that `ls` right after
 	 * a restart already lists what was there. */
 	for (size_t i = 0; i < count; i++)
-		reconcile(&slots[i]->engine);
+		reconcile(&slots[i]->engine, false);
 
 	pthread_mutex_lock(&model_lock);
 	model_started = true;

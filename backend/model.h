@@ -58,6 +58,7 @@ struct run {
 	bool kill_requested;     /* (L) ctl kill / rmdir signalled it */
 	bool timed_out;          /* (L) */
 	bool container_died;     /* (L) */
+	bool truncated;          /* (L) output past max_output or a full disk was dropped */
 
 	void *fs_priv;           /* (L) owned by the fs layer */
 	struct run_io *io;       /* live part, owned by the I/O thread */
@@ -114,7 +115,10 @@ struct model_config {
 	const char *state_dir;
 	const char *image;      /* default image */
 	const char *mountpoint;
+	long long max_output;   /* bytes spooled per run at most, 0 = no limit */
 };
+
+#define DEFAULT_MAX_OUTPUT (8LL << 30)
 
 int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
 	       struct sbx_err *err);

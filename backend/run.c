@@ -13,7 +13,7 @@
 #include "ioloop.h"
 #include "log.h"
 #include "model_internal.h"
-#include "spawn.h"
+#include "subprocess.h"
 #include "state.h"
 
 static const char *const stream_names[STREAM_COUNT] = { "output", "stdout", "stderr" };
@@ -250,17 +250,48 @@ struct emit_ctx {
 	enum stream st;
 };
 
+/* The spool takes no more of this run: the disk is full, or the run hit
+ * max_output.  The pipes keep being drained so the command is not blocked;
+ * the run is marked truncated. */
+static void spool_stop(struct run_io *io, int e)
+{
+	struct run *r = io->run;
+	char msg[160];
+	io->spool_errno = e;
+	if (e == EFBIG)
+		snprintf(msg, sizeof(msg), "output truncated at %lld bytes (max_output)",
+			 (long long)model_config()->max_output);
+	else
+		snprintf(msg, sizeof(msg), "output truncated: %s", strerror(e));
+	pthread_mutex_lock(&model_lock);
+	r->truncated = true;
+	if (!r->reason)
+		r->reason = strdup(msg);
+	pthread_mutex_unlock(&model_lock);
+	log_error("sandbox %s run %u: %s", r->sbx->name, r->number, msg);
+}
+
+/* How many of len bytes the cap still lets in. */
+static size_t cap_room(struct run *r, size_t len)
+{
+	long long max = model_config()->max_output;
+	if (max <= 0)
+		return len;
+	long long room = max - (long long)r->size[STREAM_OUTPUT];
+	return room <= 0 ? 0 : (size_t)room < len ? (size_t)room : len;
+}
+
 static int emit_masked(void *ctx, const char *buf, size_t len)
 {
 	struct emit_ctx *e = ctx;
 	if (e->io->spool_errno)
 		return 0; /* keep draining the pipe; the run is marked truncated */
-	int rc = spool_append(e->io->run, e->st, buf, len);
-	if (rc < 0) {
-		e->io->spool_errno = -rc;
-		log_error("sandbox %s run %u: spooling output: %s", e->io->run->sbx->name,
-			  e->io->run->number, strerror(-rc));
-	}
+	size_t room = cap_room(e->io->run, len);
+	int rc = room ? spool_append(e->io->run, e->st, buf, room) : 0;
+	if (rc < 0)
+		spool_stop(e->io, -rc);
+	else if (room < len)
+		spool_stop(e->io, EFBIG);
 	return 0;
 }
 
@@ -332,7 +363,10 @@ static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd)
 	    (st == STREAM_STDOUT && !io->marker_done))
 		return -ENOTSUP;
 	loff_t off = r->size[STREAM_OUTPUT];
-	ssize_t n = splice(fd, NULL, r->fd[STREAM_OUTPUT], &off, 1 << 20,
+	size_t room = cap_room(r, 1 << 20);
+	if (room == 0)
+		return -ENOTSUP; /* the copying path discards and marks truncated */
+	ssize_t n = splice(fd, NULL, r->fd[STREAM_OUTPUT], &off, room,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	if (n < 0)
 		return errno == EINVAL ? -ENOTSUP : -errno;
@@ -356,11 +390,8 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 	}
 	if (moved == -EAGAIN || moved == -EINTR)
 		return;
-	if (moved < 0 && moved != -ENOTSUP) {
-		io->spool_errno = (int)-moved;
-		log_error("sandbox %s run %u: spooling output: %s", io->run->sbx->name,
-			  io->run->number, strerror((int)-moved));
-	}
+	if (moved < 0 && moved != -ENOTSUP)
+		spool_stop(io, (int)-moved);
 
 	ssize_t n = moved == 0 ? 0 : read(w->fd, buf, sizeof(buf));
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -511,6 +542,15 @@ static void conclude(struct run *r, enum run_outcome outcome, int code, int star
 	char when_line[48];
 	snprintf(when_line, sizeof(when_line), "%s\n", when);
 	write_small(r, "ended", when_line);
+	pthread_mutex_lock(&model_lock);
+	char *why = r->reason ? strdup(r->reason) : NULL;
+	pthread_mutex_unlock(&model_lock);
+	if (why) {
+		char reason_line[760];
+		snprintf(reason_line, sizeof(reason_line), "%.750s\n", why);
+		write_small(r, "reason", reason_line);
+		free(why);
+	}
 	write_small(r, "status", line);
 	if (reason)
 		log_warn("sandbox %s run %u: %s", r->sbx->name, r->number, reason);
@@ -590,15 +630,6 @@ static void finish(struct run_io *io)
 		return;
 	} else {
 		conclude(r, OUTCOME_EXITED, code, 0, NULL);
-	}
-	if (io->spool_errno) {
-		pthread_mutex_lock(&model_lock);
-		if (!r->reason) {
-			char msg[128];
-			snprintf(msg, sizeof(msg), "output truncated: %s", strerror(io->spool_errno));
-			r->reason = strdup(msg);
-		}
-		pthread_mutex_unlock(&model_lock);
 	}
 	free(io);
 	run_put(r);

@@ -377,7 +377,7 @@ static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		end = d->ends[i];
 	}
-	fuse_reply_buf(req, d->buf + off, end - (size_t)off);
+	reply_buf_at(req, d->buf, end, size, off);
 }
 
 static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -21,7 +21,7 @@
 #include "template.h"
 
 struct cli_options {
-	char *image, *docker, *state, *config;
+	char *image, *docker, *state, *config, *max_output;
 };
 
 #define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
@@ -30,6 +30,7 @@ static const struct fuse_opt cli_spec[] = {
 	OPT("docker=%s", docker), OPT("--docker=%s", docker),
 	OPT("state=%s", state),   OPT("--state=%s", state),
 	OPT("config=%s", config), OPT("--config=%s", config),
+	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
 	FUSE_OPT_END
 };
 
@@ -41,6 +42,7 @@ static void usage(const char *prog)
 	       "    -o docker=PATH         docker-compatible CLI (default: docker from PATH)\n"
 	       "    -o state=DIR           run history and spooled output\n"
 	       "    -o config=FILE         JSON configuration\n"
+	       "    -o max_output=BYTES    output spooled per run at most (k/m/g; 0 = no limit; default 8g)\n"
 	       "    (each also as --name=value)\n\n", prog);
 }
 
@@ -61,6 +63,26 @@ static char *find_cli(const char *name)
 			return strdup(full);
 	}
 	return NULL;
+}
+
+static int parse_size_option(const char *s, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long n = strtoll(s, &end, 10);
+	long long mult = 1;
+	if (*end == 'k' || *end == 'K')
+		mult = 1LL << 10;
+	else if (*end == 'm' || *end == 'M')
+		mult = 1LL << 20;
+	else if (*end == 'g' || *end == 'G')
+		mult = 1LL << 30;
+	if (mult > 1)
+		end++;
+	if (errno || end == s || *end || n < 0 || n > (1LL << 62) / mult)
+		return -EINVAL;
+	*out = n * mult;
+	return 0;
 }
 
 static char *default_state_dir(const char *mountpoint)
@@ -159,7 +181,14 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 
+	long long max_output = DEFAULT_MAX_OUTPUT;
+	if (o.max_output && parse_size_option(o.max_output, &max_output) < 0) {
+		fprintf(stderr, "sandboxfs: max_output=%s: expected bytes with an optional k/m/g\n",
+			o.max_output);
+		return 1;
+	}
 	struct model_config mc = {
+		.max_output = max_output,
 		.engine = { .cli = cli, .instance = instance, .timeout_ms = 60000 },
 		.state_dir = state_real,
 		.image = o.image ? o.image : "sandboxfs/base",
@@ -235,6 +264,7 @@ out_args:
 	free(o.docker);
 	free(o.state);
 	free(o.config);
+	free(o.max_output);
 	state_close();
 	return ret ? 1 : 0;
 }

@@ -37,12 +37,24 @@ static void unlink_waiter(struct waiter *w)
 	w->prev = w->next = NULL;
 }
 
+/* Replies with a copy: once the kernel has the reply, the opener may close
+ * and a release on another thread free `data` while writev's caller still
+ * looks at it (ASan's writev interceptor does exactly that). */
 void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off_t off)
 {
-	if (off < 0 || (size_t)off >= len)
+	if (!data || off < 0 || (size_t)off >= len) {
 		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, data + off, len - (size_t)off < size ? len - (size_t)off : size);
+		return;
+	}
+	size_t n = len - (size_t)off < size ? len - (size_t)off : size;
+	char *copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, data + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 /* Under model_lock: can a read at pos be answered now? */

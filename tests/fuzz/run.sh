@@ -12,18 +12,19 @@ root=$(cd "$here/../.." && pwd)
 out=${FUZZ_OUT:-${TMPDIR:-/tmp}/sandboxfs-fuzz}
 cc=${CC:-clang}
 jobs=${FUZZ_JOBS:-1}
-targets="parse_auth parse_ctl parse_kv mask"
+targets="parse_auth parse_ctl parse_kv mask template event"
 
 mkdir -p "$out"
 flags="-std=gnu11 -D_GNU_SOURCE -g -O1 -Wall -Wextra
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -I$root/backend -I$here"
-backend="$root/backend/err.c $root/backend/log.c $root/backend/parse.c $root/backend/mask.c"
+backend="$root/backend/err.c $root/backend/log.c $root/backend/parse.c $root/backend/mask.c
+         $root/backend/template.c $root/backend/state.c $root/backend/engine.c $root/backend/subprocess.c"
 
 for t in $targets; do
 	echo "== build fuzz_$t"
 	# shellcheck disable=SC2086 # flags and sources are word lists
-	$cc $flags "$here/fuzz_$t.c" $backend -lcjson -lpthread -o "$out/fuzz_$t"
+	$cc $flags "$here/fuzz_$t.c" $backend -lcjson -lpthread -lm -o "$out/fuzz_$t"
 done
 
 failed=""

@@ -4,6 +4,7 @@
     make_mount  factory: make_mount(extra_args=[], env={}, image=..., wait=True, state=None)
     mount       one mount with the defaults (image sandboxfs/base)
     sbx         one sandbox (a fresh name) in `mount`
+    scratch     a fresh host directory of the test, removed afterwards
 
 Every test runs under a time bound (120 s, or @pytest.mark.timeout_s(N)): at
 the bound SIGALRM raises in the test; if the test is stuck in a system call
@@ -163,3 +164,14 @@ def _session_leftovers():
 @pytest.fixture(scope="session")
 def image():
     return IMAGE
+
+
+@pytest.fixture
+def scratch():
+    """A fresh host directory of this test (config files, workspaces), under
+    the session's directory (not pytest's tmp_path, whose clean-up of old
+    runs may race with a parallel session); removed at teardown."""
+    d = os.path.realpath(tempfile.mkdtemp(prefix="x", dir=tmp_base()))
+    yield d
+    if not sbxlib.mounts_under(d):
+        shutil.rmtree(d, ignore_errors=True)

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "engine.h"
-#include "spawn.h"
+#include "subprocess.h"
 #include "tap.h"
 
 #define SKIP(...)                                        \

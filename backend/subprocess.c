@@ -1,4 +1,4 @@
-#include "spawn.h"
+#include "subprocess.h"
 
 #include <fcntl.h>
 #include <poll.h>

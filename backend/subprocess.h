@@ -1,7 +1,7 @@
 /* Defensive child processes: posix_spawn, chdir("/"), every fd closed but
  * the ones named here, default signal dispositions and an empty mask. */
-#ifndef SBX_SPAWN_H
-#define SBX_SPAWN_H
+#ifndef SBX_SUBPROCESS_H
+#define SBX_SUBPROCESS_H
 
 #include <stddef.h>
 #include <sys/types.h>
