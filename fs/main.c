@@ -118,55 +118,33 @@ static void raise_fd_limit(void)
 	}
 }
 
-int main(int argc, char *argv[])
+/* Everything after option parsing; returns the exit status. */
+static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse_args *args)
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct cli_options o = { 0 };
-	struct fuse_cmdline_opts cmd = { 0 };
 	struct sbx_err err = { 0 };
 	char instance[17];
 	int ret = 1;
-
-	sbx_log_init(0, 0);
-	if (fuse_opt_parse(&args, &o, cli_spec, NULL) < 0 || fuse_parse_cmdline(&args, &cmd) < 0)
-		return 1;
-	if (cmd.show_help) {
-		usage(argv[0]);
-		fuse_cmdline_help();
-		fuse_lowlevel_help();
-		return 0;
-	}
-	if (cmd.show_version) {
-		printf("sandboxfs %s\n", SANDBOXFS_VERSION);
-		return 0;
-	}
-	if (!cmd.mountpoint) {
-		fprintf(stderr, "sandboxfs: no mountpoint given (see --help)\n");
-		return 1;
-	}
-	sbx_log_init(0, cmd.debug);
-
 	struct stat sb;
-	if (stat(cmd.mountpoint, &sb) < 0 && errno == ENOTCONN) {
+	if (stat(cmd->mountpoint, &sb) < 0 && errno == ENOTCONN) {
 		/* A daemon before us died without unmounting. */
-		log_warn("%s is a stale mount of a dead daemon; detaching it", cmd.mountpoint);
-		if (umount2(cmd.mountpoint, MNT_DETACH) < 0)
-			log_error("detaching the stale mount %s: %m", cmd.mountpoint);
+		log_warn("%s is a stale mount of a dead daemon; detaching it", cmd->mountpoint);
+		if (umount2(cmd->mountpoint, MNT_DETACH) < 0)
+			log_error("detaching the stale mount %s: %m", cmd->mountpoint);
 	}
-	cleanup_free char *mountpoint = realpath(cmd.mountpoint, NULL);
+	cleanup_free char *mountpoint = realpath(cmd->mountpoint, NULL);
 	if (!mountpoint) {
-		fprintf(stderr, "sandboxfs: mountpoint %s: %s\n", cmd.mountpoint, strerror(errno));
+		fprintf(stderr, "sandboxfs: mountpoint %s: %s\n", cmd->mountpoint, strerror(errno));
 		return 1;
 	}
 
-	cleanup_free char *cli = find_cli(o.docker ? o.docker : "docker");
+	cleanup_free char *cli = find_cli(o->docker ? o->docker : "docker");
 	if (!cli) {
 		fprintf(stderr, "sandboxfs: the docker CLI '%s' was not found or is not executable\n",
-			o.docker ? o.docker : "docker");
+			o->docker ? o->docker : "docker");
 		return 1;
 	}
 
-	cleanup_free char *state = o.state ? strdup(o.state) : default_state_dir(mountpoint);
+	cleanup_free char *state = o->state ? strdup(o->state) : default_state_dir(mountpoint);
 	if (!state || mkdir_p(state, &err) < 0) {
 		fprintf(stderr, "sandboxfs: state directory: %s\n", err.msg);
 		return 1;
@@ -182,16 +160,16 @@ int main(int argc, char *argv[])
 	}
 
 	long long max_output = DEFAULT_MAX_OUTPUT;
-	if (o.max_output && parse_size_option(o.max_output, &max_output) < 0) {
+	if (o->max_output && parse_size_option(o->max_output, &max_output) < 0) {
 		fprintf(stderr, "sandboxfs: max_output=%s: expected bytes with an optional k/m/g\n",
-			o.max_output);
+			o->max_output);
 		return 1;
 	}
 	struct model_config mc = {
 		.max_output = max_output,
 		.engine = { .cli = cli, .instance = instance, .timeout_ms = 60000 },
 		.state_dir = state_real,
-		.image = o.image ? o.image : "sandboxfs/base",
+		.image = o->image ? o->image : "sandboxfs/base",
 		.mountpoint = mountpoint,
 	};
 	cleanup_free char *version = NULL;
@@ -206,7 +184,7 @@ int main(int argc, char *argv[])
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 
-	if (templates_init(o.config, state_real, mountpoint, &err) < 0) {
+	if (templates_init(o->config, state_real, mountpoint, &err) < 0) {
 		fprintf(stderr, "sandboxfs: %s\n", err.msg);
 		return 1;
 	}
@@ -215,20 +193,20 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "sandboxfs: %s\n", err.msg);
 		return 1;
 	}
-	fuse_opt_add_arg(&args, "-ofsname=sandboxfs,subtype=sandboxfs");
+	fuse_opt_add_arg(args, "-ofsname=sandboxfs,subtype=sandboxfs");
 	const struct fuse_lowlevel_ops *ops = fs_ops(&fo);
-	struct fuse_session *se = fuse_session_new(&args, ops, sizeof(*ops), NULL);
+	struct fuse_session *se = fuse_session_new(args, ops, sizeof(*ops), NULL);
 	if (!se)
-		goto out_args;
+		return 1;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, mountpoint) != 0)
 		goto out_signals;
 	/* Children must never hold the FUSE fd: it would keep the mount alive. */
 	fcntl(fuse_session_fd(se), F_SETFD, FD_CLOEXEC);
-	fuse_daemonize(cmd.foreground);
-	if (!cmd.foreground)
-		sbx_log_init(1, cmd.debug);
+	fuse_daemonize(cmd->foreground);
+	if (!cmd->foreground)
+		sbx_log_init(1, cmd->debug);
 
 	if (model_start(&err) < 0) {
 		log_error("%s", err.msg);
@@ -238,14 +216,14 @@ int main(int argc, char *argv[])
 		 state_real, cli, version ? version : "unreachable");
 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
-	fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
-	fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+	fuse_loop_cfg_set_clone_fd(lc, cmd->clone_fd);
+	fuse_loop_cfg_set_idle_threads(lc, cmd->max_idle_threads);
 	/* mkdir and rmdir hold a thread for the length of a docker call. */
-	unsigned max_threads = cmd.max_threads;
+	unsigned max_threads = cmd->max_threads;
 	if (max_threads < 64 || max_threads > 100000)
 		max_threads = 64;
 	fuse_loop_cfg_set_max_threads(lc, max_threads);
-	ret = cmd.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
+	ret = cmd->singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 	model_shutdown();
 	templates_shutdown();
@@ -257,7 +235,34 @@ out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);
-out_args:
+	return ret ? 1 : 0;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cli_options o = { 0 };
+	struct fuse_cmdline_opts cmd = { 0 };
+	int ret = 1;
+
+	sbx_log_init(0, 0);
+	if (fuse_opt_parse(&args, &o, cli_spec, NULL) < 0 || fuse_parse_cmdline(&args, &cmd) < 0)
+		goto out;
+	if (cmd.show_help) {
+		usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+	} else if (cmd.show_version) {
+		printf("sandboxfs %s\n", SANDBOXFS_VERSION);
+		ret = 0;
+	} else if (!cmd.mountpoint) {
+		fprintf(stderr, "sandboxfs: no mountpoint given (see --help)\n");
+	} else {
+		sbx_log_init(0, cmd.debug);
+		ret = run(&o, &cmd, &args);
+	}
+out:
 	fuse_opt_free_args(&args);
 	free(cmd.mountpoint);
 	free(o.image);
@@ -266,5 +271,5 @@ out_args:
 	free(o.config);
 	free(o.max_output);
 	state_close();
-	return ret ? 1 : 0;
+	return ret;
 }

@@ -5,6 +5,10 @@
     mount       one mount with the defaults (image sandboxfs/base)
     sbx         one sandbox (a fresh name) in `mount`
     scratch     a fresh host directory of the test, removed afterwards
+    make_dockerd  factory of isolated second dockerds (sbxlib.Dockerd), torn down
+                afterwards; request it before make_mount so that mounts using
+                it are torn down while it still runs
+    make_tmpfs  factory of small tmpfs mounts (sbxlib.Tmpfs), unmounted afterwards
 
 Every test runs under a time bound (120 s, or @pytest.mark.timeout_s(N)): at
 the bound SIGALRM raises in the test; if the test is stuck in a system call
@@ -26,7 +30,7 @@ import threading
 import pytest
 
 import sbxlib
-from sbxlib import IMAGE, Mount, REPO, SANITIZED
+from sbxlib import IMAGE, Dockerd, Mount, REPO, SANITIZED, Tmpfs
 
 DEFAULT_BOUND = int(os.environ.get("SANDBOXFS_TEST_BOUND", "120"))
 WATCHDOG_GRACE = 15
@@ -100,18 +104,19 @@ def sbx_bin():
 @pytest.fixture
 def make_mount(sbx_bin):
     """Factory of mounts: make_mount(extra_args=[], env={}, image=IMAGE,
-    wait=True, state=None). env entries set to None are removed from the
-    daemon's environment. With wait=False the caller checks the outcome."""
+    wait=True, state=None, mountpoint=None). mountpoint reuses an existing
+    directory (a second daemon on the mount point of a first). env entries
+    set to None are removed from the daemon's environment. With wait=False the caller checks the outcome."""
     mounts = []
 
-    def factory(extra_args=(), env=None, image=IMAGE, wait=True, state=None):
+    def factory(extra_args=(), env=None, image=IMAGE, wait=True, state=None, mountpoint=None):
         full_env = dict(os.environ)
         for k, v in (env or {}).items():
             if v is None:
                 full_env.pop(k, None)
             else:
                 full_env[k] = v
-        m = Mount(sbx_bin, tmp_base(), list(extra_args), full_env, image, state)
+        m = Mount(sbx_bin, tmp_base(), list(extra_args), full_env, image, state, mountpoint)
         mounts.append(m)
         m.start(wait=wait)
         return m
@@ -175,3 +180,44 @@ def scratch():
     yield d
     if not sbxlib.mounts_under(d):
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def make_dockerd():
+    """Factory of second dockerds: make_dockerd(load=True) starts one (its
+    own socket, data root and network namespace) with the test image loaded.
+    Teardown kills it and its containers, unmounts and removes its directory."""
+    if not (shutil.which("dockerd") and shutil.which("unshare")):
+        pytest.skip("dockerd or unshare is not installed")
+    engines = []
+
+    def factory(load=True):
+        e = Dockerd()
+        engines.append(e)
+        e.start()
+        if load:
+            e.load_image(IMAGE)
+        return e
+
+    yield factory
+    for e in reversed(engines):
+        try:
+            e.teardown()
+        except Exception:  # noqa: BLE001 - keep cleaning the others
+            pass
+
+
+@pytest.fixture
+def make_tmpfs():
+    """Factory of small tmpfs mounts: make_tmpfs(size="4m") returns a Tmpfs
+    (its .path); unmounted and removed at teardown."""
+    made = []
+
+    def factory(size="4m"):
+        t = Tmpfs(tmp_base(), size)
+        made.append(t)
+        return t
+
+    yield factory
+    for t in reversed(made):
+        t.teardown()

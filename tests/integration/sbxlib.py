@@ -438,9 +438,13 @@ class Sandbox:
 class Mount:
     """A sandboxfs daemon in the foreground on a fresh mount point."""
 
-    def __init__(self, binary, base, extra_args=(), env=None, image=IMAGE, state=None):
+    def __init__(self, binary, base, extra_args=(), env=None, image=IMAGE, state=None,
+                 mountpoint=None):
         self.dir = os.path.realpath(tempfile.mkdtemp(prefix="m", dir=base))
-        self.path = os.path.join(self.dir, "mnt")
+        # mountpoint: an existing directory (e.g. the stale mount of a killed
+        # daemon) instead of a fresh one.
+        self.reuse_path = mountpoint is not None
+        self.path = mountpoint or os.path.join(self.dir, "mnt")
         self.state = state or os.path.join(self.dir, "state")
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.image = image
@@ -464,7 +468,8 @@ class Mount:
     # -- life cycle
 
     def start(self, wait=True, timeout=10):
-        os.makedirs(self.path)
+        if not self.reuse_path:
+            os.makedirs(self.path)
         os.makedirs(self.state, exist_ok=True)
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=logf,
@@ -690,3 +695,179 @@ def abort_all_mounts():
         mounts = list(ACTIVE_MOUNTS)
     for m in mounts:
         m.abort()
+
+
+# ------------------------------------------------------------------ daemon resources
+
+def proc_fds(pid):
+    """How many file descriptors the process holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_rss_kb(pid, field="VmRSS"):
+    """VmRSS (or VmHWM, ...) of the process in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def proc_children_args(pid):
+    """[(pid, argv)] of the direct children of a process."""
+    out = []
+    for cpid, cmdline in proc_cmdlines():
+        try:
+            with open(f"/proc/{cpid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((cpid, [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]))
+    return out
+
+
+# ------------------------------------------------------------------ a second dockerd
+
+class Dockerd:
+    """A dockerd of the test's own, isolated from the host's engine: its own
+    socket, data root, exec root and network namespace (`unshare --net`: a
+    dockerd with --bridge none would otherwise delete the host's docker0).
+    It can be stopped and started again on the same directories. teardown()
+    removes everything, whatever state it is in."""
+
+    def __init__(self):
+        # Short: the socket path must fit in sun_path.
+        self.dir = os.path.realpath(tempfile.mkdtemp(prefix="sbx-f-", dir="/tmp"))
+        self.host = f"unix://{self.dir}/docker.sock"
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "dockerd.log")
+        with open(os.path.join(self.dir, "daemon.json"), "w") as f:
+            f.write("{}\n")
+
+    def __repr__(self):
+        return f"<Dockerd {self.host}>"
+
+    def docker(self, *args, timeout=60, check=True, input=None):
+        return docker("-H", self.host, *args, timeout=timeout, check=check, input=input)
+
+    def start(self, timeout=60):
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                ["unshare", "--net", "dockerd", "--config-file", f"{self.dir}/daemon.json",
+                 "--host", self.host, "--data-root", f"{self.dir}/data",
+                 "--exec-root", f"{self.dir}/exec", "--pidfile", f"{self.dir}/docker.pid",
+                 "--bridge", "none", "--iptables=false", "--ip6tables=false",
+                 "--ip-masq=false"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dockerd exited with {self.proc.returncode}: {self.tail()}")
+            if self.docker("info", check=False, timeout=10).returncode == 0:
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dockerd did not answer within {timeout}s: {self.tail()}")
+            time.sleep(0.2)
+
+    def load_image(self, image=IMAGE):
+        save = subprocess.Popen([DOCKER, "save", image], stdout=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            load = subprocess.run([DOCKER, "-H", self.host, "load"], stdin=save.stdout,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        finally:
+            save.stdout.close()
+            save.wait(60)
+        if save.returncode != 0 or load.returncode != 0:
+            raise AssertionError(f"loading {image}: {load.stderr.decode(errors='replace')}")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=60):
+        """SIGTERM and wait for the exit (its containerd goes with it)."""
+        if not self.running():
+            return
+        self.proc.send_signal(15)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._kill_group()
+
+    def _kill_group(self):
+        # The managed containerd and shims live in the session made for it.
+        try:
+            os.killpg(self.proc.pid, 9)
+        except OSError:
+            pass
+
+    def tail(self, n=2000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def teardown(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                ids = self.docker("ps", "-aq", check=False, timeout=30).stdout.decode().split()
+                if ids:
+                    self.docker("rm", "-f", *ids, check=False, timeout=120)
+            self.stop(30)
+            self._kill_group()
+        # containerd-shims are in their own sessions: find them by their
+        # arguments naming this directory.
+        for pid, cmdline in proc_cmdlines():
+            if self.dir.encode() in cmdline and pid != os.getpid():
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+        umount_tree(self.dir)
+        if not mounts_under(self.dir):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def umount_tree(d):
+    """Unmount everything at or under d, deepest first (umount -l as a fallback)."""
+    for p in sorted(set(mounts_under(d)), key=len, reverse=True):
+        if subprocess.run(["umount", p], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", p], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+
+
+# ------------------------------------------------------------------ a small tmpfs
+
+class Tmpfs:
+    """A tmpfs of a given size on a fresh directory (for a state directory
+    that fills up); teardown() unmounts it (lazily if still busy)."""
+
+    def __init__(self, base, size="4m"):
+        self.path = os.path.realpath(tempfile.mkdtemp(prefix="t", dir=base))
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                        self.path], check=True, timeout=30)
+
+    def teardown(self):
+        for _ in range(3):
+            if not is_mountpoint(self.path):
+                break
+            if subprocess.run(["umount", self.path], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=30).returncode != 0:
+                time.sleep(0.5)
+        if is_mountpoint(self.path):
+            subprocess.run(["umount", "-l", self.path], timeout=30, check=False)
+        if not is_mountpoint(self.path):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def is_mountpoint(path):
+    with open("/proc/mounts") as f:
+        return any(len(fl) >= 2 and unescape_mount_field(fl[1]) == path
+                   for fl in (line.split() for line in f))

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from sbxlib import (IMAGE, Sandbox, cat, docker, errname, errno_of, fuse_mounted, inspect,
+from sbxlib import (DOCKER, IMAGE, Sandbox, docker, errname, errno_of, fuse_mounted, inspect,
                     read, unique_name, wait_for, write)
 
 GIB = 1 << 30
@@ -389,6 +389,7 @@ def refused_cases(m, scratch):
         ("workspace-under-state-dir", {"workspace": os.path.join(m.state, "sandboxes")}, "write"),
         ("workspace-run", {"workspace": "/run"}, "write"),
         ("workspace-var-run", {"workspace": "/var/run"}, "write"),
+        ("workspace-the-socket", {"workspace": "/run/docker.sock"}, "write"),
         ("workspace-in-a-list", {"workspace": [scratch, "/run:ro"]}, "write"),
         ("workspace-missing", {"workspace": missing}, "write"),
         ("workspace-relative", {"workspace": "relative/path"}, "write"),
@@ -560,26 +561,25 @@ def test_first_matching_template_wins_else_default(make_mount, scratch):
     m = make_mount(extra_args=["-o", f"config={config_file(scratch, cfg)}"])
 
     def pick(name):
+        """The template a new sandbox NAME gets: (info's "template", its label)."""
         s = m.sandbox(name)
-        got = labels_of(s).get("pick")
-        assert s.info()["template"] == got
-        return got
+        return s.info()["template"], labels_of(s).get("pick")
 
     u = unique_name("")
-    assert pick(f"g-abc{u}") == "t1"      # t1, t2 and t3 match: the first in order
-    assert pick(f"g-xyz{u}") == "t2"
-    assert pick(f"other{u}") == "default"
-    # Runtime definitions come after the config file's...
+    assert pick(f"g-abc{u}") == ("t1", "t1")   # t1, t2 and t3 match: the first in order
+    assert pick(f"g-xyz{u}") == ("t2", "t2")
+    assert pick(f"other{u}") == ("default", "default")
+    # Runtime definitions come after the config file's, in the order made ...
     put_template(m, "r1", {"match": "g-*", "labels": {"pick": "r1"}})
     put_template(m, "r2", {"match": "h-*", "labels": {"pick": "r2"}})
     put_template(m, "r3", {"match": "h-*", "labels": {"pick": "r3"}})
-    assert pick(f"g-q{u}") == "t2"
-    assert pick(f"h-q{u}") == "r2"
+    assert pick(f"g-q{u}") == ("t2", "t2")
+    assert pick(f"h-q{u}") == ("r2", "r2")
     # ... and replacing one keeps its place.
     put_template(m, "t1", {"match": "g-*", "labels": {"pick": "t1b"}})
-    assert pick(f"g-r{u}") == "t1b"
+    assert pick(f"g-r{u}") == ("t1", "t1b")
     put_template(m, "r2", {"match": "h-*", "labels": {"pick": "r2b"}})
-    assert pick(f"h-r{u}") == "r2b"
+    assert pick(f"h-r{u}") == ("r2", "r2b")
     # Without a default, no match gets the built-in defaults.
     os.unlink(tdir(m, "default"))
     s = m.sandbox(f"none{u}")
@@ -622,9 +622,6 @@ def test_ctl_save_makes_an_image_a_template_can_use(mount):
         assert s.run("echo saved-content > /saved.txt\n") == (b"", b"exited 0\n")
         s.write("ctl", f"save {ref}\n")
         img = json.loads(docker("image", "inspect", ref).stdout)[0]
-        labels = img["Config"].get("Labels") or {}
-        ours = {k: v for k, v in labels.items() if k.startswith("sandboxfs.") and v}
-        assert ours == {}, f"the image carries the mount's labels: {ours}"
         put_template(mount, "saved", {"match": "sv-*", "image": ref})
         t = mount.sandbox(new_sandbox_name("sv-"))
         made.append(t)
@@ -634,8 +631,14 @@ def test_ctl_save_makes_an_image_a_template_can_use(mount):
         # A plain container of the image is not one of the mount's.
         assert t.name in mount.names() and len(mount.names()) == 2
         # Malformed actions change nothing.
-        for bad in ("save\n", f"save {ref} extra\n", "save Bad Ref\n", "save ::x\n"):
+        for bad in ("save\n", f"save {ref} extra\n", "save -x\n", "save a\x01b\n"):
             assert_errno(errno.EINVAL, s.write, "ctl", bad)
+        # "The image does not carry this mount's labels": docker commit keeps
+        # the container's labels unless overridden; an empty value is no
+        # label of this mount.
+        labels = img["Config"].get("Labels") or {}
+        ours = {k: v for k, v in labels.items() if k.startswith("sandboxfs.") and v}
+        assert ours == {}, f"the image carries the mount's labels: {ours}"
     finally:
         for t in made:
             try:
@@ -643,6 +646,14 @@ def test_ctl_save_makes_an_image_a_template_can_use(mount):
             except OSError:
                 pass
         docker("rmi", "-f", ref, check=False)
+
+
+@pytest.mark.parametrize("ref", ["::x", "/x", "Upper/Case:v1"])
+def test_ctl_save_malformed_reference_is_einval(sbx, ref):
+    """Malformed per docker's reference grammar: EINVAL (docs/interface.md,
+    ctl save), not an engine errno, and no image."""
+    assert_errno(errno.EINVAL, sbx.write, "ctl", f"save {ref}\n")
+    assert sbx.info()["state"] == "running"
 
 
 # ------------------------------------------------------------------ docker=PATH
@@ -725,15 +736,18 @@ def engine2():
             if proc.poll() is not None:
                 raise AssertionError(f"the second dockerd exited with {proc.returncode}: "
                                      f"{_tail(d)}")
-            if e.docker("info", check=False, timeout=10).returncode == 0:
-                break
+            try:
+                if e.docker("info", check=False, timeout=10).returncode == 0:
+                    break
+            except AssertionError:      # no answer within 10 s: try again
+                pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"the second dockerd did not answer in 60 s: {_tail(d)}")
             time.sleep(0.2)
-        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE,
+        save = subprocess.Popen([DOCKER, "save", IMAGE], stdout=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)
         try:
-            load = subprocess.run(["docker", "-H", e.host, "load"], stdin=save.stdout,
+            load = subprocess.run([DOCKER, "-H", e.host, "load"], stdin=save.stdout,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
         finally:
             save.stdout.close()
