@@ -477,7 +477,8 @@ int engine_commit(const struct engine *e, const char *container, const char *ima
 	cli_begin(&a, e);
 	/* The sandbox's labels would make a container of the image look ours. */
 	ARGS(&a, "commit", "--change", "LABEL " SBX_LABEL_INSTANCE "=", "--change",
-	     "LABEL " SBX_LABEL_SANDBOX "=", container, image);
+	     "LABEL " SBX_LABEL_SANDBOX "=", "--change", "LABEL " SBX_LABEL_MOUNTPOINT "=",
+	     container, image);
 	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	spawn_result_free(&res);
 	return r;

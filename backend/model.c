@@ -205,19 +205,24 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	if (rc < 0)
 		return sbx_err_wrap(err, "mkdir %.80s", name);
 
+	/* Before model_lock: it touches the host's file system (workspaces). */
+	struct template *t = template_for(name, err);
+	if (!t)
+		return sbx_err_wrap(err, "mkdir %s", name);
+
 	pthread_mutex_lock(&model_lock);
 	if (find_locked(name)) {
 		pthread_mutex_unlock(&model_lock);
-		return sbx_err_set(err, EEXIST, "sandbox %s exists", name);
+		template_free(t);
+		return sbx_err_set(err, EEXIST, "mkdir %s: the sandbox exists", name);
 	}
-	struct template *t = template_for(name);
-	const struct engine *engine = t ? engine_for_locked(t->engine) : NULL;
+	const struct engine *engine = engine_for_locked(t->engine);
 	struct sandbox *s = engine ? sandbox_new(name, engine) : NULL;
 	if (!s || table_add_locked(s) < 0) {
 		sandbox_put_locked(s);
 		pthread_mutex_unlock(&model_lock);
 		template_free(t);
-		return sbx_err_set(err, ENOMEM, "out of memory");
+		return sbx_err_set(err, ENOMEM, "mkdir %s: out of memory, or too many engines", name);
 	}
 	s->id = next_id++;
 	s->state = SBX_CREATING;
@@ -263,6 +268,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 			.labels = &t->labels,
 			.cap_add = t->cap_add,
 			.ncap_add = t->ncap_add,
+			.workdir = t->workdir,
 		};
 		rc = engine_create(s->engine, &spec, &id, err);
 	}

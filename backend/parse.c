@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "json.h"
@@ -625,16 +626,113 @@ static int word_is(const struct token *t, const char *w)
 	return t->len == strlen(w) && memcmp(t->s, w, t->len) == 0;
 }
 
+/* docker's reference grammar, without regexes:
+ *   [domain[:port]/]component(/component)*[:tag][@sha256:hex64]
+ * component [a-z0-9]+ joined by '.', '_', '__' or runs of '-'. */
+static bool lower_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool image_component_ok(const char *s, size_t len)
+{
+	size_t i = 0;
+	for (;;) {
+		size_t run = i;
+		while (i < len && lower_alnum(s[i]))
+			i++;
+		if (i == run)
+			return false; /* empty, or a separator not between alphanumerics */
+		if (i == len)
+			return true;
+		if (s[i] == '.')
+			i++;
+		else if (s[i] == '_')
+			i += (i + 1 < len && s[i + 1] == '_') ? 2 : 1;
+		else if (s[i] == '-')
+			while (i < len && s[i] == '-')
+				i++;
+		else
+			return false;
+	}
+}
+
+static bool image_domain_ok(const char *s, size_t len)
+{
+	const char *colon = memchr(s, ':', len);
+	size_t host = colon ? (size_t)(colon - s) : len;
+	if (host == 0 || !is_alnum(s[0]) || !is_alnum(s[host - 1]))
+		return false;
+	for (size_t i = 0; i < host; i++)
+		if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '-')
+			return false;
+	if (colon) {
+		size_t port = len - host - 1;
+		if (port == 0 || port > 5)
+			return false;
+		for (size_t i = host + 1; i < len; i++)
+			if (s[i] < '0' || s[i] > '9')
+				return false;
+	}
+	return true;
+}
+
+int parse_image_name(const char *s, size_t len, struct sbx_err *err)
+{
+	const char *at = memchr(s, '@', len);
+	size_t name_len = at ? (size_t)(at - s) : len;
+	if (len == 0 || len > 255)
+		goto bad;
+	if (at) {
+		size_t d = len - name_len - 1;
+		if (d != 71 || strncmp(at + 1, "sha256:", 7) != 0)
+			goto bad;
+		for (size_t i = 8; i <= 71; i++)
+			if (!strchr("0123456789abcdef", at[i]) || !at[i])
+				goto bad;
+	}
+	/* A ':' after the last '/' starts the tag. */
+	const char *slash = memrchr(s, '/', name_len);
+	const char *colon = memchr(slash ? slash : s, ':', name_len - (size_t)((slash ? slash : s) - s));
+	if (colon) {
+		size_t tlen = name_len - (size_t)(colon - s) - 1;
+		if (tlen == 0 || tlen > 128 || !(is_alnum(colon[1]) || colon[1] == '_'))
+			goto bad;
+		for (size_t i = 1; i <= tlen; i++)
+			if (!is_alnum(colon[i]) && !strchr("_.-", colon[i]))
+				goto bad;
+		name_len = (size_t)(colon - s);
+	}
+	size_t start = 0;
+	bool first = true;
+	while (start <= name_len) {
+		const char *end = memchr(s + start, '/', name_len - start);
+		size_t clen = end ? (size_t)(end - (s + start)) : name_len - start;
+		const char *c = s + start;
+		bool domain = first && end &&
+			      (memchr(c, '.', clen) || memchr(c, ':', clen) ||
+			       (clen == 9 && !strncmp(c, "localhost", 9)));
+		if (domain ? !image_domain_ok(c, clen) : !image_component_ok(c, clen))
+			goto bad;
+		first = false;
+		if (!end)
+			break;
+		start += clen + 1;
+	}
+	return 0;
+bad:
+	return sbx_err_set(err, EINVAL,
+			   "invalid image reference: expected [HOST[:PORT]/]name[/name...][:TAG], names "
+			   "in lower case, at most 255 bytes");
+}
+
 static int parse_image_ref(const struct token *t, char *out, size_t cap, struct sbx_err *err)
 {
-	int good = t->len >= 1 && t->len <= 255 && t->len < cap && t->s[0] != '-';
-
-	for (size_t i = 0; good && i < t->len; i++)
-		good = is_alnum(t->s[i]) || strchr("._/:@-", t->s[i]) != NULL;
-	if (!good)
-		return sbx_err_set(err, EINVAL,
-				   "invalid image reference: use [a-zA-Z0-9._/:@-], at most 255 "
-				   "bytes, not starting with '-'");
+	if (t->len >= cap)
+		return parse_image_name(t->s, 256, err);
+	int r = parse_image_name(t->s, t->len, err);
+	if (r < 0)
+		return r;
 	memcpy(out, t->s, t->len);
 	out[t->len] = '\0';
 	return 0;

@@ -65,6 +65,9 @@ int parse_auth(const char *buf, size_t len, struct auth_doc *out, struct sbx_err
 /* A signal as a name ("TERM", "SIGTERM", case-insensitive) or number 1..64. */
 int parse_signal(const char *s, size_t len, int *sig, struct sbx_err *err);
 
+/* An image reference as docker accepts it: [HOST[:PORT]/]name[/name...][:TAG][@sha256:...]. */
+int parse_image_name(const char *s, size_t len, struct sbx_err *err);
+
 /* ctl: one action per write; trailing newline allowed. */
 enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE };
 struct ctl_cmd {

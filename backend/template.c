@@ -110,6 +110,29 @@ static int check_workspace(const char *path, struct sbx_err *err)
 	return 0;
 }
 
+/* The socket path of a unix:// engine endpoint, or NULL. */
+static const char *unix_socket(const char *endpoint)
+{
+	return endpoint && !strncmp(endpoint, "unix://", 7) ? endpoint + 7 : NULL;
+}
+
+/* Engines other than the usual sockets: the template's own, the CLI's
+ * DOCKER_HOST, and every engine another template names (checked at define). */
+static int check_workspace_vs_socket(const struct template *t, const char *sockpath,
+				     struct sbx_err *err)
+{
+	char sock[PATH_MAX];
+	if (!sockpath || !realpath(sockpath, sock))
+		return 0;
+	for (size_t i = 0; i < t->nworkspaces; i++) {
+		char real[PATH_MAX];
+		if (realpath(t->workspaces[i].path, real) && path_within(sock, real))
+			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
+					   t->workspaces[i].path, sockpath);
+	}
+	return 0;
+}
+
 static int parse_size(const cJSON *v, long long *out, struct sbx_err *err)
 {
 	if (cJSON_IsNumber(v)) {
@@ -231,8 +254,8 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	if (!strcmp(k, "image")) {
 		if (string_field(v, k, &t->image, err) < 0)
 			return -err->code;
-		if (!chars_ok(t->image, "._/:@-", true) || strlen(t->image) > 255)
-			return sbx_err_set(err, EINVAL, "image: not an image reference");
+		if (parse_image_name(t->image, strlen(t->image), err) < 0)
+			return sbx_err_wrap(err, "image");
 	} else if (!strcmp(k, "match")) {
 		return string_field(v, k, &t->match, err);
 	} else if (!strcmp(k, "workspace")) {
@@ -325,6 +348,10 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 		else
 			rc = parse_key(t, v, err);
 	}
+	if (rc == 0)
+		rc = check_workspace_vs_socket(t, unix_socket(t->engine), err);
+	if (rc == 0)
+		rc = check_workspace_vs_socket(t, unix_socket(getenv("DOCKER_HOST")), err);
 	if (rc == 0 && !t->network)
 		t->network = strdup("none");
 	if (rc == 0) {
@@ -430,6 +457,21 @@ static int set_runtime_flag_locked(const char *name, bool runtime)
 	return 0;
 }
 
+/* No template's workspace may hold the socket of an engine another uses. */
+static int check_against_list_locked(const struct template *t, struct sbx_err *err)
+{
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < nlist; i++)
+		rc = check_workspace_vs_socket(t, unix_socket(list[i]->engine), err);
+	for (size_t i = 0; rc == 0 && t->engine && i < nlist; i++) {
+		rc = check_workspace_vs_socket(list[i], unix_socket(t->engine), err);
+		if (rc < 0)
+			sbx_err_wrap(err, "template %s would expose its engine to template %s", t->name,
+				     list[i]->name);
+	}
+	return rc;
+}
+
 static int define_locked(const char *name, const char *json, size_t len, bool runtime,
 			 uint32_t want_id, struct sbx_err *err)
 {
@@ -437,6 +479,11 @@ static int define_locked(const char *name, const char *json, size_t len, bool ru
 	int rc = template_parse(name, json, len, &t, err);
 	if (rc < 0)
 		return rc;
+	rc = check_against_list_locked(t, err);
+	if (rc < 0) {
+		template_free(t);
+		return rc;
+	}
 	t->id = want_id;
 	if (put_locked(t) < 0) {
 		template_free(t);
@@ -626,20 +673,25 @@ int template_names(char ***names, uint32_t **ids, size_t *n)
 	return rc;
 }
 
-struct template *template_for(const char *sandbox_name)
+struct template *template_for(const char *sandbox_name, struct sbx_err *err)
 {
 	struct template *t = NULL;
+	const struct template *chosen = NULL;
+	int rc = 0;
 	pthread_mutex_lock(&templates_lock);
-	for (size_t i = 0; i < nlist && !t; i++)
+	for (size_t i = 0; i < nlist && !chosen; i++)
 		if (list[i]->match && fnmatch(list[i]->match, sandbox_name, 0) == 0)
-			t = template_dup(list[i]);
-	ssize_t d = t ? -1 : index_of("default");
+			chosen = list[i];
+	ssize_t d = chosen ? -1 : index_of("default");
 	if (d >= 0)
-		t = template_dup(list[d]);
+		chosen = list[d];
+	/* Checked again: a workspace may have gone since the template was made. */
+	if (chosen)
+		rc = template_parse(chosen->name, chosen->text, strlen(chosen->text), &t, err);
 	pthread_mutex_unlock(&templates_lock);
-	if (!t)
-		template_parse("builtin", "{}", 2, &t, NULL);
-	return t;
+	if (!chosen)
+		rc = template_parse("builtin", "{}", 2, &t, err);
+	return rc < 0 ? NULL : t;
 }
 
 int template_engines(char ***engines, size_t *n)
@@ -705,6 +757,11 @@ int template_check_complete(const char *name, const char *json, size_t len, stru
 	cJSON_Delete(j);
 	struct template *t = NULL;
 	int rc = template_parse(name, json, len, &t, err);
+	if (rc == 0) {
+		pthread_mutex_lock(&templates_lock);
+		rc = check_against_list_locked(t, err);
+		pthread_mutex_unlock(&templates_lock);
+	}
 	template_free(t);
 	return rc;
 }

@@ -76,7 +76,7 @@ uint32_t template_reserve_id(void);
 int template_names(char ***names, uint32_t **ids, size_t *n);
 /* The template for a new sandbox: the first whose match glob matches,
  * else "default", else a built-in one with the hardened defaults. */
-struct template *template_for(const char *sandbox_name);
+struct template *template_for(const char *sandbox_name, struct sbx_err *err);
 /* The settings a sandbox made from t really gets, defaults filled in. */
 char *template_effective_json(const struct template *t, const char *default_image);
 /* Every distinct engine that templates name (for events and adoption). */
