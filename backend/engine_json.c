@@ -1,0 +1,197 @@
+/* The engine's JSON, parsed with cJSON: `ps` lines and `events` lines. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "engine_internal.h"
+#include "json.h"
+#include "log.h"
+
+void engine_container_clear(struct engine_container *c)
+{
+	free(c->id);
+	free(c->sandbox);
+	free(c->image);
+	memset(c, 0, sizeof(*c));
+}
+
+void engine_containers_free(struct engine_container *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		engine_container_clear(&v[i]);
+	free(v);
+}
+
+static const char *json_str(const cJSON *o, const char *key)
+{
+	const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, key);
+	return cJSON_IsString(i) ? i->valuestring : NULL;
+}
+
+/* Nothing but whitespace may follow a JSON object on its line. */
+static int only_space(const char *p, const char *end)
+{
+	for (; p && p < end; p++)
+		if (!isspace((unsigned char)*p))
+			return 0;
+	return 1;
+}
+
+/* docker prints Labels as "k=v,k=v" without escaping, so a value holding
+ * ",sandboxfs.sandbox=x" (a mountpoint can) fakes a second label.  Sandbox
+ * names have no ',', so each candidate is exact; among several, the one the
+ * container's name was made from wins. */
+static char *label_from_string(const char *labels, const char *key, const char *names,
+			       const char *instance)
+{
+	size_t kl = strlen(key);
+	char *pick = NULL;
+
+	for (const char *p = labels; p && *p;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
+			char *cand = strndup(p + kl + 1, n - kl - 1);
+			char expect[256];
+			if (!cand)
+				break;
+			snprintf(expect, sizeof(expect), "sandboxfs-%s-%s", instance, cand);
+			if (!pick) {
+				pick = cand;
+			} else if (names && strstr(names, expect)) {
+				free(pick);
+				pick = cand;
+			} else {
+				free(cand);
+			}
+		}
+		p = end ? end + 1 : p + n;
+	}
+	return pick;
+}
+
+int engine_parse_ps_line(const char *instance, const char *line, size_t len,
+			  struct engine_container *c)
+{
+	const char *endp = NULL;
+	cleanup_cjson cJSON *o = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
+
+	if (!cJSON_IsObject(o) || !only_space(endp, line + len))
+		return -EINVAL;
+	const char *id = json_str(o, "ID");
+	if (!id)
+		id = json_str(o, "Id");
+	if (!id || !id[0])
+		return -EINVAL;
+	const char *image = json_str(o, "Image");
+	const char *state = json_str(o, "State");
+	const char *status = json_str(o, "Status");
+	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "Labels");
+	char *sandbox = NULL;
+
+	if (cJSON_IsString(labels))
+		sandbox = label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
+					    json_str(o, "Names"), instance);
+	else if (cJSON_IsObject(labels) && json_str(labels, SBX_LABEL_SANDBOX))
+		sandbox = strdup(json_str(labels, SBX_LABEL_SANDBOX));
+	else if (!cJSON_IsNull(labels) && labels)
+		return -EINVAL;
+
+	c->id = strdup(id);
+	c->image = strdup(image ? image : "");
+	c->sandbox = sandbox;
+	if (state)
+		c->running = strcasecmp(state, "running") == 0;
+	else
+		c->running = status && strncmp(status, "Up", 2) == 0;
+	if (!c->id || !c->image) {
+		engine_container_clear(c);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int copy_bounded(char *dst, size_t dstsz, const char *src)
+{
+	size_t n = strlen(src);
+	if (n >= dstsz)
+		return -EINVAL;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+static int parse_exit_code(const cJSON *v)
+{
+	if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 255)
+		return (int)v->valuedouble;
+	if (cJSON_IsString(v) && v->valuestring[0]) {
+		char *end;
+		errno = 0;
+		long c = strtol(v->valuestring, &end, 10);
+		if (!errno && !*end && c >= 0 && c <= 255)
+			return (int)c;
+	}
+	return -1;
+}
+
+int engine_parse_event(const char *line, size_t len, struct engine_event *ev)
+{
+	const char *endp = NULL;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = ENGINE_EV_OTHER;
+	ev->exit_code = -1;
+	if (!line || !len)
+		return -EINVAL;
+	cleanup_cjson cJSON *o = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
+	if (!cJSON_IsObject(o) || !only_space(endp, line + len))
+		return -EINVAL;
+
+	/* docker: Actor.{ID,Attributes}, Action (older: id, status);
+	 * podman: ID, Status, Attributes, ContainerExitCode. */
+	const cJSON *actor = cJSON_GetObjectItemCaseSensitive(o, "Actor");
+	const cJSON *attrs = cJSON_GetObjectItemCaseSensitive(actor, "Attributes");
+	if (!attrs)
+		attrs = cJSON_GetObjectItemCaseSensitive(o, "Attributes");
+	const char *id = json_str(actor, "ID");
+	if (!id)
+		id = json_str(o, "id");
+	if (!id)
+		id = json_str(o, "ID");
+	if (!id || !id[0] || copy_bounded(ev->id, sizeof(ev->id), id) < 0)
+		return -EINVAL;
+
+	if (cJSON_IsObject(attrs)) {
+		const char *sb = json_str(attrs, SBX_LABEL_SANDBOX);
+		const char *in = json_str(attrs, SBX_LABEL_INSTANCE);
+		if ((sb && copy_bounded(ev->sandbox, sizeof(ev->sandbox), sb) < 0) ||
+		    (in && copy_bounded(ev->instance, sizeof(ev->instance), in) < 0))
+			return -EINVAL;
+	}
+
+	const char *type = json_str(o, "Type");
+	const char *action = json_str(o, "Action");
+	if (!action)
+		action = json_str(o, "status");
+	if (!action)
+		action = json_str(o, "Status");
+	if ((type && strcmp(type, "container") != 0) || !action)
+		return 0;
+
+	if (strcmp(action, "start") == 0) {
+		ev->kind = ENGINE_EV_START;
+	} else if (strcmp(action, "die") == 0 || strcmp(action, "died") == 0) {
+		ev->kind = ENGINE_EV_DIE;
+		if (cJSON_IsObject(attrs))
+			ev->exit_code = parse_exit_code(
+				cJSON_GetObjectItemCaseSensitive(attrs, "exitCode"));
+		if (ev->exit_code < 0)
+			ev->exit_code = parse_exit_code(
+				cJSON_GetObjectItemCaseSensitive(o, "ContainerExitCode"));
+	} else if (strcmp(action, "destroy") == 0 || strcmp(action, "remove") == 0) {
+		ev->kind = ENGINE_EV_DESTROY;
+	}
+	return 0;
+}
+
