@@ -338,8 +338,15 @@ static void test_ctl(void)
 	is_int(c.verb, CTL_START, "  verb");
 	is_int(parse_ctl(S("save my/img:v1\n"), &c, &e), 0, "save");
 	ok(c.verb == CTL_SAVE && strcmp(c.image, "my/img:v1") == 0, "  image");
-	is_int(parse_ctl(S("save reg.io:5000/a/b@sha256:abc_def-1"), &c, &e), 0, "save with registry");
-	is_str(c.image, "reg.io:5000/a/b@sha256:abc_def-1", "  image");
+	is_int(parse_ctl(S("save reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), &c, &e), 0, "save with registry");
+	is_str(c.image, "reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "  image");
+	is_int(parse_ctl(S("save localhost/a__b.c-d--e:v1.2_3"), &c, &e), 0, "save: separators");
+	static const char *const bad_refs[] = {
+		"save ::x", "save /x", "save Upper/Case:v1", "save a//b", "save a:", "save a:-x",
+		"save a..b", "save a@sha256:abc", "save -x", "save a$b", "save a_", "save .a",
+	};
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad_refs); i++)
+		is_int(parse_ctl(bad_refs[i], strlen(bad_refs[i]), &c, &e), -EINVAL, "%s", bad_refs[i]);
 
 	static const struct {
 		const char *in;
@@ -363,9 +370,11 @@ static void test_ctl(void)
 		{ S("save"), "save takes one argument: IMAGE[:TAG]" },
 		{ S("save a b"), "save takes one argument: IMAGE[:TAG]" },
 		{ S("save -x"),
-		  "invalid image reference: use [a-zA-Z0-9._/:@-], at most 255 bytes, not starting with '-'" },
+		  "invalid image reference: expected [HOST[:PORT]/]name[/name...][:TAG], names in lower case, "
+		  "at most 255 bytes" },
 		{ S("save a$b"),
-		  "invalid image reference: use [a-zA-Z0-9._/:@-], at most 255 bytes, not starting with '-'" },
+		  "invalid image reference: expected [HOST[:PORT]/]name[/name...][:TAG], names in lower case, "
+		  "at most 255 bytes" },
 		{ S("stop\r\n"), "ctl action contains a control character" },
 		{ S("stop\0"), "ctl action contains a control character" },
 		{ S("averyveryveryveryveryveryveryveryveryverylongverb"),
