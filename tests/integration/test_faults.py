@@ -82,7 +82,7 @@ def kill_and_restart(make_mount, intruders):
     assert r.run1["cmd"] == r.cmd1.encode()
     assert r.run1["stdout"] == b"a\0b\377"
     assert r.run1["stderr"] == b"x\n"
-    assert sorted([r.run1["output"], ]) and len(r.run1["output"]) == 6
+    assert r.run1["output"] in (b"a\0b\377x\n", b"x\na\0b\377")
     assert r.run1["status"] == b"exited 3\n"
     r.info1 = s.info()
 
@@ -178,13 +178,11 @@ def test_sigkill_leaves_no_orphan_cli_process(make_mount):
     """The daemon's `docker events` child must not outlive a SIGKILLed daemon
     (it would sit orphaned until its instance's next event)."""
     m = make_mount()
-    m.sandbox()
     inst = m.instance.encode()
 
     def events_children():
         return {pid for pid, cmd in proc_cmdlines()
-                if b"events" in cmd and inst in cmd and cmd.startswith(b"/")
-                or (b"events" in cmd and inst in cmd)}
+                if b"\0events\0" in cmd and b"sandboxfs.instance=" + inst in cmd}
     assert wait_for(events_children, 5, what="the daemon's docker events child")
     pid = m.proc.pid
     os.kill(pid, signal.SIGKILL)
@@ -271,9 +269,15 @@ def test_engine_outage_fails_fast_and_recovers(make_dockerd, make_mount):
     def running_again():
         p = eng.docker("inspect", "--format", "{{.State.Running}}", a.container, check=False)
         return p.stdout.strip() == b"true" and a.info()["state"] == "running"
-    wait_for(running_again, 15, interval=0.25, what="A's container running again")
+    late = []   # failures reported at the end, so that the rest is checked too
+    try:
+        wait_for(running_again, 15, interval=0.25, what="A's container running again")
+    except AssertionError as ex:
+        late.append(f"{ex}; info state {a.info()['state']!r}; daemon log:\n{m.log_tail(12)}")
+        write(a.p("ctl"), "start\n")     # to check the rest of the recovery
+        wait_for(running_again, 15, interval=0.25, what="A running after ctl start")
     assert a.run("echo back\n", timeout=30) == (b"back\n", b"exited 0\n")
-    assert a.info()["runs"] == 2 or sorted(os.listdir(a.p("runs")), key=int)[-1] != "1"
+    assert a.info()["runs"] >= 2
     # The events stream is back: a removal outside is reflected.
     eng.docker("rm", "-f", a.container)
     wait_for(lambda: a.name not in m.names(), 5, what="A's directory to disappear")
@@ -282,6 +286,7 @@ def test_engine_outage_fails_fast_and_recovers(make_dockerd, make_mount):
     b = m.sandbox()
     assert b.run("echo ok\n", timeout=30) == (b"ok\n", b"exited 0\n")
     assert time.monotonic() - t_up < 120
+    assert not late, "\n".join(late)
 
 
 # ------------------------------------------------------------------ resource faults
