@@ -539,9 +539,20 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 		return r;
 	}
 
-	for (const char *p = res.out; p < res.out + res.out_len;) {
-		const char *eol = memchr(p, '\n', (size_t)(res.out + res.out_len - p));
-		size_t len = eol ? (size_t)(eol - p) : (size_t)(res.out + res.out_len - p);
+	const char *text = res.out;
+	size_t text_len = res.out_len;
+	cleanup_free char *lines = NULL;
+	if (res.out[strspn(res.out, " \t\r\n")] == '[') {
+		lines = engine_ps_array_to_lines(res.out, res.out_len, &text_len);
+		if (!lines) {
+			spawn_result_free(&res);
+			return sbx_err_set(err, EIO, "%s: garbage output (not a JSON array)", what);
+		}
+		text = lines;
+	}
+	for (const char *p = text; p < text + text_len;) {
+		const char *eol = memchr(p, '\n', (size_t)(text + text_len - p));
+		size_t len = eol ? (size_t)(eol - p) : (size_t)(text + text_len - p);
 		const char *next = eol ? eol + 1 : p + len;
 		struct engine_container c = { 0 };
 

@@ -9,5 +9,8 @@
 int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 			 struct engine_container *c);
 void engine_container_clear(struct engine_container *c);
+/* podman 4 prints `ps --format '{{json .}}'` as one JSON array: this turns
+ * it into docker's shape, one object per line.  NULL if not an array. */
+char *engine_ps_array_to_lines(const char *text, size_t len, size_t *out_len);
 
 #endif

@@ -112,6 +112,34 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 	return 0;
 }
 
+char *engine_ps_array_to_lines(const char *text, size_t len, size_t *out_len)
+{
+	cleanup_cjson cJSON *arr = cJSON_ParseWithLength(text, len);
+	if (!cJSON_IsArray(arr))
+		return NULL;
+	size_t cap = 1, n = 0;
+	char *out = malloc(cap);
+	const cJSON *item;
+	cJSON_ArrayForEach(item, arr) {
+		cleanup_free char *one = cJSON_PrintUnformatted(item);
+		size_t l = one ? strlen(one) : 0;
+		char *grown = one ? realloc(out, cap + l + 1) : NULL;
+		if (!grown) {
+			free(out);
+			return NULL;
+		}
+		out = grown;
+		cap += l + 1;
+		memcpy(out + n, one, l);
+		n += l;
+		out[n++] = '\n';
+	}
+	if (out)
+		out[n] = '\0';
+	*out_len = n;
+	return out;
+}
+
 static int copy_bounded(char *dst, size_t dstsz, const char *src)
 {
 	size_t n = strlen(src);
