@@ -217,7 +217,9 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, cmd->clone_fd);
-	fuse_loop_cfg_set_idle_threads(lc, cmd->max_idle_threads);
+	/* libfuse's cmdline default for idle threads is UINT_MAX ("unset"). */
+	if (cmd->max_idle_threads <= 100000)
+		fuse_loop_cfg_set_idle_threads(lc, cmd->max_idle_threads);
 	/* mkdir and rmdir hold a thread for the length of a docker call. */
 	unsigned max_threads = cmd->max_threads;
 	if (max_threads < 64 || max_threads > 100000)
