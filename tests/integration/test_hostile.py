@@ -57,6 +57,7 @@ def random_names(rng, n):
         lambda: b"-" + valid_chars(rng.randint(0, 20)),                      # leading '-'
         lambda: b"." + valid_chars(rng.randint(0, 20)),                      # leading '.'
         lambda: b"_" + valid_chars(rng.randint(0, 20)),
+        lambda: bytes([rng.choice(bad_first)]) + valid_chars(rng.randint(0, 20)),
         lambda: b"a" * rng.randint(64, 255),                                 # too long
         lambda: b"b" + valid_chars(rng.choice([63, 64, 100, 254, 255, 256, 300, 1023, 1024,
                                                1025, 2000, 4096])),              # too long

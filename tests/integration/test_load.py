@@ -3,6 +3,7 @@ output paired exactly with its client, and the daemon's fds and memory back
 to their baseline afterwards; a short run of scripts/soak."""
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 import sbxlib
-from sbxlib import REPO, SANITIZED, cat, proc_fds, proc_rss_kb, wait_for
+from sbxlib import REPO, SANITIZED, proc_fds, proc_rss_kb, read, wait_for
 
 SANDBOXES = 16
 CLIENTS = 2
@@ -21,6 +22,7 @@ def resources(pid):
     return proc_fds(pid), proc_rss_kb(pid)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(300)
 def test_16_sandboxes_2_clients_50_runs_paired_exactly(mount):
     pid = mount.proc.pid
@@ -53,7 +55,11 @@ def test_16_sandboxes_2_clients_50_runs_paired_exactly(mount):
             for i in range(RUNS):
                 line = f"{s.name}-{c}-{i}"
                 n = s.exec_n(f"echo {line}\n")
-                out = cat(s.p("runs", str(n), "output"), timeout=60)
+                # Read in this thread (it is bounded by the join below), not
+                # through a `cat` child: a fork while another client holds
+                # an exec handle sends a spurious flush on it (see
+                # test_exec_read_back_with_a_flush_from_a_forked_child).
+                out = read(s.p("runs", str(n), "output"))
                 mine.append((n, i, out))
         except BaseException as e:  # noqa: BLE001 - reported below
             with lock:
@@ -102,14 +108,62 @@ def test_16_sandboxes_2_clients_50_runs_paired_exactly(mount):
         return abs(fd - fd0) <= 4 and rss <= rss0 + slack_kb
     try:
         wait_for(settled, 10, interval=0.25, what="fds and RSS back to the baseline")
-    finally:
-        fd1, rss1 = resources(pid)
-        print(f"\nload: {total} runs in {elapsed:.1f} s ({total / elapsed:.1f} runs/s); "
-              f"fds {fd0} -> {fd1}; rss {rss0} -> {rss1} kB; "
-              f"peak {proc_rss_kb(pid, 'VmHWM')} kB")
+    except AssertionError:
+        pass                    # reported precisely below
+    fd1, rss1 = resources(pid)
+    print(f"\nload: {total} runs in {elapsed:.1f} s ({total / elapsed:.1f} runs/s); "
+          f"fds {fd0} -> {fd1}; rss {rss0} -> {rss1} kB; "
+          f"peak {proc_rss_kb(pid, 'VmHWM')} kB")
+    if abs(fd1 - fd0) > 4:
+        targets = []
+        for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int)[-6:]:
+            try:
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        raise AssertionError(f"the daemon's fds went from {fd0} to {fd1} after {total} runs "
+                             f"and stay there; the last ones: {targets}")
+    assert rss1 <= rss0 + slack_kb, f"the daemon's RSS went from {rss0} to {rss1} kB"
     assert mount.proc.poll() is None
 
 
+@pytest.mark.timeout_s(60)
+def test_exec_read_back_with_a_flush_from_a_forked_child(sbx):
+    """A client that forks (any multi-threaded program starting processes)
+    makes the kernel send a FUSE flush on its open exec handle when the
+    child closes its inherited copy. That flush starts the run (as
+    documented); a read-back on the client's handle at that moment must
+    still return the run's number, never end-of-file."""
+    got = []
+    delays = [0, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.006]
+    for i in range(64):
+        fd = os.open(sbx.p("exec"), os.O_RDWR)
+        rp, wp = os.pipe()
+        pid = None
+        try:
+            os.write(fd, f"echo {i}\n".encode())
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.write(wp, b"x")
+                    os.close(fd)         # the flush
+                finally:
+                    os._exit(0)
+            os.read(rp, 1)              # the child is about to close
+            time.sleep(delays[i % len(delays)])
+            got.append(os.read(fd, 64))
+        finally:
+            os.close(fd)
+            os.close(rp)
+            os.close(wp)
+            if pid:
+                os.waitpid(pid, 0)
+    bad = [(i, g) for i, g in enumerate(got) if not re.fullmatch(rb"[1-9][0-9]*\n", g)]
+    assert bad == [], f"{len(bad)} of {len(got)} read-backs were not a run number: {bad[:5]}"
+    assert [int(g) for g in got] == list(range(1, len(got) + 1))
+
+
+@pytest.mark.slow
 @pytest.mark.timeout_s(150)
 def test_soak_short(sbx_bin):
     env = dict(os.environ, SANDBOXFS_BIN=sbx_bin, SOAK_PROGRESS="10")
