@@ -763,6 +763,8 @@ int engine_put_file(const struct engine *e, const char *container, const char *p
 
 /* ---- events ---- */
 
+#define SETPRIV "/usr/bin/setpriv"
+
 int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
@@ -779,6 +781,11 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 	snprintf(what, sizeof(what), "%s events", cli_name(e));
 	if ((r = child_pipe(&rd, &wr, 1, err)) < 0)
 		return r;
+	/* The stream outlives nothing: if the daemon is killed, the kernel
+	 * kills the CLI too (it would otherwise wait for its next event).
+	 * The caller is the I/O thread, which lives as long as the daemon. */
+	if (access(SETPRIV, X_OK) == 0)
+		ARGS(&a, SETPRIV, "--pdeathsig", "KILL", "--");
 	cli_begin(&a, e);
 	ARGS(&a, "events", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);

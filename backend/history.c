@@ -25,6 +25,13 @@ static void parse_time(const char *dir, const char *name, struct timespec *ts)
 		ts->tv_nsec = strtol(rest + 1, NULL, 10) * 1000000L;
 }
 
+static void write_small_file(const char *dir, const char *name, const char *text)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	write_file_atomic(path, text, strlen(text), NULL);
+}
+
 static void parse_status(struct run *r)
 {
 	char path[4200];
@@ -66,11 +73,23 @@ static struct run *reload_one(struct sandbox *s, unsigned number)
 		char path[4200];
 		struct stat sb;
 		snprintf(path, sizeof(path), "%s/%s", r->dir, names[st]);
-		r->fd[st] = open(path, O_RDONLY | O_CLOEXEC);
-		if (r->fd[st] >= 0 && fstat(r->fd[st], &sb) == 0)
+		r->fd[st] = -1; /* opened when a reader comes */
+		if (stat(path, &sb) == 0)
 			r->size[st] = sb.st_size;
 	}
 	parse_status(r);
+	parse_time(r->dir, "ended", &r->ended);
+	if (r->outcome == OUTCOME_LOST && r->ended.tv_sec == 0) {
+		/* It was live when the daemon died: it ends now, as far as
+		 * anyone can tell, and the spool says so from now on. */
+		char when[40], line[48];
+		clock_gettime(CLOCK_REALTIME, &r->ended);
+		format_time(&r->ended, when, sizeof(when));
+		snprintf(line, sizeof(line), "%s\n", when);
+		write_small_file(r->dir, "ended", line);
+		write_small_file(r->dir, "status", "lost\n");
+		write_small_file(r->dir, "reason", "the daemon restarted while the run was live\n");
+	}
 	char path[4200];
 	char *reason = NULL;
 	snprintf(path, sizeof(path), "%s/reason", r->dir);
@@ -79,7 +98,6 @@ static struct run *reload_one(struct sandbox *s, unsigned number)
 		r->reason = reason;
 	}
 	parse_time(r->dir, "started", &r->started);
-	parse_time(r->dir, "ended", &r->ended);
 	return r;
 }
 

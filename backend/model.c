@@ -370,7 +370,15 @@ struct engine_slot {
 	size_t len;
 	bool overflow;
 	bool outage; /* the stream broke: the engine may have restarted */
+	double outage_mono;
 };
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 #define MAX_ENGINES 32
 static struct engine_slot *slots[MAX_ENGINES]; /* (L) */
@@ -438,6 +446,7 @@ void model_handle_event(const struct engine_event *ev)
 			s->state = SBX_RUNNING;
 		break;
 	case ENGINE_EV_DIE:
+		s->died_at = mono_now();
 		if (s->state == SBX_RUNNING) {
 			s->state = SBX_STOPPED;
 			sandbox_set_error(s, "the container stopped");
@@ -460,7 +469,7 @@ void model_handle_event(const struct engine_event *ev)
  * of this instance we do not know, forgets the ones that are gone.  After
  * an outage, containers the engine stopped while it went down (they were
  * running as far as we knew) are started again. */
-static void reconcile(struct engine *engine, bool after_outage)
+static void reconcile(struct engine *engine, bool after_outage, double outage_at)
 {
 	struct engine_container *v = NULL;
 	size_t n = 0;
@@ -481,7 +490,13 @@ static void reconcile(struct engine *engine, bool after_outage)
 		for (size_t j = 0; j < n; j++) {
 			if (s->container_id && !strcmp(v[j].id, s->container_id)) {
 				present = true;
-				if (!v[j].running && s->state == SBX_RUNNING && after_outage) {
+				/* Stopped by the outage: running as far as we knew, or
+				 * died while the engine was going down (it stops its
+				 * containers first), and not stopped by ctl. */
+				bool victim = s->state == SBX_RUNNING ||
+					      (s->died_at > 0 && outage_at - s->died_at < 15 &&
+					       s->died_at - outage_at < 15);
+				if (!v[j].running && after_outage && victim && !s->user_stopped) {
 					char **r = realloc(restart, (nrestart + 1) * sizeof(*r));
 					if (r) {
 						restart = r;
@@ -544,12 +559,13 @@ static void reconcile(struct engine *engine, bool after_outage)
 struct reconcile_req {
 	struct engine *engine;
 	bool after_outage;
+	double outage_at;
 };
 
 static void reconcile_task(void *ctx)
 {
 	struct reconcile_req *r = ctx;
-	reconcile(r->engine, r->after_outage);
+	reconcile(r->engine, r->after_outage, r->outage_at);
 	free(r);
 }
 
@@ -597,6 +613,7 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 		log_warn("docker events stream of engine %s ended; reconnecting",
 			 e->engine.endpoint ? e->engine.endpoint : "default");
 		e->outage = true;
+		e->outage_mono = mono_now();
 		events_schedule_retry(e);
 		return;
 	}
@@ -633,6 +650,7 @@ static void events_connect(struct engine_slot *e)
 	if (r) {
 		r->engine = &e->engine;
 		r->after_outage = e->outage;
+		r->outage_at = e->outage_mono;
 		e->outage = false;
 		if (task_queue(reconcile_task, r) < 0)
 			free(r);
@@ -676,7 +694,7 @@ int model_start(struct sbx_err *err)
 	/* Adopt before the first request is served, so that `ls` right after
 	 * a restart already lists what was there. */
 	for (size_t i = 0; i < count; i++)
-		reconcile(&slots[i]->engine, false);
+		reconcile(&slots[i]->engine, false, 0);
 
 	pthread_mutex_lock(&model_lock);
 	model_started = true;

@@ -52,6 +52,7 @@ struct run {
 	int fd[STREAM_COUNT];    /* (L) -1 = not created yet */
 	off_t size[STREAM_COUNT]; /* (L) bytes spooled */
 	int alias;               /* (L) stream aliased to output, or -1 */
+	unsigned readers;        /* (L) open handles reading the spool: fds stay open */
 
 	long pgid;               /* (L) the command's process group inside, 0 = unknown */
 	pid_t local_pid;         /* (L) the local docker exec, 0 once reaped */
@@ -97,6 +98,8 @@ struct sandbox {
 	char *workdir;           /* (L) "" = image default */
 	long timeout;            /* (L) seconds, 0 = none */
 	char *last_error;        /* (L) */
+	double died_at;          /* (L) CLOCK_MONOTONIC seconds of its last die event */
+	bool user_stopped;       /* (L) ctl stop: an engine outage must not restart it */
 };
 
 /* What the fs layer hears from the model.  Called without model_lock held,
@@ -181,6 +184,10 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 /* Signals the run's process group inside the container. */
 int run_kill(struct run *r, int sig, struct sbx_err *err);
 
+/* A handle that reads a run's spool holds it open (fds are closed once a
+ * run has ended and nobody reads it). */
+void run_reader_get_locked(struct run *r);
+void run_reader_put(struct run *r);
 /* What a reader of stream st may read now (under model_lock). */
 int run_stream_fd(struct run *r, enum stream st);
 /* One status line with "\n", e.g. "exited 0\n"; r may be NULL ("idle"). */

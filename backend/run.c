@@ -128,6 +128,40 @@ void run_status_line(struct run *r, char *buf, size_t len)
 	}
 }
 
+/* An ended run keeps no fd open unless someone reads it: a sandbox with
+ * thousands of runs must not hold thousands of files. */
+static void close_fds_locked(struct run *r)
+{
+	for (int i = 0; i < STREAM_COUNT; i++) {
+		if (r->fd[i] >= 0)
+			close(r->fd[i]);
+		r->fd[i] = -1;
+	}
+	r->alias = -1;
+}
+
+void run_reader_get_locked(struct run *r)
+{
+	static const char *const names[STREAM_COUNT] = { "output", "stdout", "stderr" };
+	r->readers++;
+	if (r->phase != RUN_ENDED || r->fd[STREAM_OUTPUT] >= 0)
+		return;
+	for (int i = 0; i < STREAM_COUNT; i++) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/%s", r->dir, names[i]);
+		r->fd[i] = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	r->alias = -1;
+}
+
+void run_reader_put(struct run *r)
+{
+	pthread_mutex_lock(&model_lock);
+	if (--r->readers == 0 && r->phase == RUN_ENDED && !r->io)
+		close_fds_locked(r);
+	pthread_mutex_unlock(&model_lock);
+}
+
 int run_stream_fd(struct run *r, enum stream st)
 {
 	if (st != STREAM_OUTPUT && r->alias == (int)st)
@@ -539,6 +573,11 @@ static void conclude(struct run *r, enum run_outcome outcome, int code, int star
 		r->fd[st] = fd;
 		pthread_mutex_unlock(&model_lock);
 	}
+	pthread_mutex_lock(&model_lock);
+	if (r->readers == 0)
+		close_fds_locked(r);
+	pthread_mutex_unlock(&model_lock);
+
 	char when_line[48];
 	snprintf(when_line, sizeof(when_line), "%s\n", when);
 	write_small(r, "ended", when_line);

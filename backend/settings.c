@@ -161,6 +161,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			pthread_mutex_lock(&model_lock);
 			if (s->state == SBX_RUNNING)
 				s->state = SBX_STOPPED;
+			s->user_stopped = true;
 			for (unsigned i = 0; i < s->nruns; i++)
 				if (s->runs[i]->phase != RUN_ENDED)
 					s->runs[i]->container_died = true;
@@ -173,6 +174,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			pthread_mutex_lock(&model_lock);
 			if (s->state == SBX_STOPPED)
 				s->state = SBX_RUNNING;
+			s->user_stopped = false;
 			pthread_mutex_unlock(&model_lock);
 		}
 		break;

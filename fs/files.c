@@ -141,10 +141,13 @@ void handle_free(struct handle *h)
 	stream_forget_handle(h);
 	if (h->undo_valid)
 		setting_undo_free(&h->undo);
+	if (h->run && is_stream(h->kind))
+		run_reader_put(h->run);
 	if (h->run)
 		run_put(h->run);
 	if (h->sbx)
 		sandbox_put(h->sbx);
+	pthread_mutex_destroy(&h->exec_lock);
 	free(h->data);
 	free(h->tpl_name);
 	if (h->wbuf)
@@ -197,6 +200,7 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	pthread_mutex_init(&h->exec_lock, NULL);
 	h->ino = ino;
 	h->kind = n.sbx ? n.kind : K_NONE;
 	h->sbx = steal_pointer(&n.sbx);
@@ -211,6 +215,8 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			sandbox_latest_run(h->sbx) : NULL;
 		if (r)
 			run_get(r);
+		if (r && is_stream(h->kind))
+			run_reader_get_locked(r);
 		h->run = r;
 		bool running = h->sbx->state == SBX_RUNNING;
 		pthread_mutex_unlock(&model_lock);
@@ -257,17 +263,28 @@ void sfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* ---- reading and writing ---- */
 
+/* Starts the handle's run once, whichever of flush and read comes first.
+ * exec_lock makes the other wait until h->run is set: a flush from a
+ * forked child's close can race the parent's read of the number.
+ * Returns 1 when this handle has a run to await, 0 when it has none. */
 static int start_exec(struct handle *h, struct sbx_err *err)
 {
-	struct run *r = NULL;
-	h->exec_started = true;
-	int rc = run_start(h->sbx, h->wbuf, h->wlen, &r, err);
-	h->run = r;
-	explicit_bzero(h->wbuf, h->wlen);
-	h->wlen = 0;
-	if (rc < 0 && !r)
-		return rc;
-	return 0; /* a numbered run reports its own failure when awaited */
+	int rc = 0;
+	pthread_mutex_lock(&h->exec_lock);
+	if (!h->exec_started && h->wlen > 0) {
+		struct run *r = NULL;
+		h->exec_started = true;
+		rc = run_start(h->sbx, h->wbuf, h->wlen, &r, err);
+		h->run = r;
+		explicit_bzero(h->wbuf, h->wlen);
+		h->wlen = 0;
+		if (r)
+			rc = 0; /* a numbered run reports its own failure when awaited */
+	}
+	if (rc == 0)
+		rc = h->run ? 1 : 0;
+	pthread_mutex_unlock(&h->exec_lock);
+	return rc;
 }
 
 void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -280,10 +297,11 @@ void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		stream_wait(req, h, size, off);
 	} else if (h->kind == K_EXEC) {
 		struct sbx_err err = { 0 };
-		if (!h->exec_started && h->wlen > 0 && start_exec(h, &err) < 0) {
+		int rc = start_exec(h, &err);
+		if (rc < 0) {
 			log_error("%s", err.msg);
-			fuse_reply_err(req, err.code);
-		} else if (h->exec_started && h->run && !h->number_read) {
+			fuse_reply_err(req, -rc);
+		} else if (rc == 1 && !h->number_read) {
 			stream_await_start(req, h, true);
 		} else {
 			fuse_reply_buf(req, NULL, 0);
@@ -359,10 +377,22 @@ static int validate_partial(struct handle *h, struct sbx_err *err)
 
 #define WRITE_MAX (256u << 20)
 
+static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size_t size);
+
 void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-		      struct fuse_file_info *fi)
+	       struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	/* exec's buffer is also read by a start racing on another thread. */
+	if (h->kind == K_EXEC)
+		pthread_mutex_lock(&h->exec_lock);
+	write_locked(req, h, buf, size);
+	if (h->kind == K_EXEC)
+		pthread_mutex_unlock(&h->exec_lock);
+}
+
+static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size_t size)
+{
 	struct sbx_err err = { 0 };
 	const char *fname = h->tpl_name ? h->tpl_name : "file";
 
@@ -443,16 +473,18 @@ void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (h->kind == K_EXEC) {
-		if (h->exec_started || h->wlen == 0) {
-			fuse_reply_err(req, 0);
-			return;
-		}
-		if (start_exec(h, &err) < 0) {
+		pthread_mutex_lock(&h->exec_lock);
+		bool mine = !h->exec_started && h->wlen > 0;
+		pthread_mutex_unlock(&h->exec_lock);
+		int rc = mine ? start_exec(h, &err) : 0;
+		if (rc < 0) {
 			log_error("%s", err.msg);
-			fuse_reply_err(req, err.code);
-			return;
+			fuse_reply_err(req, -rc);
+		} else if (rc == 1) {
+			stream_await_start(req, h, false);
+		} else {
+			fuse_reply_err(req, 0);
 		}
-		stream_await_start(req, h, false);
 		return;
 	}
 	if (!h->writable || !h->sbx || h->kind == K_CTL) {

@@ -30,6 +30,7 @@ struct handle {
 	char *tpl_name;          /* K_TEMPLATE: the template's name */
 	uint32_t tpl_id;
 
+	pthread_mutex_t exec_lock; /* exec: guards wbuf, exec_started and run while starting */
 	bool exec_started;       /* exec: the run was started from this handle */
 	bool number_read;        /* exec: "N\n" was returned */
 

@@ -92,6 +92,7 @@ static struct handle *tpl_handle(const char *name, uint32_t id, struct fuse_file
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
 		return NULL;
+	pthread_mutex_init(&h->exec_lock, NULL);
 	h->kind = K_TEMPLATE;
 	h->ino = TEMPLATE_INO_BASE + id;
 	h->tpl_id = id;
