@@ -574,7 +574,8 @@ class Mount:
             ACTIVE_MOUNTS.discard(self)
         log = self.log()
         lines = log.splitlines()
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
             at = [i for i, line in enumerate(lines) if marker in line]
             if at:
                 report = "\n      ".join(lines[max(at[0] - 2, 0):at[0] + 30])

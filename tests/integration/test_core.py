@@ -659,6 +659,7 @@ def test_ctrl_c_ends_a_blocked_cat_of_output(mount, sbx):
     assert sbx.status() == b"running\n"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(180)
 def test_200_blocked_readers_all_get_the_bytes(mount, sbx, tmp_path):
     n = 200

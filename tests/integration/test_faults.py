@@ -205,6 +205,7 @@ def test_sigkill_leaves_no_orphan_cli_process(make_mount):
 
 # ------------------------------------------------------------------ engine faults
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(240)
 def test_engine_outage_fails_fast_and_recovers(make_dockerd, make_mount):
     eng = make_dockerd()

@@ -158,6 +158,7 @@ def test_exec_read_without_write_and_empty_command_start_nothing(sbx):
     assert sbx.status() == b"idle\n"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(300)
 def test_two_concurrent_clients_50_runs_each(sbx):
     per_client = 50
@@ -499,6 +500,7 @@ def test_container_killed_mid_run_ends_the_stream(mount, sbx):
     assert set(os.listdir(sbx.path)) == CONTROL_FILES
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(600)
 def test_gib_of_output_is_spooled_exactly_with_small_daemon_memory(mount, sbx):
     size = 1 << 30

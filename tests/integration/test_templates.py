@@ -792,6 +792,7 @@ def _stop_engine(e):
         shutil.rmtree(e.dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(180)
 def test_second_engine_places_sandboxes_there(engine2, make_mount):
     m = make_mount()
@@ -841,6 +842,7 @@ def test_second_engine_places_sandboxes_there(engine2, make_mount):
                           ).stdout.strip() == b""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout_s(180)
 def test_second_engine_sandboxes_are_adopted_after_restart(engine2, make_mount, scratch):
     cfg = {"far": {"match": "far-*", "engine": engine2.host}}
@@ -859,6 +861,7 @@ def test_second_engine_sandboxes_are_adopted_after_restart(engine2, make_mount, 
     wait_for(lambda: far.name not in second.names(), 5, what=f"{far.name} to disappear")
 
 
+@pytest.mark.slow
 def test_engine_socket_of_a_template_is_refused_as_workspace(engine2, mount):
     put_template(mount, "far", {"match": "far-*", "engine": engine2.host})
     got = refused_where(tdir(mount, "bad"), json.dumps({"workspace": engine2.dir}))
