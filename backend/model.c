@@ -425,8 +425,6 @@ static void forget_locked(struct sandbox *s)
 	log_warn("sandbox %s: container removed outside sandboxfs", name ? name : "?");
 	if (dir)
 		task_queue(drop_spool_task, dir);
-	if (name && model_cb && model_cb->sandbox_gone)
-		model_cb->sandbox_gone(name);
 	free(name);
 }
 

@@ -1,7 +1,7 @@
 /* The model: sandboxes, their settings and their runs.  No FUSE here.
  *
  * One mutex, model_lock, guards every field marked (L) in every sandbox
- * and run, the sandbox table, and the fs layer's per-run slot (fs_priv).
+ * and run, and the sandbox table.
  * Blocking work (the docker CLI, disk) is never done while holding it.
  * Objects are reference counted; sandbox_put()/run_put() take the lock. */
 #ifndef SBX_MODEL_H
@@ -61,7 +61,6 @@ struct run {
 	bool container_died;     /* (L) */
 	bool truncated;          /* (L) output past max_output or a full disk was dropped */
 
-	void *fs_priv;           /* (L) owned by the fs layer */
 	struct run_io *io;       /* live part, owned by the I/O thread */
 };
 
@@ -107,10 +106,6 @@ struct sandbox {
 struct model_callbacks {
 	/* Bytes arrived, the run started, or it ended. */
 	void (*run_changed)(struct run *r);
-	/* The fs layer's slot of a run being freed (under model_lock). */
-	void (*run_free_priv)(void *fs_priv);
-	/* A sandbox left the table without an rmdir (removed on the engine). */
-	void (*sandbox_gone)(const char *name);
 };
 
 struct model_config {

@@ -51,8 +51,6 @@ void run_free_locked(struct run *r)
 	for (int i = 0; i < STREAM_COUNT; i++)
 		if (r->fd[i] >= 0 && (i == STREAM_OUTPUT || r->alias != i))
 			close(r->fd[i]);
-	if (r->fs_priv && model_cb && model_cb->run_free_priv)
-		model_cb->run_free_priv(r->fs_priv);
 	free(r->dir);
 	free(r->reason);
 	free(r);

@@ -538,6 +538,4 @@ const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
 
 const struct model_callbacks fs_model_callbacks = {
 	.run_changed = stream_run_changed,
-	.run_free_priv = stream_run_free_priv,
-	.sandbox_gone = NULL,
 };

@@ -49,7 +49,6 @@ void stream_poll(fuse_req_t req, struct handle *h, struct fuse_pollhandle *ph);
 void stream_forget_handle(struct handle *h);
 /* The model's callbacks. */
 void stream_run_changed(struct run *r);
-void stream_run_free_priv(void *priv);
 
 /* templates.c: .sandboxfs/templates/ */
 bool tpl_owns(fuse_ino_t ino);

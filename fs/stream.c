@@ -331,8 +331,3 @@ void stream_run_changed(struct run *r)
 		nnotify = 0;
 	} while (more);
 }
-
-void stream_run_free_priv(void *priv)
-{
-	(void)priv;
-}
