@@ -377,21 +377,28 @@ static int validate_partial(struct handle *h, struct sbx_err *err)
 
 #define WRITE_MAX (256u << 20)
 
-static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size_t size);
+/* Returns 0 or the errno to answer; never replies, because a reply lets the
+ * opener close and a release on another thread free the handle. */
+static int write_locked(struct handle *h, const char *buf, size_t size);
 
 void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	       struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	/* exec's buffer is also read by a start racing on another thread. */
-	if (h->kind == K_EXEC)
+	bool is_exec = h->kind == K_EXEC;
+	if (is_exec)
 		pthread_mutex_lock(&h->exec_lock);
-	write_locked(req, h, buf, size);
-	if (h->kind == K_EXEC)
+	int e = write_locked(h, buf, size);
+	if (is_exec)
 		pthread_mutex_unlock(&h->exec_lock);
+	if (e)
+		fuse_reply_err(req, e);
+	else
+		fuse_reply_write(req, size);
 }
 
-static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size_t size)
+static int write_locked(struct handle *h, const char *buf, size_t size)
 {
 	struct sbx_err err = { 0 };
 	const char *fname = h->tpl_name ? h->tpl_name : "file";
@@ -400,37 +407,28 @@ static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size
 		fname = kinds[h->kind].name;
 	if (h->kind == K_CTL) {
 		int rc = sandbox_ctl(h->sbx, buf, size, &err);
-		if (rc < 0) {
+		if (rc < 0)
 			log_error("sandbox %s: %s", h->sbx->name, err.msg);
-			fuse_reply_err(req, -rc);
-		} else {
-			fuse_reply_write(req, size);
-		}
-		return;
+		return rc < 0 ? -rc : 0;
 	}
 	if (h->kind == K_EXEC && h->exec_started) {
-		refuse(req, EBUSY, "write exec: this open already started run %u",
-		       h->run ? h->run->number : 0);
-		return;
+		return refusal(EBUSY, "write exec: this open already started run %u",
+			       h->run ? h->run->number : 0);
 	}
 	if (h->poisoned) {
-		refuse(req, EINVAL, "write %s: an earlier write on this open was refused", fname);
-		return;
+		return refusal(EINVAL, "write %s: an earlier write on this open was refused", fname);
 	}
 	if (h->wlen + size > WRITE_MAX) {
 		h->poisoned = true;
-		refuse(req, EFBIG, "write %s: more than %u bytes", fname, WRITE_MAX);
-		return;
+		return refusal(EFBIG, "write %s: more than %u bytes", fname, WRITE_MAX);
 	}
 	if (h->wlen + size > h->wcap) {
 		size_t cap = h->wcap ? h->wcap : 4096;
 		while (cap < h->wlen + size)
 			cap *= 2;
 		char *b = malloc(cap);
-		if (!b) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
+		if (!b)
+			return ENOMEM;
 		/* Not realloc: a credential must not linger in freed memory. */
 		if (h->wbuf) {
 			memcpy(b, h->wbuf, h->wlen);
@@ -447,8 +445,7 @@ static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size
 	if (h->kind == K_TEMPLATE && template_check_complete(h->tpl_name, h->wbuf, h->wlen, &err) < 0) {
 		h->poisoned = true;
 		log_error("%s", err.msg);
-		fuse_reply_err(req, err.code);
-		return;
+		return err.code;
 	}
 	if (h->kind != K_EXEC && h->kind != K_TEMPLATE && validate_partial(h, &err) < 0) {
 		h->poisoned = true;
@@ -457,10 +454,9 @@ static void write_locked(fuse_req_t req, struct handle *h, const char *buf, size
 			h->undo_valid = false;
 		}
 		log_error("sandbox %s: %s", h->sbx->name, err.msg);
-		fuse_reply_err(req, err.code);
-		return;
+		return err.code;
 	}
-	fuse_reply_write(req, size);
+	return 0;
 }
 
 void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -149,7 +149,7 @@ static void reply_entry(fuse_req_t req, const struct node *n, double timeout)
 
 /* Logs why a request was refused and answers it. */
 void refuse(fuse_req_t req, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void refuse(fuse_req_t req, int e, const char *fmt, ...)
+int refusal(int e, const char *fmt, ...)
 {
 	char msg[600];
 	va_list ap;
@@ -157,7 +157,17 @@ void refuse(fuse_req_t req, int e, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_warn("%s (%s)", msg, strerror(e));
-	fuse_reply_err(req, e);
+	return e;
+}
+
+void refuse(fuse_req_t req, int e, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fuse_reply_err(req, refusal(e, "%s", msg));
 }
 
 static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -25,6 +25,8 @@ bool is_stream(enum kind k);
 bool kind_writable(enum kind k);
 /* Logs why a request was refused and answers it. */
 void refuse(fuse_req_t req, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same without replying: logs and returns e. */
+int refusal(int e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int apply_setting(struct handle *h, const char *buf, size_t len, bool replace,
 		  struct sbx_err *err);
 void handle_free(struct handle *h);
