@@ -102,12 +102,14 @@ struct engine_exec {
  * ("<pid>\n") as the first line of stdout, then reads the command from
  * stdin to end-of-file and evaluates it with /bin/sh, so commands of any
  * size work and the command is the leader of its own process group.
+ * With inline_cmd (a small command, no NUL) the command is the wrapper's $1
+ * instead: no -i, stdin is /dev/null, ex->stdin_fd is -1.
  * -E2BIG when `env` does not fit a pipe (pipe-max-size).  The CLI's own
  * failures (container stopped or gone) show as its exit status and stderr.
  * Write stdin_fd with spawn_write_nosigpipe() unless SIGPIPE is ignored. */
 int engine_exec_start(const struct engine *e, const char *container, const char *env,
-		      size_t env_len, const char *workdir, struct engine_exec *ex,
-		      struct sbx_err *err);
+		      size_t env_len, const char *workdir, const char *inline_cmd,
+		      struct engine_exec *ex, struct sbx_err *err);
 
 /* Sends signal `sig` to process group `pgid` inside the container:
  * -ESRCH when no such group is left, -EINVAL for pgid <= 1. */

@@ -18,6 +18,10 @@
 
 static const char *const stream_names[STREAM_COUNT] = { "output", "stdout", "stderr" };
 
+/* Commands up to this size go to the container as an argument, larger
+ * ones on stdin (the kernel refuses single arguments over 128 KiB). */
+#define INLINE_CMD_MAX (64 * 1024)
+
 struct run_io {
 	struct run *run;  /* holds a reference until the run ends */
 	struct io_watch in, out, err, pid, timer;
@@ -812,7 +816,12 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	}
 
 	struct engine_exec ex;
-	rc = engine_exec_start(s->engine, cid, env, env_len, workdir, &ex, err);
+	/* Small commands ride as an argument (cheaper); large ones on stdin. */
+	bool inline_cmd = len <= INLINE_CMD_MAX && !memchr(cmd, '\0', len);
+	cleanup_free char *cmd_arg = inline_cmd ? strndup(cmd, len) : NULL;
+	if (inline_cmd && !cmd_arg)
+		inline_cmd = false;
+	rc = engine_exec_start(s->engine, cid, env, env_len, workdir, cmd_arg, &ex, err);
 	if (env)
 		explicit_bzero(env, env_len);
 	if (rc < 0) {
@@ -830,10 +839,12 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	pthread_mutex_unlock(&model_lock);
 
 	io->child = ex.pid;
-	io->cmd = malloc(len ? len : 1);
-	if (io->cmd)
-		memcpy(io->cmd, cmd, len);
-	io->cmd_len = io->cmd ? len : 0;
+	if (ex.stdin_fd >= 0) {
+		io->cmd = malloc(len ? len : 1);
+		if (io->cmd)
+			memcpy(io->cmd, cmd, len);
+		io->cmd_len = io->cmd ? len : 0;
+	}
 	io->out_open = io->err_open = true;
 	io->in = (struct io_watch){ .fd = ex.stdin_fd, .fn = stdin_writable, .ctx = io };
 	io->out = (struct io_watch){ .fd = ex.stdout_fd, .fn = stream_readable, .ctx = io };
@@ -860,7 +871,8 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	ioloop_add(&io->err, EPOLLIN);
 	if (io->pid.fd >= 0)
 		ioloop_add(&io->pid, EPOLLIN);
-	ioloop_add(&io->in, EPOLLOUT);
+	if (io->in.fd >= 0)
+		ioloop_add(&io->in, EPOLLOUT);
 	log_debug("sandbox %s run %u: started (%zu bytes)", s->name, r->number, len);
 	return 0;
 }

@@ -436,7 +436,7 @@ static void test_fake_errors(void)
 	missing.cli = "sandboxfs-no-such-docker";
 	is_call(engine_create(&missing, &spec, &s, &err), -ENOEXEC, "CLI not in PATH: create");
 	struct engine_exec ex;
-	is_call(engine_exec_start(&missing, "x", "", 0, NULL, &ex, &err), -ENOEXEC,
+	is_call(engine_exec_start(&missing, "x", "", 0, NULL, NULL, &ex, &err), -ENOEXEC,
 	       "CLI not in PATH: exec");
 	missing.cli = "/etc/passwd";
 	is_call(engine_check(&missing, &s, &err), -ENOEXEC, "CLI not executable: check");
@@ -512,7 +512,7 @@ static void test_fake_ok(void)
 	setenv("FAKE_DOCKER_ENVFILE_LOG", env_log, 1);
 	setenv("FAKE_DOCKER_STDIN_LOG", stdin_log, 1);
 	mode("ok");
-	is_call(engine_exec_start(&e, "c", env, strlen(env), "/work", &ex, &err), 0, "exec start");
+	is_call(engine_exec_start(&e, "c", env, strlen(env), "/work", NULL, &ex, &err), 0, "exec start");
 	ok((fcntl(ex.stdout_fd, F_GETFL) & O_NONBLOCK) && (fcntl(ex.stdin_fd, F_GETFL) & O_NONBLOCK) &&
 		   (fcntl(ex.stderr_fd, F_GETFD) & FD_CLOEXEC),
 	   "exec fds are O_NONBLOCK|O_CLOEXEC");
@@ -546,7 +546,7 @@ static void test_fake_ok(void)
 	memset(benv + 4, 'v', big - 5);
 	benv[big - 1] = '\n';
 	benv[big] = '\0';
-	is_call(engine_exec_start(&e, "c", benv, big, NULL, &ex, &err), 0, "300 KB environment");
+	is_call(engine_exec_start(&e, "c", benv, big, NULL, NULL, &ex, &err), 0, "300 KB environment");
 	close(ex.stdin_fd);
 	read_all(ex.stdout_fd, buf, sizeof(buf), 5000);
 	waitpid(ex.pid, &st, 0);
@@ -557,14 +557,14 @@ static void test_fake_ok(void)
 	free(log);
 	memset(benv + 4, 'v', (4u << 20) - 5);
 	benv[(4u << 20) - 1] = '\0';
-	is_call(engine_exec_start(&e, "c", benv, (4u << 20) - 1, NULL, &ex, &err), -E2BIG,
+	is_call(engine_exec_start(&e, "c", benv, (4u << 20) - 1, NULL, NULL, &ex, &err), -E2BIG,
 	       "4 MiB environment: E2BIG");
 	ok(one_line(err.msg), "E2BIG reason: %s", err.msg);
 	free(benv);
 
 	/* The wrapper itself, run by /bin/sh here. */
 	setenv("FAKE_DOCKER_EXEC_LOCAL", "1", 1);
-	is_call(engine_exec_start(&e, "c", "", 0, NULL, &ex, &err), 0, "local wrapper");
+	is_call(engine_exec_start(&e, "c", "", 0, NULL, NULL, &ex, &err), 0, "local wrapper");
 	spawn_write_nosigpipe(ex.stdin_fd, "unset __sbx_cmd\necho \"a b\"\nexit 3\n", 34);
 	close(ex.stdin_fd);
 	read_all(ex.stdout_fd, buf, sizeof(buf), 5000);
@@ -603,7 +603,8 @@ static void test_fake_ok(void)
 	   "first event: start");
 	log = slurp(argv_log);
 	ok(strstr(log, "events --filter label=sandboxfs.instance=" INSTANCE
-		       " --filter type=container --format {{json .}}\n") != NULL,
+		       " --filter type=container --filter event=start --filter event=die"
+		  " --filter event=destroy --format {{json .}}\n") != NULL,
 	   "events argv");
 	free(log);
 }

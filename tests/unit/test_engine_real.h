@@ -11,7 +11,7 @@ static int real_run(struct engine *e, const char *cid, const char *env, const ch
 	size_t off = 0, n = 0;
 	int st;
 
-	if (engine_exec_start(e, cid, env, env ? strlen(env) : 0, NULL, &ex, &err) < 0) {
+	if (engine_exec_start(e, cid, env, env ? strlen(env) : 0, NULL, NULL, &ex, &err) < 0) {
 		printf("# %s\n", err.msg);
 		return -1;
 	}
@@ -145,7 +145,7 @@ static void test_real(void)
 	/* kill reaches the group: the wrapper and what it started. */
 	struct engine_exec ex;
 	static const char cmd2[] = "sleep 1000 & sleep 1000\n";
-	is_call(engine_exec_start(&e, cid, "", 0, NULL, &ex, &err), 0, "real: exec sleep");
+	is_call(engine_exec_start(&e, cid, "", 0, NULL, NULL, &ex, &err), 0, "real: exec sleep");
 	spawn_write_nosigpipe(ex.stdin_fd, cmd2, strlen(cmd2));
 	close(ex.stdin_fd);
 	char line[64] = "";
