@@ -872,3 +872,12 @@ def is_mountpoint(path):
     with open("/proc/mounts") as f:
         return any(len(fl) >= 2 and unescape_mount_field(fl[1]) == path
                    for fl in (line.split() for line in f))
+
+
+def assert_errno(expected, fn, *args, **kwargs):
+    """fn(*args) fails with errno expected (an int or a tuple of ints)."""
+    got = errno_of(fn, *args, **kwargs)
+    if isinstance(expected, int):
+        expected = (expected,)
+    assert got in expected, (f"{getattr(fn, '__name__', fn)}{args}: expected "
+                             f"{'/'.join(errname(e) for e in expected)}, got {errname(got)}")

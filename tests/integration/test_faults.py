@@ -14,16 +14,8 @@ import time
 
 import pytest
 
-from sbxlib import (LOG_LINE, RFC3339_MS, bounded_call, cat, docker, errname, errno_of,
+from sbxlib import (LOG_LINE, RFC3339_MS, assert_errno, bounded_call, cat, docker, errname, errno_of,
                     inspect, proc_cmdlines, unique_name, wait_for, write)
-
-
-def assert_errno(expected, fn, *args, **kwargs):
-    got = errno_of(fn, *args, **kwargs)
-    if isinstance(expected, int):
-        expected = (expected,)
-    assert got in expected, (f"{getattr(fn, '__name__', fn)}{args}: expected "
-                             f"{'/'.join(errname(e) for e in expected)}, got {errname(got)}")
 
 
 def timed(fn, *args, **kwargs):

@@ -13,19 +13,11 @@ import stat
 
 import pytest
 
-from sbxlib import cat, errname, errno_of, read, write
+from sbxlib import assert_errno, cat, errname, errno_of, read, write
 
 SEED = int(os.environ.get("SANDBOXFS_FUZZ_SEED", "20261128"))
 VALID_NAME = re.compile(rb"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 STATUS_LINE = re.compile(rb"(idle|running|exited \d+|timeout|killed|lost)\n")
-
-
-def assert_errno(expected, fn, *args, **kwargs):
-    got = errno_of(fn, *args, **kwargs)
-    if isinstance(expected, int):
-        expected = (expected,)
-    assert got in expected, (f"{getattr(fn, '__name__', fn)}{args}: expected "
-                             f"{'/'.join(errname(e) for e in expected)}, got {errname(got)}")
 
 
 def alive(mount):
