@@ -10,6 +10,8 @@ void model_handle_event(const struct engine_event *ev);
 /* Loads the ended runs of a sandbox from its spool (adoption). */
 void runs_reload_locked(struct sandbox *s);
 void notify_run_changed(struct run *r);
+/* Closes an ended run's spool fds (nobody reads it). */
+void run_close_fds_locked(struct run *r);
 /* Frees a run whose only reference was its sandbox's runs[]. */
 void run_free_locked(struct run *r);
 
