@@ -686,9 +686,12 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	struct engine_exec ex;
 	/* Small commands ride as an argument (cheaper); large ones on stdin. */
 	bool inline_cmd = len <= INLINE_CMD_MAX && !memchr(cmd, '\0', len);
-	cleanup_free char *cmd_arg = inline_cmd ? strndup(cmd, len) : NULL;
-	if (inline_cmd && !cmd_arg)
-		inline_cmd = false;
+	/* Not strndup: cmd is not NUL-terminated, and strndup may look past len. */
+	cleanup_free char *cmd_arg = inline_cmd ? malloc(len + 1) : NULL;
+	if (cmd_arg) {
+		memcpy(cmd_arg, cmd, len);
+		cmd_arg[len] = '\0';
+	}
 	rc = engine_exec_start(s->engine, cid, env, env_len, workdir, cmd_arg, &ex, err);
 	if (env)
 		explicit_bzero(env, env_len);
