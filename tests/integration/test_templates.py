@@ -8,15 +8,11 @@ import errno
 import json
 import os
 import shutil
-import signal
 import stat
-import subprocess
-import tempfile
-import time
 
 import pytest
 
-from sbxlib import (DOCKER, IMAGE, Sandbox, docker, errname, errno_of, fuse_mounted, inspect,
+from sbxlib import (IMAGE, Dockerd, Sandbox, docker, errname, errno_of, fuse_mounted, inspect,
                     read, unique_name, wait_for, write)
 
 GIB = 1 << 30
@@ -681,14 +677,8 @@ def test_docker_cli_path(make_mount, scratch, cli):
 
 # ------------------------------------------------------------------ a second engine
 
-class Engine:
-    def __init__(self, d, proc):
-        self.dir = d
-        self.host = f"unix://{d}/docker.sock"
-        self.proc = proc
-
-    def docker(self, *args, **kw):
-        return docker("-H", self.host, *args, **kw)
+class Engine(Dockerd):
+    """The second engine of this module: sbxlib.Dockerd plus look-ups."""
 
     def names(self):
         out = self.docker("ps", "-a", "--format", "{{.Names}}").stdout.decode()
@@ -699,97 +689,20 @@ class Engine:
         return json.loads(p.stdout)[0] if p.returncode == 0 else None
 
 
-def _mounts_under(d):
-    out = []
-    with open("/proc/mounts") as f:
-        for line in f:
-            fields = line.split()
-            p = fields[1].replace("\\040", " ") if len(fields) > 1 else ""
-            if p == d or p.startswith(d + "/"):
-                out.append(p)
-    return out
-
-
 @pytest.fixture(scope="module")
 def engine2():
-    """A second dockerd of the test's own: its own socket, data root, exec root
-    and network namespace (so it cannot touch the host's docker0 bridge or
-    iptables), with the base image loaded. Torn down after the module."""
+    """A second dockerd of the module's own (own socket, data root and network
+    namespace) with the base image loaded; torn down after the module."""
     if not (shutil.which("dockerd") and shutil.which("unshare")):
         pytest.skip("dockerd or unshare is not installed")
-    d = tempfile.mkdtemp(prefix="sbx-e2-", dir="/tmp")   # short: unix socket paths
-    with open(os.path.join(d, "daemon.json"), "w") as f:
-        f.write("{}\n")
-    logf = open(os.path.join(d, "dockerd.log"), "wb")
-    proc = subprocess.Popen(
-        ["unshare", "--net", "dockerd", "--config-file", f"{d}/daemon.json",
-         "--host", f"unix://{d}/docker.sock", "--data-root", f"{d}/data",
-         "--exec-root", f"{d}/exec", "--pidfile", f"{d}/docker.pid", "--bridge", "none",
-         "--iptables=false", "--ip6tables=false", "--ip-masq=false"],
-        stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    logf.close()
-    e = Engine(d, proc)
+    e = Engine()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the second dockerd exited with {proc.returncode}: "
-                                     f"{_tail(d)}")
-            try:
-                if e.docker("info", check=False, timeout=10).returncode == 0:
-                    break
-            except AssertionError:      # no answer within 10 s: try again
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the second dockerd did not answer in 60 s: {_tail(d)}")
-            time.sleep(0.2)
-        save = subprocess.Popen([DOCKER, "save", IMAGE], stdout=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-        try:
-            load = subprocess.run([DOCKER, "-H", e.host, "load"], stdin=save.stdout,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
-        finally:
-            save.stdout.close()
-            save.wait(30)
-        assert save.returncode == 0 and load.returncode == 0, load.stderr
+        e.start()
+        e.load_image(IMAGE)
         e.docker("image", "inspect", IMAGE)
         yield e
     finally:
-        _stop_engine(e)
-
-
-def _tail(d):
-    try:
-        with open(os.path.join(d, "dockerd.log"), "rb") as f:
-            return f.read()[-2000:].decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _stop_engine(e):
-    if e.proc.poll() is None:
-        ids = e.docker("ps", "-aq", check=False, timeout=30).stdout.decode().split()
-        if ids:
-            e.docker("rm", "-f", *ids, check=False, timeout=120)
-        e.proc.send_signal(signal.SIGTERM)
-        try:
-            e.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            e.proc.kill()
-            e.proc.wait(10)
-    # Its managed containerd is in the process group made for it.
-    try:
-        os.killpg(e.proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    for p in sorted(_mounts_under(e.dir), key=len, reverse=True):
-        if subprocess.run(["umount", p], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=30).returncode != 0:
-            subprocess.run(["umount", "-l", p], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=30)
-    if not _mounts_under(e.dir):
-        shutil.rmtree(e.dir, ignore_errors=True)
+        e.teardown()
 
 
 @pytest.mark.slow
