@@ -1,5 +1,6 @@
 /* Run history that outlives the daemon: a sandbox adopted after a restart
- * gets its ended runs back from the spool. */
+ * gets its ended runs back from the spool.  All of it is disk I/O, done
+ * before the sandbox is published and never under the model lock. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,13 +10,13 @@
 #include "model_internal.h"
 #include "state.h"
 
+#define LOST_AT_RESTART "the daemon restarted while the run was live"
+
 static void parse_time(const char *dir, const char *name, struct timespec *ts)
 {
-	char path[4200];
 	cleanup_free char *text = NULL;
 	struct tm tm = { 0 };
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (read_file(path, &text, NULL, 256) < 0)
+	if (read_file_in(dir, name, &text, NULL, 256) < 0)
 		return;
 	char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
 	if (!rest)
@@ -25,113 +26,122 @@ static void parse_time(const char *dir, const char *name, struct timespec *ts)
 		ts->tv_nsec = strtol(rest + 1, NULL, 10) * 1000000L;
 }
 
-static void write_small_file(const char *dir, const char *name, const char *text)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	write_file_atomic(path, text, strlen(text), NULL);
-}
+/* What the spool says of one ended run. */
+struct loaded {
+	enum run_outcome outcome;
+	int exit_code;
+	char *reason;
+	struct timespec started, ended;
+	off_t size[STREAM_COUNT];
+};
 
-static void parse_status(struct run *r)
+static void parse_status(const char *dir, struct loaded *l)
 {
-	char path[4200];
 	cleanup_free char *text = NULL;
-	snprintf(path, sizeof(path), "%s/status", r->dir);
-	r->outcome = OUTCOME_LOST;
-	if (read_file(path, &text, NULL, 256) < 0)
+	l->outcome = OUTCOME_LOST;
+	if (read_file_in(dir, "status", &text, NULL, 256) < 0)
 		return;
 	int code;
 	if (sscanf(text, "exited %d", &code) == 1) {
-		r->outcome = OUTCOME_EXITED;
-		r->exit_code = code;
+		l->outcome = OUTCOME_EXITED;
+		l->exit_code = code;
 	} else if (!strcmp(text, "timeout\n")) {
-		r->outcome = OUTCOME_TIMEOUT;
+		l->outcome = OUTCOME_TIMEOUT;
 	} else if (!strcmp(text, "killed\n")) {
-		r->outcome = OUTCOME_KILLED;
-	} else {
-		/* "running": the daemon died under it; its end is unknown. */
-		r->reason = strdup("the daemon restarted while the run was live");
+		l->outcome = OUTCOME_KILLED;
+	} else if (!strcmp(text, "running\n")) {
+		/* The daemon died under it; its end is unknown. */
+		l->reason = strdup(LOST_AT_RESTART);
 	}
 }
 
-static struct run *reload_one(struct sandbox *s, unsigned number)
+static void load_one(const char *dir, struct loaded *l)
 {
-	struct run *r = calloc(1, sizeof(*r));
-	if (!r)
-		return NULL;
-	r->refs = 1;
-	r->sbx = s;
-	r->number = number;
-	r->alias = -1;
-	r->phase = RUN_ENDED;
-	if (asprintf(&r->dir, "%s/runs/%u", s->spool_dir, number) < 0) {
-		free(r);
-		return NULL;
-	}
-	static const char *const names[STREAM_COUNT] = { "output", "stdout", "stderr" };
 	for (int st = 0; st < STREAM_COUNT; st++) {
-		char path[4200];
+		char path[PATH_MAX];
 		struct stat sb;
-		snprintf(path, sizeof(path), "%s/%s", r->dir, names[st]);
-		r->fd[st] = -1; /* opened when a reader comes */
-		if (stat(path, &sb) == 0)
-			r->size[st] = sb.st_size;
+		if (path_join(path, sizeof(path), dir, stream_names[st]) == 0 &&
+		    lstat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+			l->size[st] = sb.st_size;
 	}
-	parse_status(r);
-	parse_time(r->dir, "ended", &r->ended);
-	if (r->outcome == OUTCOME_LOST && r->ended.tv_sec == 0) {
+	parse_status(dir, l);
+	parse_time(dir, "ended", &l->ended);
+	if (l->outcome == OUTCOME_LOST && l->ended.tv_sec == 0) {
 		/* It was live when the daemon died: it ends now, as far as
 		 * anyone can tell, and the spool says so from now on. */
 		char when[40], line[48];
-		clock_gettime(CLOCK_REALTIME, &r->ended);
-		format_time(&r->ended, when, sizeof(when));
+		clock_gettime(CLOCK_REALTIME, &l->ended);
+		format_time(&l->ended, when, sizeof(when));
 		snprintf(line, sizeof(line), "%s\n", when);
-		write_small_file(r->dir, "ended", line);
-		write_small_file(r->dir, "status", "lost\n");
-		write_small_file(r->dir, "reason", "the daemon restarted while the run was live\n");
+		write_file_in(dir, "ended", line, strlen(line), NULL);
+		write_file_in(dir, "status", "lost\n", 5, NULL);
+		write_file_in(dir, "reason", LOST_AT_RESTART "\n", strlen(LOST_AT_RESTART) + 1, NULL);
 	}
-	char path[4200];
 	char *reason = NULL;
-	snprintf(path, sizeof(path), "%s/reason", r->dir);
-	if (!r->reason && read_file(path, &reason, NULL, 4096) == 0) {
+	if (!l->reason && read_file_in(dir, "reason", &reason, NULL, 4096) == 0) {
 		reason[strcspn(reason, "\n")] = '\0';
-		r->reason = reason;
+		l->reason = reason;
 	}
-	parse_time(r->dir, "started", &r->started);
-	return r;
+	parse_time(dir, "started", &l->started);
 }
 
-void runs_reload_locked(struct sandbox *s)
+static unsigned highest_run(const char *runs_dir)
 {
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/runs", s->spool_dir);
-	DIR *d = opendir(path);
+	DIR *d = opendir(runs_dir);
 	if (!d)
-		return;
+		return 0;
 	unsigned max = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		char *end;
 		unsigned long n = strtoul(de->d_name, &end, 10);
-		if (*end == '\0' && n > max && n < (1u << 24))
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9' && *end == '\0' && n > max &&
+		    n < (1u << 24))
 			max = (unsigned)n;
 	}
 	closedir(d);
+	return max;
+}
+
+int runs_load(const struct sandbox *s, const char *container, struct run ***out, unsigned *n)
+{
+	char runs_dir[PATH_MAX];
+	*out = NULL;
+	*n = 0;
+	if (path_join(runs_dir, sizeof(runs_dir), s->spool_dir, "runs") < 0)
+		return -ENAMETOOLONG;
+	unsigned max = highest_run(runs_dir);
 	if (!max)
-		return;
+		return 0;
 	struct run **v = calloc(max, sizeof(*v));
 	if (!v)
-		return;
+		return -ENOMEM;
 	for (unsigned i = 0; i < max; i++) {
-		v[i] = reload_one(s, i + 1);
-		if (!v[i]) {
+		struct run *r = run_new(s, i + 1, container);
+		if (!r) {
+			sbx_lock(&model_lock);
 			while (i-- > 0)
-				run_free_locked(v[i]);
+				run_put_locked(v[i]);
+			sbx_unlock(&model_lock);
 			free(v);
-			return;
+			return -ENOMEM;
 		}
+		struct loaded l = { 0 };
+		load_one(r->dir, &l);
+		sbx_lock(&model_lock);
+		r->phase = RUN_ENDED;
+		r->outcome = l.outcome;
+		r->exit_code = l.exit_code;
+		r->reason = l.reason;
+		r->started = l.started;
+		r->ended = l.ended;
+		r->last_output = l.ended;
+		for (int st = 0; st < STREAM_COUNT; st++)
+			r->size[st] = l.size[st];
+		sbx_unlock(&model_lock);
+		v[i] = r;
 	}
-	free(s->runs);
-	s->runs = v;
-	s->nruns = max;
+	*out = v;
+	*n = max;
+	return 0;
 }

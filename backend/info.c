@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "model.h"
+#include "model_internal.h"
 
 static const char *state_name(enum sandbox_state st)
 {
@@ -20,6 +20,26 @@ static const char *state_name(enum sandbox_state st)
 	}
 }
 
+static bool later(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec != b->tv_sec ? a->tv_sec > b->tv_sec : a->tv_nsec > b->tv_nsec;
+}
+
+/* The newest failure: the sandbox's own (ctl, auth, ...) or a run's
+ * (lost, truncated, did not start). */
+static const char *latest_error_locked(struct sandbox *s) SBX_REQUIRES(model_lock)
+{
+	for (unsigned i = s->nruns; i-- > 0;) {
+		struct run *r = s->runs[i];
+		if (!r->reason)
+			continue;
+		if (s->last_error && !later(&r->ended, &s->last_error_at))
+			break;
+		return r->reason;
+	}
+	return s->last_error;
+}
+
 char *sandbox_info_json(struct sandbox *s)
 {
 	cleanup_cjson cJSON *root = cJSON_CreateObject();
@@ -27,7 +47,7 @@ char *sandbox_info_json(struct sandbox *s)
 
 	if (!root)
 		return NULL;
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	cJSON_AddStringToObject(root, "name", s->name);
 	cJSON_AddStringToObject(root, "container", s->container);
 	if (s->container_id)
@@ -46,10 +66,10 @@ char *sandbox_info_json(struct sandbox *s)
 	cJSON_AddStringToObject(root, "created", when);
 	cJSON_AddNumberToObject(root, "runs", s->nruns);
 
-	struct run *r = sandbox_latest_run(s);
+	struct run *r = s->nruns ? s->runs[s->nruns - 1] : NULL;
 	if (r) {
 		cJSON *latest = cJSON_AddObjectToObject(root, "latest");
-		run_status_line(r, line, sizeof(line));
+		run_status_line_locked(r, line, sizeof(line));
 		line[strcspn(line, "\n")] = '\0';
 		cJSON_AddNumberToObject(latest, "run", r->number);
 		cJSON_AddStringToObject(latest, "status", line);
@@ -81,11 +101,12 @@ char *sandbox_info_json(struct sandbox *s)
 	for (size_t i = 0; i < s->nauth_files; i++)
 		cJSON_AddItemToArray(files, cJSON_CreateString(s->auth_files[i]));
 
-	if (s->last_error)
-		cJSON_AddStringToObject(root, "error", s->last_error);
+	const char *error = latest_error_locked(s);
+	if (error)
+		cJSON_AddStringToObject(root, "error", error);
 	else
 		cJSON_AddNullToObject(root, "error");
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 
 	char *text = cJSON_Print(root);
 	if (!text)

@@ -1,48 +1,40 @@
-/* The sandbox table: create, remove, find, settings, and what the engine
- * tells us about containers (events, reconciliation, adoption). */
-#include "model.h"
-
+/* The sandbox table: create, remove, find, list, and what the engine tells
+ * us about containers (events, reconciliation, adoption). */
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/timerfd.h>
-#include <sys/wait.h>
 
+#include "engines.h"
 #include "ioloop.h"
 #include "log.h"
 #include "model_internal.h"
 #include "state.h"
 #include "template.h"
 
-pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The table of listed sandboxes (and CREATING/REMOVING ones). */
+static struct sandbox **table SBX_GUARDED_BY(model_lock);
+static size_t ntable SBX_GUARDED_BY(model_lock);
+static size_t captable SBX_GUARDED_BY(model_lock);
+static uint64_t next_id SBX_GUARDED_BY(model_lock) = 1;
 
-/* (L) the table of listed sandboxes (and CREATING/REMOVING ones). */
-static struct sandbox **table;
-static size_t ntable, captable;
-static uint64_t next_id = 1; /* (L) */
-
-static struct model_config config;
-static struct engine *engine_for_locked(const char *endpoint);
-const struct model_callbacks *model_cb;
-
-const struct model_config *model_config(void)
-{
-	return &config;
-}
+static void resync(const struct engine *engine, bool after_outage, double outage_at);
+static void handle_event(const struct engine *engine, const struct engine_event *ev);
+static const struct engine_sink sink = { .event = handle_event, .resync = resync };
 
 int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
 	       struct sbx_err *err)
 {
-	config = *cfg;
-	model_cb = cb;
+	model_config_set(cfg);
+	runs_set_listener(cb ? cb->run_changed : NULL);
+	engines_init(&cfg->engine, &sink);
 	return 0;
 }
 
 /* ---- table ---- */
 
-static struct sandbox *find_locked(const char *name)
+static struct sandbox *find_locked(const char *name) SBX_REQUIRES(model_lock)
 {
 	for (size_t i = 0; i < ntable; i++)
 		if (!strcmp(table[i]->name, name))
@@ -50,7 +42,7 @@ static struct sandbox *find_locked(const char *name)
 	return NULL;
 }
 
-static struct sandbox *find_container_locked(const char *id)
+static struct sandbox *find_container_locked(const char *id) SBX_REQUIRES(model_lock)
 {
 	for (size_t i = 0; i < ntable; i++)
 		if (table[i]->container_id && !strcmp(table[i]->container_id, id))
@@ -58,7 +50,7 @@ static struct sandbox *find_container_locked(const char *id)
 	return NULL;
 }
 
-static int table_add_locked(struct sandbox *s)
+static int table_add_locked(struct sandbox *s) SBX_REQUIRES(model_lock)
 {
 	if (ntable == captable) {
 		size_t cap = captable ? captable * 2 : 16;
@@ -73,7 +65,7 @@ static int table_add_locked(struct sandbox *s)
 	return 0;
 }
 
-static void table_del_locked(struct sandbox *s)
+static void table_del_locked(struct sandbox *s) SBX_REQUIRES(model_lock)
 {
 	for (size_t i = 0; i < ntable; i++) {
 		if (table[i] == s) {
@@ -87,20 +79,20 @@ static void table_del_locked(struct sandbox *s)
 
 struct sandbox *model_find(const char *name)
 {
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	struct sandbox *s = find_locked(name);
-	if (s && (s->state == SBX_RUNNING || s->state == SBX_STOPPED || s->state == SBX_REMOVING))
+	if (s && sandbox_listed_locked(s))
 		s->refs++;
 	else
 		s = NULL;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	return s;
 }
 
 struct sandbox *model_find_id(uint64_t id)
 {
 	struct sandbox *found = NULL;
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	for (size_t i = 0; i < ntable; i++) {
 		if (table[i]->id == id && table[i]->state != SBX_CREATING) {
 			found = table[i];
@@ -108,96 +100,115 @@ struct sandbox *model_find_id(uint64_t id)
 			break;
 		}
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	return found;
 }
 
-void model_foreach(void (*fn)(struct sandbox *s, void *ctx), void *ctx)
+void sandbox_listing_free(struct sandbox_listing *l)
 {
-	pthread_mutex_lock(&model_lock);
-	for (size_t i = 0; i < ntable; i++)
-		if (table[i]->state == SBX_RUNNING || table[i]->state == SBX_STOPPED ||
-		    table[i]->state == SBX_REMOVING)
-			fn(table[i], ctx);
-	pthread_mutex_unlock(&model_lock);
+	for (size_t i = 0; i < l->n; i++)
+		free(l->names[i]);
+	free(l->names);
+	free(l->ids);
+	*l = (struct sandbox_listing){ 0 };
 }
 
-void sandbox_get(struct sandbox *s)
+int model_list(struct sandbox_listing *out)
 {
-	s->refs++;
-}
-
-void sandbox_ref(struct sandbox *s)
-{
-	pthread_mutex_lock(&model_lock);
-	s->refs++;
-	pthread_mutex_unlock(&model_lock);
-}
-
-void sandbox_put_locked(struct sandbox *s)
-{
-	if (!s || --s->refs > 0)
-		return;
-	for (unsigned i = 0; i < s->nruns; i++)
-		run_free_locked(s->runs[i]);
-	free(s->runs);
-	kv_list_free(&s->env);
-	kv_list_free(&s->auth);
-	kv_list_free(&s->auth_file_secrets);
-	for (size_t i = 0; i < s->nauth_files; i++)
-		free(s->auth_files[i]);
-	free(s->auth_files);
-	free(s->name);
-	free(s->container);
-	free(s->container_id);
-	free(s->image);
-	free(s->spool_dir);
-	free(s->template_name);
-	free(s->effective);
-	free(s->workdir);
-	free(s->last_error);
-	free(s);
-}
-
-void sandbox_put(struct sandbox *s)
-{
-	pthread_mutex_lock(&model_lock);
-	sandbox_put_locked(s);
-	pthread_mutex_unlock(&model_lock);
-}
-
-void sandbox_set_error(struct sandbox *s, const char *msg)
-{
-	char *copy = strdup(msg);
-	if (copy) {
-		free(s->last_error);
-		s->last_error = copy;
+	*out = (struct sandbox_listing){ 0 };
+	sbx_lock(&model_lock);
+	size_t cap = ntable ? ntable : 1;
+	out->names = calloc(cap, sizeof(*out->names));
+	out->ids = calloc(cap, sizeof(*out->ids));
+	int rc = out->names && out->ids ? 0 : -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < ntable; i++) {
+		if (!sandbox_listed_locked(table[i]))
+			continue;
+		out->names[out->n] = strdup(table[i]->name);
+		if (!out->names[out->n])
+			rc = -ENOMEM;
+		else
+			out->ids[out->n++] = table[i]->id;
 	}
+	sbx_unlock(&model_lock);
+	if (rc < 0)
+		sandbox_listing_free(out);
+	return rc;
 }
 
-static struct sandbox *sandbox_new(const char *name, const struct engine *engine)
+/* ---- mkdir ---- */
+
+/* Reserves name in the table (not listed while SBX_CREATING). */
+static int reserve_locked(const char *name, const struct template *t, struct sandbox *s,
+			  struct sbx_err *err) SBX_REQUIRES(model_lock)
 {
-	struct sandbox *s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
-	s->refs = 1;
-	s->engine = engine;
-	s->name = strdup(name);
-	s->image = strdup(config.image);
-	s->workdir = strdup("");
-	if (asprintf(&s->container, "sandboxfs-%s-%s", config.engine.instance, name) < 0)
-		s->container = NULL;
-	if (asprintf(&s->spool_dir, "%s/sandboxes/%s", config.state_dir, name) < 0)
-		s->spool_dir = NULL;
-	clock_gettime(CLOCK_REALTIME, &s->created);
-	if (!s->name || !s->image || !s->workdir || !s->container || !s->spool_dir) {
-		sandbox_put_locked(s);
-		return NULL;
+	if (find_locked(name))
+		return sbx_err_set(err, EEXIST, "the sandbox exists");
+	if (table_add_locked(s) < 0)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	s->id = next_id++;
+	s->state = SBX_CREATING;
+	if (t->workdir) {
+		free(s->workdir);
+		s->workdir = strdup(t->workdir);
 	}
-	return s;
+	return s->workdir ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
 }
 
-/* ---- mkdir / rmdir ---- */
+/* Fields fixed at creation, filled before the sandbox is published. */
+static int take_template(struct sandbox *s, const struct template *t, struct sbx_err *err)
+{
+	s->template_name = strdup(t->name);
+	s->effective = template_effective_json(t, model_config()->image);
+	if (t->image) {
+		free(s->image);
+		s->image = strdup(t->image);
+	}
+	if (!s->template_name || !s->image)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	return 0;
+}
+
+/* A fresh spool: a leftover of an earlier sandbox of this name is history
+ * nobody can reach any more. */
+static int spool_fresh(const struct sandbox *s, struct sbx_err *err)
+{
+	char runs_dir[PATH_MAX];
+	rm_rf(s->spool_dir);
+	if (path_join(runs_dir, sizeof(runs_dir), s->spool_dir, "runs") < 0)
+		return sbx_err_set(err, ENAMETOOLONG, "spool path too long");
+	return mkdir_p(runs_dir, err);
+}
+
+static int create_container(const struct sandbox *s, const struct template *t, char **id,
+			    struct sbx_err *err)
+{
+	struct container_spec spec = {
+		.name = s->name,
+		.image = s->image,
+		.mountpoint = model_config()->mountpoint,
+		.network = t->network,
+		.pids_limit = t->pids,
+		.memory_bytes = t->memory,
+		.init = t->init,
+		.cpus = t->cpus,
+		.user = t->user,
+		.read_only = t->read_only,
+		.workspaces = t->workspaces,
+		.nworkspaces = t->nworkspaces,
+		.env = &t->env,
+		.labels = &t->labels,
+		.cap_add = t->cap_add,
+		.ncap_add = t->ncap_add,
+		.workdir = t->workdir,
+	};
+	return engine_create(s->engine, &spec, id, err);
+}
+
+static void cleanup_templatep(struct template **t)
+{
+	template_free(*t);
+}
 
 int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 {
@@ -205,81 +216,35 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	if (rc < 0)
 		return sbx_err_wrap(err, "mkdir %.80s", name);
 
-	/* Before model_lock: it touches the host's file system (workspaces). */
-	struct template *t = template_for(name, err);
+	/* Before any lock: it touches the host's file system (workspaces). */
+	__attribute__((cleanup(cleanup_templatep))) struct template *t = template_for(name, err);
 	if (!t)
 		return sbx_err_wrap(err, "mkdir %s", name);
-
-	pthread_mutex_lock(&model_lock);
-	if (find_locked(name)) {
-		pthread_mutex_unlock(&model_lock);
-		template_free(t);
-		return sbx_err_set(err, EEXIST, "mkdir %s: the sandbox exists", name);
-	}
-	const struct engine *engine = engine_for_locked(t->engine);
+	const struct engine *engine = engine_for(t->engine);
 	struct sandbox *s = engine ? sandbox_new(name, engine) : NULL;
-	if (!s || table_add_locked(s) < 0) {
-		sandbox_put_locked(s);
-		pthread_mutex_unlock(&model_lock);
-		template_free(t);
+	if (!s)
 		return sbx_err_set(err, ENOMEM, "mkdir %s: out of memory, or too many engines", name);
-	}
-	s->id = next_id++;
-	s->state = SBX_CREATING;
-	s->template_name = strdup(t->name);
-	s->effective = template_effective_json(t, config.image);
-	if (t->image) {
-		free(s->image);
-		s->image = strdup(t->image);
-	}
-	if (t->workdir) {
-		free(s->workdir);
-		s->workdir = strdup(t->workdir);
-	}
-	pthread_mutex_unlock(&model_lock);
+	rc = take_template(s, t, err);
 
-	/* A leftover spool of an earlier sandbox of this name is history
-	 * nobody can reach any more. */
-	rm_rf(s->spool_dir);
-	char runs_dir[4200];
-	snprintf(runs_dir, sizeof(runs_dir), "%s/runs", s->spool_dir);
-	rc = mkdir_p(runs_dir, err);
+	sbx_lock(&model_lock);
+	if (rc == 0)
+		rc = reserve_locked(name, t, s, err);
+	sbx_unlock(&model_lock);
+	if (rc < 0) {
+		sandbox_put(s);
+		return sbx_err_wrap(err, "mkdir %s", name);
+	}
 
-	char spool[4200];
-	snprintf(spool, sizeof(spool), "%s", s->spool_dir);
 	char *id = NULL;
-	if (rc == 0 && (!s->image || !s->workdir || !s->template_name))
-		rc = sbx_err_set(err, ENOMEM, "out of memory");
-	if (rc == 0) {
-		struct container_spec spec = {
-			.name = name,
-			.image = s->image,
-			.mountpoint = config.mountpoint,
-			.network = t->network,
-			.pids_limit = t->pids,
-			.memory_bytes = t->memory,
-			.init = t->init,
-			.cpus = t->cpus,
-			.user = t->user,
-			.read_only = t->read_only,
-			.workspaces = t->workspaces,
-			.nworkspaces = t->nworkspaces,
-			.env = &t->env,
-			.labels = &t->labels,
-			.cap_add = t->cap_add,
-			.ncap_add = t->ncap_add,
-			.workdir = t->workdir,
-		};
-		rc = engine_create(s->engine, &spec, &id, err);
-	}
-	template_free(t);
+	rc = spool_fresh(s, err);
+	if (rc == 0)
+		rc = create_container(s, t, &id, err);
 
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	if (rc < 0) {
 		table_del_locked(s);
 		sandbox_put_locked(s);
-		pthread_mutex_unlock(&model_lock);
-		rm_rf(spool);
+		sbx_unlock(&model_lock);
 		return sbx_err_wrap(err, "mkdir %s", name);
 	}
 	s->container_id = id;
@@ -288,25 +253,12 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 		*out = s;
 	else
 		sandbox_put_locked(s);
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	log_info("mkdir %s: container %.12s", name, id);
 	return 0;
 }
 
-/* Ends a sandbox's live runs as `lost` or `killed` once their docker exec
- * returns: the container they ran in is going away. */
-static void mark_runs_locked(struct sandbox *s, bool killed)
-{
-	for (unsigned i = 0; i < s->nruns; i++) {
-		struct run *r = s->runs[i];
-		if (r->phase == RUN_ENDED)
-			continue;
-		if (killed)
-			r->kill_requested = true;
-		else
-			r->container_died = true;
-	}
-}
+/* ---- rmdir ---- */
 
 static void drop_spool_task(void *ctx)
 {
@@ -317,125 +269,73 @@ static void drop_spool_task(void *ctx)
 
 int sandbox_remove(const char *name, struct sbx_err *err)
 {
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	struct sandbox *s = find_locked(name);
-	if (!s || s->state == SBX_CREATING) {
-		pthread_mutex_unlock(&model_lock);
-		return sbx_err_set(err, s ? EBUSY : ENOENT, "rmdir %s: %s", name,
-				   s ? "still being created" : "no such sandbox");
-	}
-	if (s->state == SBX_REMOVING) {
-		pthread_mutex_unlock(&model_lock);
-		return sbx_err_set(err, EBUSY, "rmdir %s: already being removed", name);
+	if (!s || s->state == SBX_CREATING || s->state == SBX_REMOVING) {
+		int e = !s ? ENOENT : EBUSY;
+		const char *why = !s ? "no such sandbox" :
+			s->state == SBX_CREATING ? "still being created" : "already being removed";
+		sbx_unlock(&model_lock);
+		return sbx_err_set(err, e, "rmdir %s: %s", name, why);
 	}
 	enum sandbox_state before = s->state;
 	s->state = SBX_REMOVING;
 	s->refs++;
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 
 	int rc = cid ? engine_destroy(s->engine, cid, err) : -ENOMEM;
 	free(cid);
 
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	if (rc < 0) {
 		s->state = before;
-		sandbox_set_error(s, err->msg);
+		sandbox_set_error_locked(s, err->msg);
 		sandbox_put_locked(s);
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&model_lock);
 		return sbx_err_wrap(err, "rmdir %s", name);
 	}
-	mark_runs_locked(s, true);
+	sandbox_mark_runs_locked(s, true);
 	s->state = SBX_REMOVED;
 	table_del_locked(s);
 	char *dir = strdup(s->spool_dir);
 	sandbox_put_locked(s);
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	if (dir)
 		drop_spool_task(dir);
 	log_info("rmdir %s: removed", name);
 	return 0;
 }
 
-/* ---- engines ---- */
-
-/* One slot per engine endpoint: the default one, and each one a template
- * names.  Each has its own events stream.  Slots are never freed while the
- * daemon runs, so sandboxes point at their engine without a reference. */
-struct engine_slot {
-	struct engine engine;
-	struct io_watch out, retry;
-	pid_t pid;
-	char line[65536];
-	size_t len;
-	bool overflow;
-	bool outage; /* the stream broke: the engine may have restarted */
-	double outage_mono;
-};
-
-static double mono_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-#define MAX_ENGINES 32
-static struct engine_slot *slots[MAX_ENGINES]; /* (L) */
-static size_t nslots;                          /* (L) */
-static bool model_started;                     /* (L) */
-
-static void slot_start(struct engine_slot *e);
-
-static bool same_endpoint(const char *a, const char *b)
-{
-	return (!a || !a[0]) ? (!b || !b[0]) : (b && !strcmp(a, b));
-}
-
-/* Finds or makes the slot of an endpoint (NULL = the default engine). */
-static struct engine *engine_for_locked(const char *endpoint)
-{
-	for (size_t i = 0; i < nslots; i++)
-		if (same_endpoint(slots[i]->engine.endpoint, endpoint))
-			return &slots[i]->engine;
-	if (nslots == MAX_ENGINES)
-		return NULL;
-	struct engine_slot *e = calloc(1, sizeof(*e));
-	if (!e)
-		return NULL;
-	e->engine = config.engine;
-	e->engine.endpoint = endpoint && endpoint[0] ? strdup(endpoint) : NULL;
-	e->out.fd = e->retry.fd = -1;
-	slots[nslots++] = e;
-	if (model_started)
-		slot_start(e);
-	return &e->engine;
-}
-
 /* ---- what the engine tells us ---- */
 
-/* Called when a container of ours is removed behind our back. */
-static void forget_locked(struct sandbox *s)
+/* A container of ours removed behind our back. */
+static void forget_locked(struct sandbox *s) SBX_REQUIRES(model_lock)
 {
-	char *name = strdup(s->name);
 	char *dir = strdup(s->spool_dir);
-	mark_runs_locked(s, false);
+	sandbox_mark_runs_locked(s, false);
 	s->state = SBX_REMOVED;
+	log_warn("sandbox %s: container removed outside sandboxfs", s->name);
 	table_del_locked(s);
-	log_warn("sandbox %s: container removed outside sandboxfs", name ? name : "?");
-	if (dir)
-		task_queue(drop_spool_task, dir);
-	free(name);
+	if (dir && task_queue(drop_spool_task, dir) < 0)
+		free(dir);
 }
 
-void model_handle_event(const struct engine_event *ev)
+static void handle_event(const struct engine *engine, const struct engine_event *ev)
 {
-	if (strcmp(ev->instance, config.engine.instance) != 0)
+	if (strcmp(ev->instance, model_config()->engine.instance) != 0)
 		return; /* not ours: never touched */
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	struct sandbox *s = find_container_locked(ev->id);
+	if (!s && ev->kind == ENGINE_EV_START && !find_locked(ev->sandbox)) {
+		/* A container of ours that we do not know started (e.g. one an
+		 * earlier daemon made): adopt it, off this thread. */
+		sbx_unlock(&model_lock);
+		resync(engine, false, 0);
+		return;
+	}
 	if (!s || s->state == SBX_CREATING || s->state == SBX_REMOVED) {
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&model_lock);
 		return;
 	}
 	switch (ev->kind) {
@@ -447,11 +347,11 @@ void model_handle_event(const struct engine_event *ev)
 		s->died_at = mono_now();
 		if (s->state == SBX_RUNNING) {
 			s->state = SBX_STOPPED;
-			sandbox_set_error(s, "the container stopped");
+			sandbox_set_error_locked(s, "the container stopped");
 			log_warn("sandbox %s: container stopped (exit code %d)", s->name,
 				 ev->exit_code);
 		}
-		mark_runs_locked(s, false);
+		sandbox_mark_runs_locked(s, false);
 		break;
 	case ENGINE_EV_DESTROY:
 		if (s->state != SBX_REMOVING)
@@ -460,102 +360,145 @@ void model_handle_event(const struct engine_event *ev)
 	default:
 		break;
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
+}
+
+/* Was s stopped by an engine outage (and not by ctl stop)?  Running as far
+ * as we knew, or died while the engine was going down (it stops its
+ * containers first). */
+static bool outage_victim_locked(struct sandbox *s, double outage_at) SBX_REQUIRES(model_lock)
+{
+	bool victim = s->state == SBX_RUNNING ||
+		      (s->died_at > 0 && outage_at - s->died_at < 15 && s->died_at - outage_at < 15);
+	return victim && !s->user_stopped;
+}
+
+struct string_list {
+	char **v;
+	size_t n;
+};
+
+static void string_list_add(struct string_list *l, const char *s)
+{
+	char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (!v)
+		return;
+	l->v = v;
+	if ((l->v[l->n] = strdup(s)))
+		l->n++;
+}
+
+/* Updates the known sandboxes of `engine` from the engine's list; returns
+ * in *restart the containers an outage stopped. */
+static void update_known_locked(const struct engine *engine, const struct engine_container *v,
+				size_t n, bool after_outage, double outage_at,
+				struct string_list *restart) SBX_REQUIRES(model_lock)
+{
+	for (size_t i = 0; i < ntable; i++) {
+		struct sandbox *s = table[i];
+		if (s->engine != engine || (s->state != SBX_RUNNING && s->state != SBX_STOPPED))
+			continue;
+		const struct engine_container *c = NULL;
+		for (size_t j = 0; j < n && !c; j++)
+			if (s->container_id && !strcmp(v[j].id, s->container_id))
+				c = &v[j];
+		if (!c) {
+			forget_locked(s);
+			i--;
+			continue;
+		}
+		if (!c->running && after_outage && outage_victim_locked(s, outage_at))
+			string_list_add(restart, s->container_id);
+		s->state = c->running ? SBX_RUNNING : SBX_STOPPED;
+		if (!c->running)
+			sandbox_mark_runs_locked(s, false);
+	}
+}
+
+static bool known_locked(const struct engine_container *c) SBX_REQUIRES(model_lock)
+{
+	return find_container_locked(c->id) || find_locked(c->sandbox);
+}
+
+/* Adopts a container of this instance that the table does not know.  Its
+ * history is read from disk before the lock is taken. */
+static void adopt(const struct engine *engine, const struct engine_container *c)
+{
+	struct sandbox *s = sandbox_new(c->sandbox, engine);
+	if (!s)
+		return;
+	s->template_name = strdup("(adopted)");
+	if (c->image) {
+		free(s->image);
+		s->image = strdup(c->image);
+	}
+	struct run **runs = NULL;
+	unsigned nruns = 0;
+	bool ok = s->template_name && s->image && runs_load(s, c->id, &runs, &nruns) == 0;
+
+	sbx_lock(&model_lock);
+	s->container_id = strdup(c->id);
+	ok = ok && s->container_id && !known_locked(c) && table_add_locked(s) == 0;
+	if (ok) {
+		s->id = next_id++;
+		s->state = c->running ? SBX_RUNNING : SBX_STOPPED;
+		s->runs = runs;
+		s->nruns = nruns;
+		runs = NULL;
+	}
+	for (unsigned i = 0; runs && i < nruns; i++)
+		run_put_locked(runs[i]);
+	sandbox_put_locked(s);
+	sbx_unlock(&model_lock);
+	free(runs);
+	if (ok)
+		log_info("adopted sandbox %s (container %.12s, %u runs)", c->sandbox, c->id, nruns);
 }
 
 /* Brings the table in line with what one engine lists: adopts containers
  * of this instance we do not know, forgets the ones that are gone.  After
- * an outage, containers the engine stopped while it went down (they were
- * running as far as we knew) are started again. */
-static void reconcile(struct engine *engine, bool after_outage, double outage_at)
+ * an outage, containers the engine stopped while it went down are started
+ * again. */
+static void reconcile(const struct engine *engine, bool after_outage, double outage_at)
 {
 	struct engine_container *v = NULL;
 	size_t n = 0;
 	struct sbx_err err = { 0 };
-	char **restart = NULL;
-	size_t nrestart = 0;
+	struct string_list restart = { 0 };
 
 	if (engine_list(engine, &v, &n, &err) < 0) {
 		log_warn("listing this mount's containers: %s", err.msg);
 		return;
 	}
-	pthread_mutex_lock(&model_lock);
-	for (size_t i = 0; i < ntable; i++) {
-		struct sandbox *s = table[i];
-		if (s->engine != engine || (s->state != SBX_RUNNING && s->state != SBX_STOPPED))
-			continue;
-		bool present = false;
-		for (size_t j = 0; j < n; j++) {
-			if (s->container_id && !strcmp(v[j].id, s->container_id)) {
-				present = true;
-				/* Stopped by the outage: running as far as we knew, or
-				 * died while the engine was going down (it stops its
-				 * containers first), and not stopped by ctl. */
-				bool victim = s->state == SBX_RUNNING ||
-					      (s->died_at > 0 && outage_at - s->died_at < 15 &&
-					       s->died_at - outage_at < 15);
-				if (!v[j].running && after_outage && victim && !s->user_stopped) {
-					char **r = realloc(restart, (nrestart + 1) * sizeof(*r));
-					if (r) {
-						restart = r;
-						restart[nrestart] = strdup(s->container_id);
-						if (restart[nrestart])
-							nrestart++;
-					}
-				}
-				s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
-				if (!v[j].running)
-					mark_runs_locked(s, false);
-			}
-		}
-		if (!present) {
-			forget_locked(s);
-			i--;
-		}
-	}
-	for (size_t j = 0; j < n; j++) {
-		if (!v[j].sandbox || parse_sandbox_name(v[j].sandbox, NULL) < 0)
-			continue;
-		if (find_container_locked(v[j].id) || find_locked(v[j].sandbox))
-			continue;
-		struct sandbox *s = sandbox_new(v[j].sandbox, engine);
-		if (!s)
-			continue;
-		s->id = next_id++;
-		s->container_id = strdup(v[j].id);
-		s->template_name = strdup("(adopted)");
-		if (v[j].image) {
-			free(s->image);
-			s->image = strdup(v[j].image);
-		}
-		s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
-		if (!s->container_id || !s->image || table_add_locked(s) < 0) {
-			sandbox_put_locked(s);
-			continue;
-		}
-		runs_reload_locked(s);
-		log_info("adopted sandbox %s (container %.12s, %u runs)", s->name, v[j].id,
-			 s->nruns);
-		sandbox_put_locked(s);
-	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_lock(&model_lock);
+	update_known_locked(engine, v, n, after_outage, outage_at, &restart);
+	bool *unknown = calloc(n ? n : 1, sizeof(*unknown));
+	for (size_t j = 0; unknown && j < n; j++)
+		unknown[j] = v[j].sandbox && parse_sandbox_name(v[j].sandbox, NULL) == 0 &&
+			     !known_locked(&v[j]);
+	sbx_unlock(&model_lock);
+
+	for (size_t j = 0; unknown && j < n; j++)
+		if (unknown[j])
+			adopt(engine, &v[j]);
+	free(unknown);
 	engine_containers_free(v, n);
 
-	for (size_t i = 0; i < nrestart; i++) {
-		if (engine_start(engine, restart[i], &err) < 0)
+	for (size_t i = 0; i < restart.n; i++) {
+		if (engine_start(engine, restart.v[i], &err) < 0)
 			log_warn("restarting container %.12s after the engine came back: %s",
-				 restart[i], err.msg);
+				 restart.v[i], err.msg);
 		else
 			log_info("container %.12s started again after the engine came back",
-				 restart[i]);
+				 restart.v[i]);
 		/* Its start event sets the sandbox running again. */
-		free(restart[i]);
+		free(restart.v[i]);
 	}
-	free(restart);
+	free(restart.v);
 }
 
 struct reconcile_req {
-	struct engine *engine;
+	const struct engine *engine;
 	bool after_outage;
 	double outage_at;
 };
@@ -567,108 +510,18 @@ static void reconcile_task(void *ctx)
 	free(r);
 }
 
-/* ---- the events streams ---- */
-
-static void events_connect(struct engine_slot *e);
-
-static void events_retry_fired(struct io_watch *w, uint32_t mask)
+/* From the I/O thread: the work is the task thread's. */
+static void resync(const struct engine *engine, bool after_outage, double outage_at)
 {
-	uint64_t ticks;
-	if (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
-		return;
-	events_connect(w->ctx);
-}
-
-static void events_schedule_retry(struct engine_slot *e)
-{
-	struct itimerspec its = { .it_value = { .tv_sec = 1 } };
-	timerfd_settime(e->retry.fd, 0, &its, NULL);
-}
-
-static void events_line(const char *line, size_t len)
-{
-	struct engine_event ev;
-	if (engine_parse_event(line, len, &ev) < 0) {
-		log_warn("docker events: unparsable line ignored");
-		return;
-	}
-	model_handle_event(&ev);
-}
-
-static void events_readable(struct io_watch *w, uint32_t mask)
-{
-	struct engine_slot *e = w->ctx;
-	char buf[16384];
-	ssize_t n = read(w->fd, buf, sizeof(buf));
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		ioloop_del(w);
-		close(w->fd);
-		w->fd = -1;
-		cleanup_pidp(&e->pid);
-		e->pid = 0;
-		log_warn("docker events stream of engine %s ended; reconnecting",
-			 e->engine.endpoint ? e->engine.endpoint : "default");
-		e->outage = true;
-		e->outage_mono = mono_now();
-		events_schedule_retry(e);
-		return;
-	}
-	for (ssize_t i = 0; i < n; i++) {
-		if (buf[i] == '\n') {
-			if (!e->overflow)
-				events_line(e->line, e->len);
-			e->len = 0;
-			e->overflow = false;
-		} else if (e->len < sizeof(e->line) - 1) {
-			e->line[e->len++] = buf[i];
-		} else {
-			e->overflow = true;
-		}
-	}
-}
-
-static void events_connect(struct engine_slot *e)
-{
-	struct sbx_err err = { 0 };
-	int fd;
-	if (engine_events_start(&e->engine, &e->pid, &fd, &err) < 0) {
-		log_warn("docker events: %s", err.msg);
-		events_schedule_retry(e);
-		return;
-	}
-	e->out.fd = fd;
-	e->out.fn = events_readable;
-	e->out.ctx = e;
-	e->len = 0;
-	ioloop_add(&e->out, EPOLLIN);
-	/* Whatever happened while we were not listening. */
 	struct reconcile_req *r = calloc(1, sizeof(*r));
-	if (r) {
-		r->engine = &e->engine;
-		r->after_outage = e->outage;
-		r->outage_at = e->outage_mono;
-		e->outage = false;
-		if (task_queue(reconcile_task, r) < 0)
-			free(r);
-	}
+	if (!r)
+		return;
+	*r = (struct reconcile_req){ engine, after_outage, outage_at };
+	if (task_queue(reconcile_task, r) < 0)
+		free(r);
 }
 
-/* Connects from the I/O thread: the retry timer fires at once. */
-static void slot_start(struct engine_slot *e)
-{
-	e->retry.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (e->retry.fd < 0) {
-		log_error("timerfd: %s", strerror(errno));
-		return;
-	}
-	e->retry.fn = events_retry_fired;
-	e->retry.ctx = e;
-	ioloop_add(&e->retry, EPOLLIN);
-	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
-	timerfd_settime(e->retry.fd, 0, &its, NULL);
-}
+/* ---- start and shutdown ---- */
 
 int model_start(struct sbx_err *err)
 {
@@ -678,58 +531,42 @@ int model_start(struct sbx_err *err)
 	char **endpoints = NULL;
 	size_t n = 0;
 	template_engines(&endpoints, &n);
-	pthread_mutex_lock(&model_lock);
-	engine_for_locked(NULL);
+	engine_for(NULL);
 	/* Engines that templates name may hold sandboxes of ours from before. */
 	for (size_t i = 0; i < n; i++) {
-		engine_for_locked(endpoints[i]);
+		engine_for(endpoints[i]);
 		free(endpoints[i]);
 	}
 	free(endpoints);
-	size_t count = nslots;
-	pthread_mutex_unlock(&model_lock);
 
 	/* Adopt before the first request is served, so that `ls` right after
 	 * a restart already lists what was there. */
+	const struct engine *engines[64];
+	size_t count = engines_list(engines, SBX_ARRAY_SIZE(engines));
 	for (size_t i = 0; i < count; i++)
-		reconcile(&slots[i]->engine, false, 0);
-
-	pthread_mutex_lock(&model_lock);
-	model_started = true;
-	for (size_t i = 0; i < nslots; i++)
-		slot_start(slots[i]);
-	pthread_mutex_unlock(&model_lock);
+		reconcile(engines[i], false, 0);
+	engines_start();
 	return 0;
 }
 
 const struct engine *model_default_engine(void)
 {
-	pthread_mutex_lock(&model_lock);
-	const struct engine *e = engine_for_locked(NULL);
-	pthread_mutex_unlock(&model_lock);
-	return e;
+	return engine_for(NULL);
 }
 
 void model_shutdown(void)
 {
 	ioloop_stop();
-	pthread_mutex_lock(&model_lock);
-	for (size_t i = 0; i < nslots; i++) {
-		struct engine_slot *e = slots[i];
-		if (e->pid > 0)
-			cleanup_pidp(&e->pid);
-		if (e->out.fd >= 0)
-			close(e->out.fd);
-		if (e->retry.fd >= 0)
-			close(e->retry.fd);
-		free(e->engine.endpoint);
-		free(e);
-	}
-	nslots = 0;
-	while (ntable > 0)
-		table_del_locked(table[ntable - 1]);
-	free(table);
+	sbx_lock(&model_lock);
+	struct sandbox **gone = table;
+	size_t n = ntable;
 	table = NULL;
-	captable = 0;
-	pthread_mutex_unlock(&model_lock);
+	ntable = captable = 0;
+	sbx_unlock(&model_lock);
+	/* Dropping the table's references closes spool fds: no child to
+	 * wait for, but not under the lock all the same. */
+	for (size_t i = 0; i < n; i++)
+		sandbox_put(gone[i]);
+	free(gone);
+	engines_shutdown();
 }

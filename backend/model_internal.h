@@ -1,18 +1,138 @@
-/* Shared between the model's own files; not for the fs layer. */
+/* The model's private half: the layouts of sandboxes and runs, and the one
+ * lock that guards them.  Only backend/ includes this; fs/ sees the opaque
+ * types and the copying API of model.h (docs/architecture.md).
+ *
+ * model_lock guards every field marked SBX_GUARDED_BY(model_lock) in every
+ * sandbox and run, and the sandbox table.  Nothing blocks under it: no
+ * docker call, no child wait, no disk I/O (docs/locking.md). */
 #ifndef SBX_MODEL_INTERNAL_H
 #define SBX_MODEL_INTERNAL_H
 
+#include "lock.h"
 #include "model.h"
 
-extern const struct model_callbacks *model_cb;
+extern sbx_mutex model_lock;
 
-void model_handle_event(const struct engine_event *ev);
-/* Loads the ended runs of a sandbox from its spool (adoption). */
-void runs_reload_locked(struct sandbox *s);
-void notify_run_changed(struct run *r);
+enum run_phase {
+	RUN_STARTING, /* docker exec spawned, the wrapper has not reported yet */
+	RUN_LIVE,     /* the command runs */
+	RUN_ENDED,
+};
+
+enum run_outcome { OUTCOME_NONE, OUTCOME_EXITED, OUTCOME_TIMEOUT, OUTCOME_KILLED, OUTCOME_LOST };
+
+/* A run never calls up into its sandbox: what it needs of it (name for the
+ * log, engine and container for kills) is copied in when it is made. */
+struct run {
+	unsigned refs SBX_GUARDED_BY(model_lock);
+	/* Immutable after creation. */
+	unsigned number;             /* 1-based, never reused in a sandbox */
+	char *dir;                   /* spool directory of this run */
+	char *sandbox_name;
+	char *container;
+	const struct engine *engine;
+	long long max_output;
+
+	enum run_phase phase SBX_GUARDED_BY(model_lock);
+	enum run_outcome outcome SBX_GUARDED_BY(model_lock);
+	int exit_code SBX_GUARDED_BY(model_lock);   /* valid for OUTCOME_EXITED */
+	int start_errno SBX_GUARDED_BY(model_lock); /* 0, or why the run never started */
+	char *reason SBX_GUARDED_BY(model_lock);    /* why it was lost / did not start */
+	struct timespec started SBX_GUARDED_BY(model_lock); /* CLOCK_REALTIME */
+	struct timespec ended SBX_GUARDED_BY(model_lock);
+	struct timespec last_output SBX_GUARDED_BY(model_lock);
+
+	/* Spool: fds stay open while the run lives or someone reads it; pread
+	 * is safe outside the lock for anyone holding a reader.  While only
+	 * one stream has spoken, that stream's file is a hard link of
+	 * `output` and alias == that stream. */
+	int fd[STREAM_COUNT] SBX_GUARDED_BY(model_lock);     /* -1 = not open */
+	off_t size[STREAM_COUNT] SBX_GUARDED_BY(model_lock); /* bytes spooled */
+	int alias SBX_GUARDED_BY(model_lock);                /* stream aliased to output, or -1 */
+	unsigned readers SBX_GUARDED_BY(model_lock);         /* open handles reading the spool */
+
+	long pgid SBX_GUARDED_BY(model_lock);        /* process group inside, 0 = unknown */
+	pid_t local_pid SBX_GUARDED_BY(model_lock);  /* the local docker exec, 0 once reaped */
+	bool kill_requested SBX_GUARDED_BY(model_lock); /* ctl kill / rmdir signalled it */
+	bool timed_out SBX_GUARDED_BY(model_lock);
+	bool container_died SBX_GUARDED_BY(model_lock);
+	bool truncated SBX_GUARDED_BY(model_lock); /* output past max_output or a full disk */
+
+	struct run_io *io SBX_GUARDED_BY(model_lock); /* live part, owned by the I/O thread */
+};
+
+enum sandbox_state {
+	SBX_CREATING, /* docker run in progress: name reserved, not listed */
+	SBX_RUNNING,
+	SBX_STOPPED,  /* the container exists but does not run */
+	SBX_REMOVING, /* rmdir in progress */
+	SBX_REMOVED,  /* gone from the table */
+};
+
+struct sandbox {
+	unsigned refs SBX_GUARDED_BY(model_lock);
+	/* Immutable after creation (or before the sandbox is published). */
+	uint64_t id;                 /* never reused in this process: inode numbers use it */
+	char *name;
+	char *container;             /* container name on the engine */
+	char *image;
+	char *template_name;         /* the template it was made from */
+	char *effective;             /* JSON: the settings it was made with (info) */
+	const struct engine *engine; /* where its container lives */
+	char *spool_dir;             /* STATE/sandboxes/NAME */
+	struct timespec created;
+
+	char *container_id SBX_GUARDED_BY(model_lock);
+	enum sandbox_state state SBX_GUARDED_BY(model_lock);
+
+	struct run **runs SBX_GUARDED_BY(model_lock); /* runs[i]->number == i + 1 */
+	unsigned nruns SBX_GUARDED_BY(model_lock);
+
+	struct kv_list env SBX_GUARDED_BY(model_lock);  /* settings */
+	struct kv_list auth SBX_GUARDED_BY(model_lock); /* credentials: never logged, never on disk */
+	char **auth_files SBX_GUARDED_BY(model_lock);   /* paths placed inside */
+	size_t nauth_files SBX_GUARDED_BY(model_lock);
+	struct kv_list auth_file_secrets SBX_GUARDED_BY(model_lock); /* path -> content, masking only */
+	char *workdir SBX_GUARDED_BY(model_lock);       /* "" = image default */
+	long timeout SBX_GUARDED_BY(model_lock);        /* seconds, 0 = none */
+	struct timespec settings_changed SBX_GUARDED_BY(model_lock);
+	char *last_error SBX_GUARDED_BY(model_lock);
+	struct timespec last_error_at SBX_GUARDED_BY(model_lock);
+	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
+	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
+};
+
+/* ---- model_base.c ---- */
+void model_config_set(const struct model_config *cfg);
+
+/* ---- sandbox.c: the sandbox object ---- */
+struct sandbox *sandbox_new(const char *name, const struct engine *engine);
+void sandbox_get_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
+void sandbox_put_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
+void sandbox_set_error_locked(struct sandbox *s, const char *msg) SBX_REQUIRES(model_lock);
+/* The sandbox's container id (or name), copied; NULL on ENOMEM. */
+char *sandbox_container_dup(struct sandbox *s) SBX_EXCLUDES(model_lock);
+/* Marks its live runs killed (rmdir) or lost with the container. */
+void sandbox_mark_runs_locked(struct sandbox *s, bool killed) SBX_REQUIRES(model_lock);
+bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
+
+/* ---- run_object.c: runs as objects ---- */
+/* A new run numbered after s's last one, not yet in s->runs. */
+struct run *run_new(const struct sandbox *s, unsigned number, const char *container);
+void run_get_locked(struct run *r) SBX_REQUIRES(model_lock);
+void run_put_locked(struct run *r) SBX_REQUIRES(model_lock);
 /* Closes an ended run's spool fds (nobody reads it). */
-void run_close_fds_locked(struct run *r);
-/* Frees a run whose only reference was its sandbox's runs[]. */
-void run_free_locked(struct run *r);
+void run_close_fds_locked(struct run *r) SBX_REQUIRES(model_lock);
+void run_status_line_locked(struct run *r, char *buf, size_t len) SBX_REQUIRES(model_lock);
+/* Who hears that a run changed (the model passes fs/'s callback on). */
+void runs_set_listener(void (*fn)(struct run *r));
+void notify_run_changed(struct run *r) SBX_EXCLUDES(model_lock);
+extern const char *const stream_names[STREAM_COUNT];
+
+/* ---- history.c: run history that outlives the daemon ---- */
+/* Reads the ended runs of a sandbox's spool (disk I/O: never under the
+ * lock).  *out is an array of *n runs numbered 1..n. */
+int runs_load(const struct sandbox *s, const char *container, struct run ***out, unsigned *n)
+	SBX_EXCLUDES(model_lock);
 
 #endif

@@ -135,14 +135,28 @@ int parse_sandbox_name(const char *name, struct sbx_err *err)
 
 /* ---- kv_list ---- */
 
+void secret_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+void secret_free_n(char *s, size_t len)
+{
+	if (s) {
+		explicit_bzero(s, len);
+		free(s);
+	}
+}
+
 void kv_list_free(struct kv_list *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
 		free(l->keys[i]);
 		/* Values may be credentials: they must not linger in freed memory. */
-		if (l->values[i])
-			explicit_bzero(l->values[i], strlen(l->values[i]));
-		free(l->values[i]);
+		secret_free(l->values[i]);
 	}
 	free(l->keys);
 	free(l->values);
@@ -195,7 +209,7 @@ static int kv_set_n(struct kv_list *l, const char *key, size_t klen, const char 
 		return -ENOMEM;
 	for (size_t i = 0; i < l->n; i++) {
 		if (strlen(l->keys[i]) == klen && memcmp(l->keys[i], key, klen) == 0) {
-			free(l->values[i]);
+			secret_free(l->values[i]);
 			l->values[i] = v;
 			return 0;
 		}
@@ -203,7 +217,7 @@ static int kv_set_n(struct kv_list *l, const char *key, size_t klen, const char 
 	k = memdup0(key, klen);
 	if (!k || kv_append(l, k, v) < 0) {
 		free(k);
-		free(v);
+		secret_free(v);
 		return -ENOMEM;
 	}
 	return 0;
@@ -223,7 +237,7 @@ int kv_list_copy(struct kv_list *dst, const struct kv_list *src)
 
 		if (!k || !v || kv_append(&tmp, k, v) < 0) {
 			free(k);
-			free(v);
+			secret_free(v);
 			return -ENOMEM;
 		}
 	}
@@ -246,6 +260,35 @@ int kv_list_merge(struct kv_list *dst, const struct kv_list *src)
 	*dst = tmp;
 	memset(&tmp, 0, sizeof(tmp));
 	return 0;
+}
+
+char *kv_list_text(const struct kv_list *const *lists, size_t nlists, bool values, size_t *len)
+{
+	size_t cap = 1, n = 0;
+	for (size_t l = 0; l < nlists; l++)
+		for (size_t i = 0; i < lists[l]->n; i++)
+			cap += strlen(lists[l]->keys[i]) + 1 +
+			       (values ? strlen(lists[l]->values[i]) + 1 : 0);
+	char *t = malloc(cap);
+	if (!t)
+		return NULL;
+	for (size_t l = 0; l < nlists; l++) {
+		for (size_t i = 0; i < lists[l]->n; i++) {
+			size_t k = strlen(lists[l]->keys[i]);
+			memcpy(t + n, lists[l]->keys[i], k);
+			n += k;
+			if (values) {
+				size_t v = strlen(lists[l]->values[i]);
+				t[n++] = '=';
+				memcpy(t + n, lists[l]->values[i], v);
+				n += v;
+			}
+			t[n++] = '\n';
+		}
+	}
+	t[n] = '\0';
+	*len = n;
+	return t;
 }
 
 /* ---- KEY=VALUE lines ---- */
@@ -335,7 +378,7 @@ void auth_doc_free(struct auth_doc *d)
 	kv_list_free(&d->env);
 	for (size_t i = 0; i < d->nfiles; i++) {
 		free(d->files[i].path);
-		free(d->files[i].content);
+		secret_free_n(d->files[i].content, d->files[i].len);
 	}
 	free(d->files);
 	memset(d, 0, sizeof(*d));
@@ -351,7 +394,7 @@ static int auth_file_set(struct auth_doc *d, const char *path, const char *conte
 		return -ENOMEM;
 	for (size_t i = 0; i < d->nfiles; i++) {
 		if (strcmp(d->files[i].path, path) == 0) {
-			free(d->files[i].content);
+			secret_free_n(d->files[i].content, d->files[i].len);
 			d->files[i].content = c;
 			d->files[i].len = len;
 			return 0;
@@ -361,7 +404,7 @@ static int auth_file_set(struct auth_doc *d, const char *path, const char *conte
 	f = p ? realloc(d->files, (d->nfiles + 1) * sizeof(*f)) : NULL;
 	if (!f) {
 		free(p);
-		free(c);
+		secret_free_n(c, len);
 		return -ENOMEM;
 	}
 	d->files = f;

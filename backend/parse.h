@@ -3,6 +3,7 @@
 #ifndef SBX_PARSE_H
 #define SBX_PARSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -16,6 +17,11 @@ struct kv_list {
 	char **values;
 	size_t n;
 };
+/* Zeroes a credential (up to its NUL, or len bytes) and frees it: every
+ * place that frees a secret goes through one of these. */
+void secret_free(char *s);
+void secret_free_n(char *s, size_t len);
+
 /* Frees and zeroes l (a zeroed list is empty). */
 void kv_list_free(struct kv_list *l);
 #define cleanup_kv_list __attribute__((cleanup(kv_list_free)))
@@ -27,6 +33,10 @@ int kv_list_set(struct kv_list *l, const char *key, const char *value);
 int kv_list_copy(struct kv_list *dst, const struct kv_list *src);
 /* Sets every variable of src in dst, all or nothing (-ENOMEM: dst unchanged). */
 int kv_list_merge(struct kv_list *dst, const struct kv_list *src);
+/* "KEY=VALUE\n" (values) or "KEY\n" lines of every list in turn,
+ * malloc'ed and NUL-terminated; NULL on ENOMEM.  A text with values holds
+ * credentials: free it with secret_free_n(). */
+char *kv_list_text(const struct kv_list *const *lists, size_t nlists, bool values, size_t *len);
 /* The value of key, or NULL. */
 const char *kv_list_get(const struct kv_list *l, const char *key);
 

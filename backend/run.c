@@ -1,6 +1,8 @@
-/* Runs: start a docker exec, spool what it prints (masked), learn how it
- * ended.  The live part (struct run_io) belongs to the I/O thread. */
+/* Live runs: launch a docker exec, spool what it prints (masked), learn how
+ * it ended.  The live part (struct run_io) belongs to the I/O thread; a run
+ * knows nothing of its sandbox beyond what run_new() copied in. */
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,11 +14,9 @@
 
 #include "ioloop.h"
 #include "log.h"
-#include "model_internal.h"
-#include "subprocess.h"
+#include "run.h"
 #include "state.h"
-
-static const char *const stream_names[STREAM_COUNT] = { "output", "stdout", "stderr" };
+#include "subprocess.h"
 
 /* Commands up to this size go to the container as an argument, larger
  * ones on stdin (the kernel refuses single arguments over 128 KiB). */
@@ -39,21 +39,11 @@ struct run_io {
 	int spool_errno;
 };
 
-/* ---- the spool ---- */
-
-static int open_stream_file(struct run *r, enum stream st, int flags)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", r->dir, stream_names[st]);
-	return open(path, flags | O_CLOEXEC, 0600);
-}
-
-static void write_small(struct run *r, const char *name, const char *text)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", r->dir, name);
-	write_file_atomic(path, text, strlen(text), NULL);
-}
+/* ---- the spool (I/O thread) ----
+ *
+ * Only the I/O thread changes a live run's alias, fd[] and size[]; it reads
+ * them without the lock and takes it to publish a change.  The analysis
+ * cannot see that ownership, hence SBX_NO_TSA on these few functions. */
 
 static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
 {
@@ -71,70 +61,73 @@ static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
 	return 0;
 }
 
+static void grew_locked(struct run *r, enum stream st, off_t n) SBX_REQUIRES(model_lock)
+{
+	r->size[STREAM_OUTPUT] += n;
+	r->size[st] += n;
+	clock_gettime(CLOCK_REALTIME, &r->last_output);
+}
+
 /* The first stream to speak shares output's file (a hard link); when the
  * other one speaks too, it gets a copy of its own. */
-static int materialize(struct run *r, enum stream st)
+static int materialize(struct run *r, enum stream st) SBX_NO_TSA
 {
-	char path[4200], tmp[4300];
-	snprintf(path, sizeof(path), "%s/%s", r->dir, stream_names[st]);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	char path[PATH_MAX], tmp[PATH_MAX];
+	if (path_join(path, sizeof(path), r->dir, stream_names[st]) < 0 ||
+	    snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	cleanup_close int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	pthread_mutex_lock(&model_lock);
 	off_t len = r->size[st];
-	pthread_mutex_unlock(&model_lock);
 	off_t in = 0, out = 0;
 	while (in < len) {
 		ssize_t n = copy_file_range(r->fd[STREAM_OUTPUT], &in, fd, &out, (size_t)(len - in), 0);
 		if (n <= 0) {
 			int e = n < 0 ? errno : EIO;
-			close(fd);
 			unlink(tmp);
 			return -e;
 		}
 	}
 	if (rename(tmp, path) < 0) {
 		int e = errno;
-		close(fd);
 		unlink(tmp);
 		return -e;
 	}
-	pthread_mutex_lock(&model_lock);
-	r->fd[st] = fd;
+	sbx_lock(&model_lock);
+	r->fd[st] = steal_fd(&fd);
 	r->alias = -1;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	return 0;
 }
 
-static int spool_append(struct run *r, enum stream st, const char *buf, size_t len)
+static int spool_append(struct run *r, enum stream st, const char *buf, size_t len) SBX_NO_TSA
 {
 	enum stream other = st == STREAM_STDOUT ? STREAM_STDERR : STREAM_STDOUT;
 	int rc;
 
-	/* Only the I/O thread changes alias and fd[], so reading them here
-	 * without the lock is safe. */
 	if (r->alias < 0 && r->fd[st] < 0 && r->fd[other] < 0) {
-		char out[4200], link_path[4200];
-		snprintf(out, sizeof(out), "%s/output", r->dir);
-		snprintf(link_path, sizeof(link_path), "%s/%s", r->dir, stream_names[st]);
+		char out[PATH_MAX], link_path[PATH_MAX];
+		if (path_join(out, sizeof(out), r->dir, "output") < 0 ||
+		    path_join(link_path, sizeof(link_path), r->dir, stream_names[st]) < 0)
+			return -ENAMETOOLONG;
 		if (link(out, link_path) < 0 && errno != EEXIST)
 			return -errno;
-		pthread_mutex_lock(&model_lock);
+		sbx_lock(&model_lock);
 		r->alias = st;
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&model_lock);
 	} else if (r->alias == (int)other) {
 		rc = materialize(r, other);
 		if (rc < 0)
 			return rc;
 	}
 	if (r->alias != (int)st && r->fd[st] < 0) {
-		int fd = open_stream_file(r, st, O_RDWR | O_CREAT | O_TRUNC);
+		int fd = open_in(r->dir, stream_names[st], O_RDWR | O_CREAT | O_TRUNC, 0600);
 		if (fd < 0)
-			return -errno;
-		pthread_mutex_lock(&model_lock);
+			return fd;
+		sbx_lock(&model_lock);
 		r->fd[st] = fd;
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&model_lock);
 	}
 
 	rc = pwrite_all(r->fd[STREAM_OUTPUT], buf, len, r->size[STREAM_OUTPUT]);
@@ -142,10 +135,9 @@ static int spool_append(struct run *r, enum stream st, const char *buf, size_t l
 		rc = pwrite_all(r->fd[st], buf, len, r->size[st]);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&model_lock);
-	r->size[STREAM_OUTPUT] += (off_t)len;
-	r->size[st] += (off_t)len;
-	pthread_mutex_unlock(&model_lock);
+	sbx_lock(&model_lock);
+	grew_locked(r, st, (off_t)len);
+	sbx_unlock(&model_lock);
 	return 0;
 }
 
@@ -164,21 +156,21 @@ static void spool_stop(struct run_io *io, int e)
 	io->spool_errno = e;
 	if (e == EFBIG)
 		snprintf(msg, sizeof(msg), "output truncated at %lld bytes (max_output)",
-			 (long long)model_config()->max_output);
+			 r->max_output);
 	else
 		snprintf(msg, sizeof(msg), "output truncated: %s", strerror(e));
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	r->truncated = true;
 	if (!r->reason)
 		r->reason = strdup(msg);
-	pthread_mutex_unlock(&model_lock);
-	log_error("sandbox %s run %u: %s", r->sbx->name, r->number, msg);
+	sbx_unlock(&model_lock);
+	log_error("sandbox %s run %u: %s", r->sandbox_name, r->number, msg);
 }
 
 /* How many of len bytes the cap still lets in. */
-static size_t cap_room(struct run *r, size_t len)
+static size_t cap_room(struct run *r, size_t len) SBX_NO_TSA
 {
-	long long max = model_config()->max_output;
+	long long max = r->max_output;
 	if (max <= 0)
 		return len;
 	long long room = max - (long long)r->size[STREAM_OUTPUT];
@@ -206,11 +198,11 @@ static void finish(struct run_io *io);
 static void set_live(struct run_io *io, long pgid)
 {
 	struct run *r = io->run;
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	r->pgid = pgid;
 	if (r->phase == RUN_STARTING)
 		r->phase = RUN_LIVE;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	notify_run_changed(r);
 }
 
@@ -259,10 +251,9 @@ static void close_watch(struct io_watch *w)
  * bytes pipe → spool in the kernel (splice), never through user space.
  * Returns bytes moved, 0 at end-of-file, -EAGAIN, -ENOTSUP to take the
  * copying path, or another -errno when the spool cannot be written. */
-static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd)
+static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd) SBX_NO_TSA
 {
 	struct run *r = io->run;
-	/* Only this thread changes alias, fd[] and size[]: no lock to read them. */
 	if (io->mask[st - 1].nsecrets || io->spool_errno || r->alias != (int)st ||
 	    (st == STREAM_STDOUT && !io->marker_done))
 		return -ENOTSUP;
@@ -274,11 +265,38 @@ static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd)
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	if (n < 0)
 		return errno == EINVAL ? -ENOTSUP : -errno;
-	pthread_mutex_lock(&model_lock);
-	r->size[STREAM_OUTPUT] += n;
-	r->size[st] += n;
-	pthread_mutex_unlock(&model_lock);
+	sbx_lock(&model_lock);
+	grew_locked(r, st, n);
+	sbx_unlock(&model_lock);
 	return n;
+}
+
+static void stream_closed(struct run_io *io, struct io_watch *w, enum stream st)
+{
+	struct emit_ctx e = { io, st };
+	close_watch(w);
+	if (st == STREAM_STDOUT) {
+		io->out_open = false;
+		if (!io->marker_done && io->marker_len) {
+			io->marker_done = true;
+			push(io, STREAM_STDOUT, io->marker, io->marker_len);
+		}
+	} else {
+		io->err_open = false;
+	}
+	mask_flush(&io->mask[st - 1], emit_masked, &e);
+	notify_run_changed(io->run);
+	if (io->exited && !io->out_open && !io->err_open)
+		finish(io);
+}
+
+static void keep_early_err(struct run_io *io, const char *buf, size_t n)
+{
+	size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
+	size_t k = n < room ? n : room;
+	memcpy(io->early_err + io->early_err_len, buf, k);
+	io->early_err_len += k;
+	io->early_err[io->early_err_len] = '\0';
 }
 
 static void stream_readable(struct io_watch *w, uint32_t events)
@@ -301,33 +319,14 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
-		struct emit_ctx e = { io, st };
-		close_watch(w);
-		if (st == STREAM_STDOUT) {
-			io->out_open = false;
-			if (!io->marker_done && io->marker_len) {
-				io->marker_done = true;
-				push(io, STREAM_STDOUT, io->marker, io->marker_len);
-			}
-		} else {
-			io->err_open = false;
-		}
-		mask_flush(&io->mask[st - 1], emit_masked, &e);
-		notify_run_changed(io->run);
-		if (io->exited && !io->out_open && !io->err_open)
-			finish(io);
+		stream_closed(io, w, st);
 		return;
 	}
 	size_t off = 0;
 	if (st == STREAM_STDOUT && !io->marker_done)
 		off = take_marker(io, buf, (size_t)n);
-	if (st == STREAM_STDERR && !io->marker_done) {
-		size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
-		size_t k = (size_t)n < room ? (size_t)n : room;
-		memcpy(io->early_err + io->early_err_len, buf, k);
-		io->early_err_len += k;
-		io->early_err[io->early_err_len] = '\0';
-	}
+	if (st == STREAM_STDERR && !io->marker_done)
+		keep_early_err(io, buf, (size_t)n);
 	if ((size_t)n > off) {
 		push(io, st, buf + off, (size_t)n - off);
 		notify_run_changed(io->run);
@@ -363,9 +362,9 @@ static void child_exited(struct io_watch *w, uint32_t events)
 	io->exit_code = p < 0 ? 255 : spawn_exit_code(status);
 	io->exited = true;
 	close_watch(w);
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	io->run->local_pid = 0;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	if (!io->out_open && !io->err_open)
 		finish(io);
 }
@@ -380,7 +379,7 @@ static void kill_task(void *ctx)
 	struct kill_req *k = ctx;
 	struct sbx_err err = { 0 };
 	if (run_kill(k->run, k->sig, &err) < 0 && err.code != ESRCH)
-		log_warn("sandbox %s run %u: %s", k->run->sbx->name, k->run->number, err.msg);
+		log_warn("sandbox %s run %u: %s", k->run->sandbox_name, k->run->number, err.msg);
 	run_put(k->run);
 	free(k);
 }
@@ -393,15 +392,15 @@ static void timer_fired(struct io_watch *w, uint32_t events)
 		return;
 	close_watch(w);
 	struct kill_req *k = calloc(1, sizeof(*k));
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	io->run->timed_out = true;
 	if (k) {
 		k->run = io->run;
 		k->sig = SIGKILL;
-		run_get(io->run);
+		run_get_locked(io->run);
 	}
-	pthread_mutex_unlock(&model_lock);
-	log_info("sandbox %s run %u: timeout expired, killing it", io->run->sbx->name,
+	sbx_unlock(&model_lock);
+	log_info("sandbox %s run %u: timeout expired, killing it", io->run->sandbox_name,
 		 io->run->number);
 	if (k && task_queue(kill_task, k) < 0) {
 		run_put(k->run);
@@ -411,11 +410,12 @@ static void timer_fired(struct io_watch *w, uint32_t events)
 
 /* ---- the end of a run ---- */
 
-static void conclude(struct run *r, enum run_outcome outcome, int code, int start_errno,
-		     const char *reason)
+/* Records the outcome in memory; returns whether empty stream files are
+ * still to be made. */
+static void record_outcome(struct run *r, enum run_outcome outcome, int code, int start_errno,
+			   const char *reason, bool need_files[STREAM_COUNT])
 {
-	char line[64], when[40];
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	r->outcome = outcome;
 	r->exit_code = code;
 	if (start_errno)
@@ -425,44 +425,51 @@ static void conclude(struct run *r, enum run_outcome outcome, int code, int star
 	clock_gettime(CLOCK_REALTIME, &r->ended);
 	r->phase = RUN_ENDED;
 	r->local_pid = 0;
-	run_status_line(r, line, sizeof(line));
-	format_time(&r->ended, when, sizeof(when));
-	if (reason)
-		sandbox_set_error(r->sbx, reason);
-	/* A stream that never spoke still gets its (empty) file. */
-	bool need_files[STREAM_COUNT] = { false };
-	for (int st = STREAM_STDOUT; st < STREAM_COUNT; st++)
+	for (int st = STREAM_OUTPUT; st < STREAM_COUNT; st++)
 		need_files[st] = r->fd[st] < 0 && r->alias != st;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
+}
 
-	for (int st = STREAM_STDOUT; st < STREAM_COUNT; st++) {
+/* Writes the ended run's files to the spool, for readers and restarts. */
+static void persist_outcome(struct run *r, const bool need_files[STREAM_COUNT])
+{
+	char line[64], when[40], when_line[48];
+	/* A stream that never spoke still gets its (empty) file. */
+	for (int st = STREAM_OUTPUT; st < STREAM_COUNT; st++) {
 		if (!need_files[st])
 			continue;
-		int fd = open_stream_file(r, st, O_RDWR | O_CREAT);
-		pthread_mutex_lock(&model_lock);
-		r->fd[st] = fd;
-		pthread_mutex_unlock(&model_lock);
+		int fd = open_in(r->dir, stream_names[st], O_RDWR | O_CREAT, 0600);
+		sbx_lock(&model_lock);
+		r->fd[st] = fd < 0 ? -1 : fd;
+		sbx_unlock(&model_lock);
 	}
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	if (r->readers == 0)
 		run_close_fds_locked(r);
-	pthread_mutex_unlock(&model_lock);
-
-	char when_line[48];
-	snprintf(when_line, sizeof(when_line), "%s\n", when);
-	write_small(r, "ended", when_line);
-	pthread_mutex_lock(&model_lock);
+	run_status_line_locked(r, line, sizeof(line));
+	format_time(&r->ended, when, sizeof(when));
 	char *why = r->reason ? strdup(r->reason) : NULL;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
+
+	snprintf(when_line, sizeof(when_line), "%s\n", when);
+	write_file_in(r->dir, "ended", when_line, strlen(when_line), NULL);
 	if (why) {
 		char reason_line[760];
 		snprintf(reason_line, sizeof(reason_line), "%.750s\n", why);
-		write_small(r, "reason", reason_line);
+		write_file_in(r->dir, "reason", reason_line, strlen(reason_line), NULL);
 		free(why);
 	}
-	write_small(r, "status", line);
+	write_file_in(r->dir, "status", line, strlen(line), NULL);
+}
+
+static void conclude(struct run *r, enum run_outcome outcome, int code, int start_errno,
+		     const char *reason)
+{
+	bool need_files[STREAM_COUNT];
+	record_outcome(r, outcome, code, start_errno, reason, need_files);
+	persist_outcome(r, need_files);
 	if (reason)
-		log_warn("sandbox %s run %u: %s", r->sbx->name, r->number, reason);
+		log_warn("sandbox %s run %u: %s", r->sandbox_name, r->number, reason);
 	notify_run_changed(r);
 }
 
@@ -477,12 +484,10 @@ static void verdict_task(void *ctx)
 {
 	struct verdict_req *v = ctx;
 	struct sbx_err err = { 0 };
-	pthread_mutex_lock(&model_lock);
-	char *cid = strdup(v->run->sbx->container_id ? v->run->sbx->container_id : "");
+	sbx_lock(&model_lock);
 	bool died = v->run->container_died;
-	pthread_mutex_unlock(&model_lock);
-	int running = died ? 0 : engine_is_running(v->run->sbx->engine, cid, &err);
-	free(cid);
+	sbx_unlock(&model_lock);
+	int running = died ? 0 : engine_is_running(v->run->engine, v->run->container, &err);
 	if (running == 1)
 		conclude(v->run, OUTCOME_EXITED, v->code, 0, NULL);
 	else
@@ -490,6 +495,19 @@ static void verdict_task(void *ctx)
 			 "the container stopped or was removed under the run");
 	run_put(v->run);
 	free(v);
+}
+
+static void conclude_not_started(struct run_io *io, bool died)
+{
+	int e = engine_classify_error(io->early_err, io->exit_code);
+	char reason[700];
+	const char *msg = io->early_err_len ? io->early_err : "no output";
+	snprintf(reason, sizeof(reason), "the run did not start: docker exec exited %d: %.500s",
+		 io->exit_code, msg);
+	for (char *p = reason; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	conclude(io->run, OUTCOME_LOST, io->exit_code, e == EIO && died ? EHOSTDOWN : e, reason);
 }
 
 static void finish(struct run_io *io)
@@ -503,21 +521,13 @@ static void finish(struct run_io *io)
 	masker_free(&io->mask[1]);
 	free(io->cmd);
 
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	r->io = NULL;
 	bool timed_out = r->timed_out, killed = r->kill_requested, died = r->container_died;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 
 	if (!io->marker_done) {
-		int e = engine_classify_error(io->early_err, code);
-		char reason[700];
-		const char *msg = io->early_err_len ? io->early_err : "no output";
-		snprintf(reason, sizeof(reason), "the run did not start: docker exec exited %d: %.500s",
-			 code, msg);
-		for (char *p = reason; *p; p++)
-			if (*p == '\n' || *p == '\r')
-				*p = ' ';
-		conclude(r, OUTCOME_LOST, code, e == EIO && died ? EHOSTDOWN : e, reason);
+		conclude_not_started(io, died);
 	} else if (timed_out) {
 		conclude(r, OUTCOME_TIMEOUT, code, 0, NULL);
 	} else if (killed && code > 128) {
@@ -526,10 +536,9 @@ static void finish(struct run_io *io)
 		conclude(r, OUTCOME_LOST, code, 0, "the container stopped or was removed under the run");
 	} else if (code == 137 || code == 255 || code == 125 || code == 126) {
 		struct verdict_req *v = calloc(1, sizeof(*v));
+		free(io);
 		if (v) {
-			v->run = r;
-			v->code = code;
-			free(io);
+			*v = (struct verdict_req){ .run = r, .code = code };
 			if (task_queue(verdict_task, v) == 0)
 				return;
 			free(v);
@@ -544,227 +553,185 @@ static void finish(struct run_io *io)
 	run_put(r);
 }
 
-/* ---- starting ---- */
+/* ---- launching: spool → spawn → attach ---- */
 
-/* Appends "KEY=VALUE\n" for each pair. */
-static int env_text(const struct kv_list *a, const struct kv_list *b, char **out, size_t *len)
+void run_fail_start(struct run *r, const struct sbx_err *err)
 {
-	size_t cap = 1, n = 0;
-	const struct kv_list *lists[2] = { a, b };
-	for (int l = 0; l < 2; l++)
-		for (size_t i = 0; i < lists[l]->n; i++)
-			cap += strlen(lists[l]->keys[i]) + strlen(lists[l]->values[i]) + 2;
-	char *t = malloc(cap);
-	if (!t)
-		return -ENOMEM;
-	for (int l = 0; l < 2; l++)
-		for (size_t i = 0; i < lists[l]->n; i++)
-			n += (size_t)sprintf(t + n, "%s=%s\n", lists[l]->keys[i], lists[l]->values[i]);
-	*out = t;
-	*len = n;
+	conclude(r, OUTCOME_LOST, -1, err->code, err->msg);
+}
+
+/* The run's spool directory with cmd, started, and an empty output. */
+static int spool_create(struct run *r, const char *cmd, size_t len, struct sbx_err *err)
+{
+	char when[40], line[48];
+	int rc = mkdir_p(r->dir, err);
+	if (rc == 0)
+		rc = write_file_in(r->dir, "cmd", cmd, len, err);
+	if (rc < 0)
+		return rc;
+	int fd = open_in(r->dir, "output", O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return sbx_err_set(err, -fd, "creating the output spool: %s", strerror(-fd));
+	sbx_lock(&model_lock);
+	r->fd[STREAM_OUTPUT] = fd;
+	format_time(&r->started, when, sizeof(when));
+	sbx_unlock(&model_lock);
+	snprintf(line, sizeof(line), "%s\n", when);
+	rc = write_file_in(r->dir, "started", line, strlen(line), err);
+	if (rc == 0)
+		rc = write_file_in(r->dir, "ended", "", 0, err);
+	if (rc == 0)
+		rc = write_file_in(r->dir, "status", "running\n", 8, err);
+	return rc;
+}
+
+static void run_io_free(struct run_io *io)
+{
+	if (!io)
+		return;
+	masker_free(&io->mask[0]);
+	masker_free(&io->mask[1]);
+	free(io->cmd);
+	free(io);
+}
+#define cleanup_run_io __attribute__((cleanup(run_io_freep)))
+static void run_io_freep(struct run_io **io)
+{
+	run_io_free(*io);
+}
+
+static int spawn_exec(struct run *r, const struct run_launch *l, struct engine_exec *ex,
+		      struct sbx_err *err)
+{
+	/* Small commands ride as an argument (cheaper); large ones on stdin.
+	 * Not strndup: cmd is not NUL-terminated, and strndup may look past. */
+	bool inline_cmd = l->cmd_len <= INLINE_CMD_MAX && !memchr(l->cmd, '\0', l->cmd_len);
+	cleanup_free char *cmd_arg = inline_cmd ? malloc(l->cmd_len + 1) : NULL;
+	if (inline_cmd && !cmd_arg)
+		return sbx_err_set(err, ENOMEM, "exec: out of memory");
+	if (cmd_arg) {
+		memcpy(cmd_arg, l->cmd, l->cmd_len);
+		cmd_arg[l->cmd_len] = '\0';
+	}
+	return engine_exec_start(r->engine, r->container, l->env, l->env_len, l->workdir,
+				 cmd_arg, ex, err);
+}
+
+/* Hands the spawned exec to the I/O thread.  Everything is in place
+ * before the I/O thread can see any of it. */
+static int attach(struct run *r, struct run_io *io, const struct run_launch *l,
+		  const struct engine_exec *ex, struct sbx_err *err)
+{
+	io->run = r;
+	io->child = ex->pid;
+	if (ex->stdin_fd >= 0) {
+		io->cmd = malloc(l->cmd_len ? l->cmd_len : 1);
+		if (!io->cmd)
+			return sbx_err_set(err, ENOMEM, "exec: out of memory");
+		memcpy(io->cmd, l->cmd, l->cmd_len);
+		io->cmd_len = l->cmd_len;
+	}
+	io->out_open = io->err_open = true;
+	io->in = (struct io_watch){ .fd = ex->stdin_fd, .fn = stdin_writable, .ctx = io };
+	io->out = (struct io_watch){ .fd = ex->stdout_fd, .fn = stream_readable, .ctx = io };
+	io->err = (struct io_watch){ .fd = ex->stderr_fd, .fn = stream_readable, .ctx = io };
+	io->pid = (struct io_watch){ .fd = (int)syscall(SYS_pidfd_open, ex->pid, 0),
+				     .fn = child_exited, .ctx = io };
+	io->timer = (struct io_watch){ .fd = -1, .fn = timer_fired, .ctx = io };
+	if (io->pid.fd < 0)
+		return sbx_err_set(err, errno, "exec: pidfd_open: %s", strerror(errno));
+	fcntl(ex->stdout_fd, F_SETPIPE_SZ, 1 << 20);
+	fcntl(ex->stderr_fd, F_SETPIPE_SZ, 1 << 20);
+	if (l->timeout > 0) {
+		io->timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		struct itimerspec its = { .it_value = { .tv_sec = l->timeout } };
+		if (io->timer.fd < 0 || timerfd_settime(io->timer.fd, 0, &its, NULL) < 0)
+			return sbx_err_set(err, errno, "exec: timer: %s", strerror(errno));
+	}
+
+	sbx_lock(&model_lock);
+	run_get_locked(r); /* the I/O thread's */
+	r->io = io;
+	r->local_pid = ex->pid;
+	sbx_unlock(&model_lock);
+	/* The pidfd first: once it is watched, the run always ends.  If it
+	 * cannot be, nothing is published yet and the start fails whole. */
+	int rc = ioloop_add(&io->pid, EPOLLIN);
+	if (rc < 0) {
+		sbx_lock(&model_lock);
+		r->io = NULL;
+		r->local_pid = 0;
+		run_put_locked(r);
+		sbx_unlock(&model_lock);
+		return sbx_err_set(err, -rc, "exec: epoll: %s", strerror(-rc));
+	}
+	/* A stream that cannot be watched is closed (ENOMEM from epoll):
+	 * the command is killed and its end reported like any other. */
+	struct io_watch *watches[] = { &io->timer, &io->in, &io->out, &io->err };
+	uint32_t events[] = { EPOLLIN, EPOLLOUT, EPOLLIN, EPOLLIN };
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(watches); i++) {
+		if (watches[i]->fd < 0 || (rc = ioloop_add(watches[i], events[i])) == 0)
+			continue;
+		log_error("sandbox %s run %u: epoll: %s; killing it", r->sandbox_name, r->number,
+			  strerror(-rc));
+		close(watches[i]->fd);
+		watches[i]->fd = -1;
+		if (watches[i] == &io->out)
+			io->out_open = false;
+		if (watches[i] == &io->err)
+			io->err_open = false;
+		kill(ex->pid, SIGKILL);
+	}
 	return 0;
 }
 
-static struct run *run_new_locked(struct sandbox *s)
+int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
 {
-	struct run *r = calloc(1, sizeof(*r));
-	struct run **v = realloc(s->runs, (s->nruns + 1) * sizeof(*v));
-	if (v)
-		s->runs = v;
-	if (!r || !v) {
-		free(r);
-		return NULL;
-	}
-	r->refs = 1; /* the sandbox's runs[] */
-	r->sbx = s;
-	r->number = s->nruns + 1;
-	r->alias = -1;
-	for (int i = 0; i < STREAM_COUNT; i++)
-		r->fd[i] = -1;
-	if (asprintf(&r->dir, "%s/runs/%u", s->spool_dir, r->number) < 0) {
-		free(r);
-		return NULL;
-	}
-	clock_gettime(CLOCK_REALTIME, &r->started);
-	r->phase = RUN_STARTING;
-	s->runs[s->nruns++] = r;
-	return r;
-}
-
-static int start_failed(struct run *r, struct sbx_err *err)
-{
-	conclude(r, OUTCOME_LOST, -1, err->code, err->msg);
-	return -err->code;
-}
-
-int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
-	      struct sbx_err *err)
-{
-	cleanup_free char *env = NULL;
-	size_t env_len = 0;
-	cleanup_free char *workdir = NULL;
-	cleanup_free char *cid = NULL;
-	const char **secrets = NULL;
-	size_t nsecrets = 0;
-	long timeout;
-
-	*out = NULL;
-	pthread_mutex_lock(&model_lock);
-	if (s->state != SBX_RUNNING) {
-		pthread_mutex_unlock(&model_lock);
-		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running", s->name);
-	}
-	struct run *r = run_new_locked(s);
-	int rc = r ? env_text(&s->env, &s->auth, &env, &env_len) : -ENOMEM;
-	workdir = strdup(s->workdir);
-	cid = strdup(s->container_id ? s->container_id : s->container);
-	secrets = calloc(s->auth.n + s->auth_file_secrets.n + 1, sizeof(*secrets));
-	if (rc == 0 && (!workdir || !cid || !secrets))
-		rc = -ENOMEM;
-	for (size_t i = 0; rc == 0 && i < s->auth.n; i++)
-		secrets[nsecrets++] = s->auth.values[i];
-	for (size_t i = 0; rc == 0 && i < s->auth_file_secrets.n; i++)
-		secrets[nsecrets++] = s->auth_file_secrets.values[i];
-	timeout = s->timeout;
-	if (r)
-		run_get(r); /* the caller's */
-	struct run_io *io = calloc(1, sizeof(*io));
-	if (rc == 0 && !io)
-		rc = -ENOMEM;
-	if (rc == 0) {
-		/* Secrets are copied while the lock keeps them alive. */
-		rc = masker_init(&io->mask[0], secrets, nsecrets);
-		if (rc == 0)
-			rc = masker_init(&io->mask[1], secrets, nsecrets);
-	}
-	pthread_mutex_unlock(&model_lock);
-	free(secrets);
-	if (!r)
+	cleanup_run_io struct run_io *io = calloc(1, sizeof(*io));
+	if (!io)
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
-	*out = r;
+	int rc = masker_init(&io->mask[0], l->secrets, l->nsecrets);
+	if (rc == 0)
+		rc = masker_init(&io->mask[1], l->secrets, l->nsecrets);
+	if (rc < 0)
+		return sbx_err_set(err, -rc, "exec: %s", strerror(-rc));
+	rc = spool_create(r, l->cmd, l->cmd_len, err);
+	if (rc < 0)
+		return sbx_err_wrap(err, "exec in %s", r->sandbox_name);
+
+	struct engine_exec ex = { .pid = 0, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1 };
+	rc = spawn_exec(r, l, &ex, err);
+	if (rc < 0)
+		return rc;
+	rc = attach(r, io, l, &ex, err);
 	if (rc < 0) {
-		free(io);
-		sbx_err_set(err, -rc, "exec: %s", strerror(-rc));
-		return start_failed(r, err);
+		pid_t child = ex.pid;
+		cleanup_pidp(&child);
+		int fds[] = { ex.stdin_fd, ex.stdout_fd, ex.stderr_fd, io->pid.fd, io->timer.fd };
+		for (size_t i = 0; i < SBX_ARRAY_SIZE(fds); i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		return rc;
 	}
-
-	struct sbx_err ignored = { 0 };
-	char path[4200], when[40], line[48];
-	rc = mkdir_p(r->dir, err);
-	if (rc == 0) {
-		snprintf(path, sizeof(path), "%s/cmd", r->dir);
-		rc = write_file_atomic(path, cmd, len, err);
-	}
-	if (rc == 0) {
-		int fd = open_stream_file(r, STREAM_OUTPUT, O_RDWR | O_CREAT | O_TRUNC);
-		if (fd < 0)
-			rc = sbx_err_set(err, errno, "creating the output spool: %s", strerror(errno));
-		pthread_mutex_lock(&model_lock);
-		r->fd[STREAM_OUTPUT] = fd;
-		pthread_mutex_unlock(&model_lock);
-	}
-	if (rc == 0) {
-		format_time(&r->started, when, sizeof(when));
-		snprintf(line, sizeof(line), "%s\n", when);
-		snprintf(path, sizeof(path), "%s/started", r->dir);
-		rc = write_file_atomic(path, line, strlen(line), err);
-	}
-	if (rc == 0) {
-		snprintf(path, sizeof(path), "%s/ended", r->dir);
-		write_file_atomic(path, "", 0, &ignored);
-		snprintf(path, sizeof(path), "%s/status", r->dir);
-		write_file_atomic(path, "running\n", 8, &ignored);
-	}
-	if (rc < 0) {
-		masker_free(&io->mask[0]);
-		masker_free(&io->mask[1]);
-		free(io);
-		sbx_err_wrap(err, "exec in %s", s->name);
-		return start_failed(r, err);
-	}
-
-	struct engine_exec ex;
-	/* Small commands ride as an argument (cheaper); large ones on stdin. */
-	bool inline_cmd = len <= INLINE_CMD_MAX && !memchr(cmd, '\0', len);
-	/* Not strndup: cmd is not NUL-terminated, and strndup may look past len. */
-	cleanup_free char *cmd_arg = inline_cmd ? malloc(len + 1) : NULL;
-	if (cmd_arg) {
-		memcpy(cmd_arg, cmd, len);
-		cmd_arg[len] = '\0';
-	}
-	rc = engine_exec_start(s->engine, cid, env, env_len, workdir, cmd_arg, &ex, err);
-	if (env)
-		explicit_bzero(env, env_len);
-	if (rc < 0) {
-		masker_free(&io->mask[0]);
-		masker_free(&io->mask[1]);
-		free(io);
-		return start_failed(r, err);
-	}
-
-	io->run = r;
-	pthread_mutex_lock(&model_lock);
-	run_get(r); /* the I/O thread's */
-	r->io = io;
-	r->local_pid = ex.pid;
-	pthread_mutex_unlock(&model_lock);
-
-	io->child = ex.pid;
-	if (ex.stdin_fd >= 0) {
-		io->cmd = malloc(len ? len : 1);
-		if (io->cmd)
-			memcpy(io->cmd, cmd, len);
-		io->cmd_len = io->cmd ? len : 0;
-	}
-	io->out_open = io->err_open = true;
-	io->in = (struct io_watch){ .fd = ex.stdin_fd, .fn = stdin_writable, .ctx = io };
-	io->out = (struct io_watch){ .fd = ex.stdout_fd, .fn = stream_readable, .ctx = io };
-	io->err = (struct io_watch){ .fd = ex.stderr_fd, .fn = stream_readable, .ctx = io };
-	io->pid = (struct io_watch){ .fd = (int)syscall(SYS_pidfd_open, ex.pid, 0),
-				     .fn = child_exited, .ctx = io };
-	io->timer = (struct io_watch){ .fd = -1, .fn = timer_fired, .ctx = io };
-	fcntl(ex.stdout_fd, F_SETPIPE_SZ, 1 << 20);
-	fcntl(ex.stderr_fd, F_SETPIPE_SZ, 1 << 20);
-	if (timeout > 0) {
-		io->timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-		struct itimerspec its = { .it_value = { .tv_sec = timeout } };
-		if (io->timer.fd >= 0)
-			timerfd_settime(io->timer.fd, 0, &its, NULL);
-	}
-	if (io->pid.fd < 0) {
-		log_error("pidfd_open: %s", strerror(errno));
-		io->pid.fd = -1;
-	}
-	/* Everything is in place before the I/O thread can see any of it. */
-	if (io->timer.fd >= 0)
-		ioloop_add(&io->timer, EPOLLIN);
-	ioloop_add(&io->out, EPOLLIN);
-	ioloop_add(&io->err, EPOLLIN);
-	if (io->pid.fd >= 0)
-		ioloop_add(&io->pid, EPOLLIN);
-	if (io->in.fd >= 0)
-		ioloop_add(&io->in, EPOLLOUT);
-	log_debug("sandbox %s run %u: started (%zu bytes)", s->name, r->number, len);
+	io = NULL; /* the I/O thread's now */
+	log_debug("sandbox %s run %u: started (%zu bytes)", r->sandbox_name, r->number, l->cmd_len);
 	return 0;
 }
 
 int run_kill(struct run *r, int sig, struct sbx_err *err)
 {
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	if (r->phase == RUN_ENDED) {
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&model_lock);
 		return sbx_err_set(err, ESRCH, "kill: run %u has ended", r->number);
 	}
 	r->kill_requested = true;
 	long pgid = r->pgid;
 	pid_t local = r->local_pid;
-	char *cid = strdup(r->sbx->container_id ? r->sbx->container_id : r->sbx->container);
-	pthread_mutex_unlock(&model_lock);
-	int rc = 0;
-	if (pgid > 0 && cid)
-		rc = engine_kill_group(r->sbx->engine, cid, pgid, sig, err);
-	else if (local > 0 && kill(local, sig) < 0)
-		rc = sbx_err_set(err, errno, "kill: %s", strerror(errno));
-	free(cid);
-	return rc;
+	sbx_unlock(&model_lock);
+	if (pgid > 0)
+		return engine_kill_group(r->engine, r->container, pgid, sig, err);
+	if (local > 0 && kill(local, sig) < 0)
+		return sbx_err_set(err, errno, "kill: %s", strerror(errno));
+	return 0;
 }

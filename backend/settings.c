@@ -1,11 +1,12 @@
 /* The settings files of a sandbox: env, auth, workdir, timeout, and ctl. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
-#include "model.h"
+#include "model_internal.h"
 
-int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace,
+static int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace,
 		    struct sbx_err *err)
 {
 	struct kv_list parsed = { 0 };
@@ -13,7 +14,7 @@ int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace
 	if (rc < 0)
 		return sbx_err_wrap(err, "env");
 
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	struct kv_list next = { 0 };
 	if (!replace)
 		rc = kv_list_copy(&next, &s->env);
@@ -22,10 +23,11 @@ int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace
 	if (rc == 0) {
 		kv_list_free(&s->env);
 		s->env = next;
+		clock_gettime(CLOCK_REALTIME, &s->settings_changed);
 	} else {
 		kv_list_free(&next);
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	kv_list_free(&parsed);
 	return rc < 0 ? sbx_err_set(err, -rc, "env: out of memory") : 0;
 }
@@ -38,7 +40,7 @@ static bool has_path(char **paths, size_t n, const char *p)
 	return false;
 }
 
-int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace,
+static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace,
 		     struct sbx_err *err)
 {
 	struct auth_doc doc = { 0 };
@@ -48,11 +50,13 @@ int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replac
 
 	/* Files first: if one cannot be placed, no variable changes. */
 	if (doc.nfiles > 0) {
-		pthread_mutex_lock(&model_lock);
+		sbx_lock(&model_lock);
 		char *cid = strdup(s->container_id ? s->container_id : s->container);
 		bool running = s->state == SBX_RUNNING;
-		pthread_mutex_unlock(&model_lock);
-		if (!running)
+		sbx_unlock(&model_lock);
+		if (!cid)
+			rc = sbx_err_set(err, ENOMEM, "auth: out of memory");
+		if (rc == 0 && !running)
 			rc = sbx_err_set(err, EHOSTDOWN, "auth: the container is not running");
 		for (size_t i = 0; rc == 0 && i < doc.nfiles; i++) {
 			rc = engine_put_file(s->engine, cid, doc.files[i].path,
@@ -67,7 +71,7 @@ int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replac
 		}
 	}
 
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	struct kv_list next = { 0 };
 	if (!replace)
 		rc = kv_list_copy(&next, &s->auth);
@@ -92,10 +96,11 @@ int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replac
 	if (rc == 0) {
 		kv_list_free(&s->auth);
 		s->auth = next;
+		clock_gettime(CLOCK_REALTIME, &s->settings_changed);
 	} else {
 		kv_list_free(&next);
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	/* Names only: values never reach a log. */
 	if (rc == 0)
 		log_info("sandbox %s: auth %s (%zu variables, %zu files)", s->name,
@@ -104,28 +109,30 @@ int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replac
 	return rc < 0 ? sbx_err_set(err, -rc, "auth: out of memory") : 0;
 }
 
-int sandbox_set_workdir(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
+static int sandbox_set_workdir(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
 {
 	char *dir = NULL;
 	int rc = parse_workdir(buf, len, &dir, err);
 	if (rc < 0)
 		return sbx_err_wrap(err, "workdir");
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	free(s->workdir);
 	s->workdir = dir;
-	pthread_mutex_unlock(&model_lock);
+	clock_gettime(CLOCK_REALTIME, &s->settings_changed);
+	sbx_unlock(&model_lock);
 	return 0;
 }
 
-int sandbox_set_timeout(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
+static int sandbox_set_timeout(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
 {
 	long secs = 0;
 	int rc = parse_timeout(buf, len, &secs, err);
 	if (rc < 0)
 		return sbx_err_wrap(err, "timeout");
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	s->timeout = secs;
-	pthread_mutex_unlock(&model_lock);
+	clock_gettime(CLOCK_REALTIME, &s->settings_changed);
+	sbx_unlock(&model_lock);
 	return 0;
 }
 
@@ -136,12 +143,8 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	if (rc < 0)
 		return sbx_err_wrap(err, "ctl");
 
-	pthread_mutex_lock(&model_lock);
-	char *cid = strdup(s->container_id ? s->container_id : s->container);
-	struct run *latest = sandbox_latest_run(s);
-	if (latest)
-		run_get(latest);
-	pthread_mutex_unlock(&model_lock);
+	char *cid = sandbox_container_dup(s);
+	struct run *latest = sandbox_run(s, 0);
 	if (!cid) {
 		if (latest)
 			run_put(latest);
@@ -158,24 +161,22 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	case CTL_STOP:
 		rc = engine_stop(s->engine, cid, err);
 		if (rc == 0) {
-			pthread_mutex_lock(&model_lock);
+			sbx_lock(&model_lock);
 			if (s->state == SBX_RUNNING)
 				s->state = SBX_STOPPED;
 			s->user_stopped = true;
-			for (unsigned i = 0; i < s->nruns; i++)
-				if (s->runs[i]->phase != RUN_ENDED)
-					s->runs[i]->container_died = true;
-			pthread_mutex_unlock(&model_lock);
+			sandbox_mark_runs_locked(s, false);
+			sbx_unlock(&model_lock);
 		}
 		break;
 	case CTL_START:
 		rc = engine_start(s->engine, cid, err);
 		if (rc == 0) {
-			pthread_mutex_lock(&model_lock);
+			sbx_lock(&model_lock);
 			if (s->state == SBX_STOPPED)
 				s->state = SBX_RUNNING;
 			s->user_stopped = false;
-			pthread_mutex_unlock(&model_lock);
+			sbx_unlock(&model_lock);
 		}
 		break;
 	case CTL_SAVE:
@@ -188,20 +189,113 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	if (latest)
 		run_put(latest);
 	if (rc < 0) {
-		pthread_mutex_lock(&model_lock);
-		sandbox_set_error(s, err->msg);
-		pthread_mutex_unlock(&model_lock);
+		sbx_lock(&model_lock);
+		sandbox_set_error_locked(s, err->msg);
+		sbx_unlock(&model_lock);
 		if (strncmp(err->msg, "ctl", 3) != 0)
 			sbx_err_wrap(err, "ctl");
 	}
 	return rc;
 }
 
+int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
+			  bool replace, struct sbx_err *err)
+{
+	switch (which) {
+	case SETTING_ENV:
+		return sandbox_set_env(s, buf, len, replace, err);
+	case SETTING_AUTH:
+		return sandbox_set_auth(s, buf, len, replace, err);
+	case SETTING_WORKDIR:
+		return sandbox_set_workdir(s, buf, len, err);
+	case SETTING_TIMEOUT:
+		return sandbox_set_timeout(s, buf, len, err);
+	}
+	return sbx_err_set(err, EINVAL, "no such setting");
+}
+
+int setting_check_partial(enum setting which, const char *buf, size_t len, struct sbx_err *err)
+{
+	const char *nl = memrchr(buf, '\n', len);
+	if (!nl)
+		return 0;
+	len = (size_t)(nl - buf) + 1;
+	switch (which) {
+	case SETTING_ENV:
+	case SETTING_AUTH: {
+		size_t i = 0;
+		while (i < len && strchr(" \t\r\n", buf[i]))
+			i++;
+		if (i < len && buf[i] == '{')
+			return 0; /* JSON: checked whole at close */
+		cleanup_kv_list struct kv_list tmp = { 0 };
+		return parse_kv_lines(buf, len, &tmp, err);
+	}
+	case SETTING_TIMEOUT: {
+		long secs;
+		return parse_timeout(buf, len, &secs, err);
+	}
+	case SETTING_WORKDIR: {
+		cleanup_free char *dir = NULL;
+		return parse_workdir(buf, len, &dir, err);
+	}
+	}
+	return 0;
+}
+
+/* Appends "PATH\n" for each file placed by auth. */
+static char *auth_names_locked(struct sandbox *s, size_t *len) SBX_REQUIRES(model_lock)
+{
+	const struct kv_list *lists[] = { &s->auth };
+	size_t n = 0, extra = 0;
+	char *text = kv_list_text(lists, 1, false, &n);
+	for (size_t i = 0; text && i < s->nauth_files; i++)
+		extra += strlen(s->auth_files[i]) + 1;
+	char *t = text ? realloc(text, n + extra + 1) : NULL;
+	if (!t) {
+		free(text);
+		return NULL;
+	}
+	for (size_t i = 0; i < s->nauth_files; i++)
+		n += (size_t)sprintf(t + n, "%s\n", s->auth_files[i]);
+	*len = n;
+	return t;
+}
+
+char *sandbox_setting_text(struct sandbox *s, enum setting which, size_t *len)
+{
+	char *text = NULL;
+	*len = 0;
+	sbx_lock(&model_lock);
+	switch (which) {
+	case SETTING_AUTH:
+		text = auth_names_locked(s, len);
+		break;
+	case SETTING_ENV: {
+		const struct kv_list *lists[] = { &s->env };
+		text = kv_list_text(lists, 1, true, len);
+		break;
+	}
+	case SETTING_WORKDIR:
+		if (asprintf(&text, "%s%s", s->workdir, s->workdir[0] ? "\n" : "") < 0)
+			text = NULL;
+		break;
+	case SETTING_TIMEOUT:
+		if (asprintf(&text, "%ld\n", s->timeout) < 0)
+			text = NULL;
+		break;
+	}
+	sbx_unlock(&model_lock);
+	if (text && which != SETTING_AUTH && which != SETTING_ENV)
+		*len = strlen(text);
+	return text;
+}
+
 int setting_save(struct sandbox *s, enum setting which, struct setting_undo *u)
 {
 	int rc = 0;
 	*u = (struct setting_undo){ .which = which };
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	switch (which) {
 	case SETTING_ENV:
 		rc = kv_list_copy(&u->kv, &s->env);
@@ -217,13 +311,13 @@ int setting_save(struct sandbox *s, enum setting which, struct setting_undo *u)
 		u->timeout = s->timeout;
 		break;
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	return rc;
 }
 
 void setting_restore(struct sandbox *s, struct setting_undo *u)
 {
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&model_lock);
 	switch (u->which) {
 	case SETTING_ENV:
 		kv_list_free(&s->env);
@@ -244,7 +338,7 @@ void setting_restore(struct sandbox *s, struct setting_undo *u)
 		s->timeout = u->timeout;
 		break;
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&model_lock);
 	setting_undo_free(u);
 }
 

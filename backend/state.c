@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -67,11 +68,44 @@ int rm_rf(const char *path)
 	return rm_rf_at(AT_FDCWD, path);
 }
 
+int path_join(char *buf, size_t size, const char *dir, const char *name)
+{
+	int n = snprintf(buf, size, "%s/%s", dir, name);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+int open_in(const char *dir, const char *name, int flags, mode_t mode)
+{
+	cleanup_close int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	int fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+	return fd < 0 ? -errno : fd;
+}
+
+int write_file_in(const char *dir, const char *name, const void *data, size_t len,
+		  struct sbx_err *err)
+{
+	char path[PATH_MAX];
+	if (path_join(path, sizeof(path), dir, name) < 0)
+		return sbx_err_set(err, ENAMETOOLONG, "path too long: %s/%s", dir, name);
+	return write_file_atomic(path, data, len, err);
+}
+
+int read_file_in(const char *dir, const char *name, char **buf, size_t *len, size_t max)
+{
+	char path[PATH_MAX];
+	if (path_join(path, sizeof(path), dir, name) < 0)
+		return -ENAMETOOLONG;
+	return read_file(path, buf, len, max);
+}
+
 int write_file_atomic(const char *path, const void *data, size_t len, struct sbx_err *err)
 {
-	char tmp[4200];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return sbx_err_set(err, ENAMETOOLONG, "path too long: %s", path);
+	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return sbx_err_set(err, errno, "create %s: %s", tmp, strerror(errno));
 	const char *p = data;
@@ -97,7 +131,7 @@ int write_file_atomic(const char *path, const void *data, size_t len, struct sbx
 
 int read_file(const char *path, char **buf, size_t *len, size_t max)
 {
-	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	size_t cap = 256, n = 0;
@@ -133,12 +167,13 @@ int read_file(const char *path, char **buf, size_t *len, size_t max)
 
 int state_open(const char *dir, char instance[17], struct sbx_err *err)
 {
-	char path[4200];
+	char path[PATH_MAX];
 	int rc = mkdir_p(dir, err);
 	if (rc < 0)
 		return sbx_err_wrap(err, "state directory");
 
-	snprintf(path, sizeof(path), "%s/lock", dir);
+	if (path_join(path, sizeof(path), dir, "lock") < 0)
+		return sbx_err_set(err, ENAMETOOLONG, "state directory %s: path too long", dir);
 	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (lock_fd < 0)
 		return sbx_err_set(err, errno, "open %s: %s", path, strerror(errno));
@@ -146,7 +181,8 @@ int state_open(const char *dir, char instance[17], struct sbx_err *err)
 		return sbx_err_set(err, EBUSY,
 				   "state directory %s is in use by another sandboxfs", dir);
 
-	snprintf(path, sizeof(path), "%s/instance", dir);
+	if (path_join(path, sizeof(path), dir, "instance") < 0)
+		return sbx_err_set(err, ENAMETOOLONG, "state directory %s: path too long", dir);
 	cleanup_free char *text = NULL;
 	size_t len = 0;
 	if (read_file(path, &text, &len, 4096) == 0 && len >= 16) {

@@ -4,6 +4,7 @@
 #define SBX_STATE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "err.h"
 
@@ -15,6 +16,13 @@ void state_close(void);
 int mkdir_p(const char *path, struct sbx_err *err);
 /* Removes a tree; a missing path is success. */
 int rm_rf(const char *path);
+/* dir + "/" + name into buf; -ENAMETOOLONG when it does not fit. */
+int path_join(char *buf, size_t size, const char *dir, const char *name);
+/* openat(dir, name) with O_NOFOLLOW|O_CLOEXEC added: an fd or -errno. */
+int open_in(const char *dir, const char *name, int flags, mode_t mode);
+int write_file_in(const char *dir, const char *name, const void *data, size_t len,
+		  struct sbx_err *err);
+int read_file_in(const char *dir, const char *name, char **buf, size_t *len, size_t max);
 /* Writes data to path via a temporary file and rename(2). */
 int write_file_atomic(const char *path, const void *data, size_t len, struct sbx_err *err);
 /* Reads a whole (small) file; *buf is NUL-terminated and malloc'ed. */

@@ -765,3 +765,50 @@ int template_check_complete(const char *name, const char *json, size_t len, stru
 	template_free(t);
 	return rc;
 }
+
+/* ---- cheap look-ups for the file system (no parsing, no realpath) ---- */
+
+int template_id(const char *name, uint32_t *id)
+{
+	pthread_mutex_lock(&templates_lock);
+	ssize_t i = index_of(name);
+	if (i >= 0)
+		*id = list[i]->id;
+	pthread_mutex_unlock(&templates_lock);
+	return i >= 0 ? 0 : -ENOENT;
+}
+
+int template_text_len(uint32_t id, size_t *len)
+{
+	int rc = -ENOENT;
+	pthread_mutex_lock(&templates_lock);
+	for (size_t i = 0; i < nlist && rc < 0; i++) {
+		if (list[i]->id == id) {
+			*len = strlen(list[i]->text);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&templates_lock);
+	return rc;
+}
+
+int template_text(uint32_t id, char **name, char **text)
+{
+	int rc = -ENOENT;
+	*name = *text = NULL;
+	pthread_mutex_lock(&templates_lock);
+	for (size_t i = 0; i < nlist && rc < 0; i++) {
+		if (list[i]->id == id) {
+			*name = strdup(list[i]->name);
+			*text = strdup(list[i]->text);
+			rc = *name && *text ? 0 : -ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&templates_lock);
+	if (rc < 0) {
+		free(*name);
+		free(*text);
+		*name = *text = NULL;
+	}
+	return rc;
+}

@@ -72,6 +72,11 @@ struct template *template_get(const char *name);
 struct template *template_get_id(uint32_t id);
 /* Reserves an id for a template file being created (its inode). */
 uint32_t template_reserve_id(void);
+/* Cheap look-ups (no parsing): 0 or -ENOENT (-ENOMEM). */
+int template_id(const char *name, uint32_t *id);
+int template_text_len(uint32_t id, size_t *len);
+/* Copies of the name and canonical text of template id. */
+int template_text(uint32_t id, char **name, char **text);
 /* Names in matching order; caller frees the array and the strings. */
 int template_names(char ***names, uint32_t **ids, size_t *n);
 /* The template for a new sandbox: the first whose match glob matches,

@@ -1,154 +1,21 @@
 /* The FUSE glue: every low-level request is decoded here and handed to the
- * model.  Nothing here knows about docker. */
+ * kind of file it is for (handle.h's table) or to the model.  Nothing here
+ * knows about docker, and nothing here reads a sandbox's fields. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
-#include <sys/statvfs.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "fs_internal.h"
 #include "log.h"
-#include "state.h"
-#include "template.h"
-
-
-const struct kind_info kinds[K_MAX] = {
-	[K_DIR] = { NULL, S_IFDIR | 0755 },
-	[K_EXEC] = { "exec", S_IFREG | 0666 },
-	[K_OUTPUT] = { "output", RO_MODE },
-	[K_STDOUT] = { "stdout", RO_MODE },
-	[K_STDERR] = { "stderr", RO_MODE },
-	[K_STATUS] = { "status", RO_MODE },
-	[K_WAIT] = { "wait", RO_MODE },
-	[K_AUTH] = { "auth", S_IFREG | 0600 },
-	[K_ENV] = { "env", S_IFREG | 0644 },
-	[K_WORKDIR] = { "workdir", S_IFREG | 0644 },
-	[K_TIMEOUT] = { "timeout", S_IFREG | 0644 },
-	[K_CTL] = { "ctl", S_IFREG | 0222 },
-	[K_INFO] = { "info", RO_MODE },
-	[K_RUNS] = { "runs", DIR_MODE },
-	[K_RUN_DIR] = { NULL, DIR_MODE },
-	[K_RUN_CMD] = { "cmd", RO_MODE },
-	[K_RUN_OUTPUT] = { "output", RO_MODE },
-	[K_RUN_STDOUT] = { "stdout", RO_MODE },
-	[K_RUN_STDERR] = { "stderr", RO_MODE },
-	[K_RUN_STATUS] = { "status", RO_MODE },
-	[K_RUN_STARTED] = { "started", RO_MODE },
-	[K_RUN_ENDED] = { "ended", RO_MODE },
-};
-
-const char *const meta_names[] = {
-	[INO_META_VERSION] = "version",
-	[INO_META_BACKEND] = "backend",
-	[INO_META_LOG] = "log",
-	[INO_TEMPLATES] = "templates",
-};
 
 struct fs_options opts;
 
-enum stream kind_stream(enum kind k)
-{
-	switch (k) {
-	case K_STDOUT:
-	case K_RUN_STDOUT:
-		return STREAM_STDOUT;
-	case K_STDERR:
-	case K_RUN_STDERR:
-		return STREAM_STDERR;
-	default:
-		return STREAM_OUTPUT;
-	}
-}
-
-bool is_stream(enum kind k)
-{
-	return k == K_OUTPUT || k == K_STDOUT || k == K_STDERR || k == K_RUN_OUTPUT ||
-	       k == K_RUN_STDOUT || k == K_RUN_STDERR;
-}
-
-/* ---- resolving inodes ---- */
-
-void node_release(struct node *n)
-{
-	if (n->sbx)
-		sandbox_put(n->sbx);
-	n->sbx = NULL;
-}
-
-int node_resolve(fuse_ino_t ino, struct node *n)
-{
-	*n = (struct node){ .ino = ino };
-	if (ino == INO_ROOT || ino == INO_META || (ino >= INO_META_VERSION && ino <= INO_META_LOG))
-		return 0;
-	n->kind = ino_kind(ino);
-	n->run = ino_run(ino);
-	if (n->kind == K_NONE || ino_sbx(ino) == 0)
-		return -ENOENT;
-	if ((n->run == 0) != (n->kind <= K_RUNS))
-		return -ENOENT;
-	n->sbx = model_find_id(ino_sbx(ino));
-	if (!n->sbx)
-		return -ENOENT;
-	if (n->run) {
-		pthread_mutex_lock(&model_lock);
-		bool exists = sandbox_run(n->sbx, n->run) != NULL;
-		pthread_mutex_unlock(&model_lock);
-		if (!exists) {
-			node_release(n);
-			return -ENOENT;
-		}
-	}
-	return 0;
-}
-
-static void fill_attr(const struct node *n, struct stat *st)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_ino = n->ino;
-	st->st_uid = getuid();
-	st->st_gid = getgid();
-	st->st_nlink = 1;
-	st->st_blksize = 4096;
-	if (n->ino == INO_ROOT || n->ino == INO_META) {
-		st->st_mode = DIR_MODE;
-		st->st_nlink = 2;
-		return;
-	}
-	if (!n->sbx) {
-		st->st_mode = RO_MODE;
-		return;
-	}
-	st->st_mode = kinds[n->kind].mode;
-	if (S_ISDIR(st->st_mode))
-		st->st_nlink = 2;
-	pthread_mutex_lock(&model_lock);
-	st->st_mtim = n->sbx->created;
-	struct run *r = n->run ? sandbox_run(n->sbx, n->run) :
-		(is_stream(n->kind) || n->kind == K_STATUS || n->kind == K_WAIT) ?
-		sandbox_latest_run(n->sbx) : NULL;
-	if (r) {
-		st->st_mtim = r->phase == RUN_ENDED ? r->ended : r->started;
-		if (is_stream(n->kind))
-			st->st_size = r->size[kind_stream(n->kind)];
-	}
-	pthread_mutex_unlock(&model_lock);
-	st->st_atim = st->st_ctim = st->st_mtim;
-	st->st_blocks = (st->st_size + 511) / 512;
-}
-
-static void reply_entry(fuse_req_t req, const struct node *n, double timeout)
-{
-	struct fuse_entry_param e = { .ino = n->ino, .attr_timeout = 0, .entry_timeout = timeout };
-	fill_attr(n, &e.attr);
-	fuse_reply_entry(req, &e);
-}
-
-/* Logs why a request was refused and answers it. */
-void refuse(fuse_req_t req, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int refusal(int e, const char *fmt, ...)
 {
 	char msg[600];
@@ -170,9 +37,84 @@ void refuse(fuse_req_t req, int e, const char *fmt, ...)
 	fuse_reply_err(req, refusal(e, "%s", msg));
 }
 
+/* Replies with a copy: once the kernel has the reply, the opener may close
+ * and a release on another thread free `data` while writev's caller still
+ * looks at it (ASan's writev interceptor does exactly that). */
+void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off_t off)
+{
+	if (!data || off < 0 || (size_t)off >= len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	size_t n = len - (size_t)off < size ? len - (size_t)off : size;
+	char *copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, data + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
+}
+
+/* ---- names ---- */
+
+static void reply_entry(fuse_req_t req, const struct node *n, double timeout)
+{
+	struct fuse_entry_param e = { .ino = n->ino, .attr_timeout = 0, .entry_timeout = timeout };
+	node_attr(n, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+/* The child `name` of a resolved directory p, as a node (ino 0: none). */
+static struct node child_of(const struct node *p, const char *name, double *timeout)
+{
+	struct node n = { 0 };
+	*timeout = 1;
+	if (p->kind == K_ROOT) {
+		*timeout = 0; /* sandboxes come and go behind the kernel's back */
+		if (!strcmp(name, ".sandboxfs")) {
+			n = (struct node){ .ino = INO_META, .kind = K_META_DIR };
+		} else {
+			struct sandbox *s = model_find(name);
+			if (s)
+				n = (struct node){ .ino = ino_make(sandbox_id(s), 0, K_DIR),
+						   .kind = K_DIR, .sbx = s };
+		}
+	} else if (p->kind == K_META_DIR) {
+		for (unsigned i = INO_META_VERSION; i <= INO_TEMPLATES; i++)
+			if (!strcmp(name, meta_names[i]))
+				n = (struct node){ .ino = i,
+						   .kind = i == INO_TEMPLATES ? K_TEMPLATES : K_META_FILE };
+	} else if (p->kind == K_DIR || p->kind == K_RUN_DIR) {
+		enum kind first = p->kind == K_DIR ? K_SANDBOX_FIRST : K_RUN_FIRST;
+		enum kind last = p->kind == K_DIR ? K_SANDBOX_LAST : K_RUN_LAST;
+		for (enum kind k = first; k <= last; k++) {
+			if (!strcmp(name, kind_info(k)->name)) {
+				n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), p->run, k),
+						   .kind = k, .sbx = p->sbx, .run = p->run };
+				sandbox_ref(p->sbx);
+			}
+		}
+	} else if (p->kind == K_RUNS) {
+		char *end;
+		unsigned long num = strtoul(name, &end, 10);
+		struct run *r = NULL;
+		if (*end == '\0' && name[0] >= '1' && name[0] <= '9' && num < (1ul << 24))
+			r = sandbox_run(p->sbx, (unsigned)num);
+		if (r) {
+			run_put(r);
+			n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), (unsigned)num, K_RUN_DIR),
+					   .kind = K_RUN_DIR, .sbx = p->sbx, .run = (unsigned)num };
+			sandbox_ref(p->sbx);
+		}
+	}
+	return n;
+}
+
 static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct node p, n = { 0 };
+	struct node p;
 	if (parent == INO_TEMPLATES) {
 		tpl_lookup(req, name);
 		return;
@@ -181,59 +123,8 @@ static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	double timeout = 0;
-	if (parent == INO_ROOT) {
-		if (!strcmp(name, ".sandboxfs")) {
-			n.ino = INO_META;
-		} else {
-			struct sandbox *s = model_find(name);
-			if (s) {
-				n = (struct node){ .ino = ino_make(s->id, 0, K_DIR), .kind = K_DIR, .sbx = s };
-			}
-		}
-	} else if (parent == INO_META) {
-		for (unsigned i = INO_META_VERSION; i <= INO_TEMPLATES; i++)
-			if (!strcmp(name, meta_names[i]))
-				n.ino = i;
-		timeout = 1;
-		if (n.ino == INO_TEMPLATES) {
-			struct fuse_entry_param e = { .ino = INO_TEMPLATES, .entry_timeout = 1 };
-			tpl_fill_attr(INO_TEMPLATES, &e.attr);
-			fuse_reply_entry(req, &e);
-			return;
-		}
-	} else if (p.kind == K_DIR) {
-		for (int k = K_EXEC; k <= K_RUNS; k++) {
-			if (!strcmp(name, kinds[k].name)) {
-				n = (struct node){ .ino = ino_make(p.sbx->id, 0, k), .kind = k, .sbx = p.sbx };
-				sandbox_ref(p.sbx);
-				timeout = 1;
-			}
-		}
-	} else if (p.kind == K_RUNS) {
-		char *end;
-		unsigned long num = strtoul(name, &end, 10);
-		if (*end == '\0' && name[0] >= '1' && name[0] <= '9' && num < (1ul << 24)) {
-			pthread_mutex_lock(&model_lock);
-			bool exists = sandbox_run(p.sbx, (unsigned)num) != NULL;
-			pthread_mutex_unlock(&model_lock);
-			if (exists) {
-				n = (struct node){ .ino = ino_make(p.sbx->id, (unsigned)num, K_RUN_DIR),
-						   .kind = K_RUN_DIR, .sbx = p.sbx, .run = (unsigned)num };
-				sandbox_ref(p.sbx);
-				timeout = 1;
-			}
-		}
-	} else if (p.kind == K_RUN_DIR) {
-		for (int k = K_RUN_CMD; k <= K_RUN_ENDED; k++) {
-			if (!strcmp(name, kinds[k].name)) {
-				n = (struct node){ .ino = ino_make(p.sbx->id, p.run, k), .kind = k,
-						   .sbx = p.sbx, .run = p.run };
-				sandbox_ref(p.sbx);
-				timeout = 1;
-			}
-		}
-	}
+	double timeout;
+	struct node n = child_of(&p, name, &timeout);
 	if (n.ino)
 		reply_entry(req, &n, timeout);
 	else
@@ -246,16 +137,96 @@ static void sfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 {
 	struct node n;
 	struct stat st;
-	if (tpl_owns(ino)) {
-		tpl_getattr(req, ino);
-		return;
-	}
 	if (node_resolve(ino, &n) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	fill_attr(&n, &st);
+	int rc = 0;
+	if (n.kind == K_TEMPLATE)
+		rc = tpl_attr(ino, &st);
+	else
+		node_attr(&n, &st);
 	node_release(&n);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, 0);
+}
+
+/* ---- setattr: only what changes nothing, and truncation to 0 ---- */
+
+static bool same_time(const struct timespec *want, const struct timespec *have)
+{
+	return want->tv_sec == have->tv_sec && want->tv_nsec == have->tv_nsec;
+}
+
+/* Whether the attributes asked for are what the file already has. */
+static int setattr_check(const struct stat *want, int to_set, const struct stat *have)
+{
+	if ((to_set & FUSE_SET_ATTR_MODE) && (want->st_mode & 07777) != (have->st_mode & 07777))
+		return EPERM;
+	if ((to_set & FUSE_SET_ATTR_UID) && want->st_uid != have->st_uid)
+		return EPERM;
+	if ((to_set & FUSE_SET_ATTR_GID) && want->st_gid != have->st_gid)
+		return EPERM;
+	/* Times are the daemon's to tell. */
+	if (to_set & (FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))
+		return EPERM;
+	if ((to_set & FUSE_SET_ATTR_ATIME) && !same_time(&want->st_atim, &have->st_atim))
+		return EPERM;
+	if ((to_set & FUSE_SET_ATTR_MTIME) && !same_time(&want->st_mtim, &have->st_mtim))
+		return EPERM;
+	return 0;
+}
+
+static int setattr_size(const struct node *n, off_t size, bool has_handle)
+{
+	const struct kind_info *ki = kind_info(n->kind);
+	if (n->kind == K_TEMPLATE)
+		return size == 0 ? 0 : EINVAL; /* the write that follows defines it */
+	if (!n->sbx || !kind_writable(n->kind) || n->kind == K_CTL)
+		return EACCES;
+	if (size != 0)
+		return EINVAL;
+	if (has_handle || !ki->ops->truncate)
+		return 0; /* the open's O_TRUNC (or exec's fresh buffer) already did it */
+	struct sbx_err err = { 0 };
+	if (ki->ops->truncate(n->sbx, n->kind, &err) < 0) {
+		log_error("%s", err.msg);
+		return err.code;
+	}
+	return 0;
+}
+
+static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			struct fuse_file_info *fi)
+{
+	struct node n;
+	struct stat st;
+	if (node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	int e = 0;
+	if (n.kind == K_TEMPLATE)
+		e = -tpl_attr(ino, &st);
+	else
+		node_attr(&n, &st);
+	if (!e)
+		e = setattr_check(attr, to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_CTIME), &st);
+	if (!e && (to_set & FUSE_SET_ATTR_SIZE))
+		e = setattr_size(&n, attr->st_size, fi != NULL);
+	if (!e && (to_set & FUSE_SET_ATTR_SIZE)) {
+		if (n.kind == K_TEMPLATE)
+			e = -tpl_attr(ino, &st);
+		else
+			node_attr(&n, &st);
+	}
+	node_release(&n);
+	if (e) {
+		refuse(req, e, "setattr on inode %llu refused", (unsigned long long)ino);
+		return;
+	}
 	fuse_reply_attr(req, &st, 0);
 }
 
@@ -266,6 +237,7 @@ struct dirlist {
 	size_t len, cap;
 	size_t *ends; /* where each entry ends: the offsets readdir resumes at */
 	size_t nents;
+	int error;    /* an entry could not be added */
 };
 
 static void dir_add(fuse_req_t req, struct dirlist *d, const char *name, fuse_ino_t ino,
@@ -273,22 +245,37 @@ static void dir_add(fuse_req_t req, struct dirlist *d, const char *name, fuse_in
 {
 	struct stat st = { .st_ino = ino, .st_mode = mode };
 	size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+	if (d->error)
+		return;
 	if (d->len + need > d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 4096;
 		while (cap < d->len + need)
 			cap *= 2;
 		char *b = realloc(d->buf, cap);
-		if (!b)
+		if (!b) {
+			d->error = ENOMEM;
 			return;
+		}
 		d->buf = b;
 		d->cap = cap;
 	}
 	size_t *e = realloc(d->ends, (d->nents + 1) * sizeof(*e));
-	if (!e)
+	if (!e) {
+		d->error = ENOMEM;
 		return;
+	}
 	d->ends = e;
 	d->len += fuse_add_direntry(req, d->buf + d->len, need, name, &st, (off_t)(d->len + need));
 	d->ends[d->nents++] = d->len;
+}
+
+static void dirlist_free(struct dirlist *d)
+{
+	if (!d)
+		return;
+	free(d->buf);
+	free(d->ends);
+	free(d);
 }
 
 struct list_ctx {
@@ -302,58 +289,75 @@ static void add_template(void *ctx, const char *name, fuse_ino_t ino, mode_t mod
 	dir_add(c->req, c->d, name, ino, mode);
 }
 
-static void add_sandbox(struct sandbox *s, void *ctx)
+static void list_root(fuse_req_t req, struct dirlist *d)
 {
-	struct list_ctx *c = ctx;
-	dir_add(c->req, c->d, s->name, ino_make(s->id, 0, K_DIR), kinds[K_DIR].mode);
+	struct sandbox_listing l;
+	dir_add(req, d, ".sandboxfs", INO_META, DIR_MODE);
+	if (model_list(&l) < 0) {
+		d->error = ENOMEM;
+		return;
+	}
+	for (size_t i = 0; i < l.n; i++)
+		dir_add(req, d, l.names[i], ino_make(l.ids[i], 0, K_DIR), kind_info(K_DIR)->mode);
+	sandbox_listing_free(&l);
+}
+
+static void list_dir(fuse_req_t req, struct dirlist *d, const struct node *n)
+{
+	if (n->kind == K_ROOT) {
+		list_root(req, d);
+	} else if (n->kind == K_META_DIR) {
+		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
+			dir_add(req, d, meta_names[i], i, RO_MODE);
+		dir_add(req, d, "templates", INO_TEMPLATES, kind_info(K_TEMPLATES)->mode);
+	} else if (n->kind == K_TEMPLATES) {
+		struct list_ctx c = { req, d };
+		tpl_list(add_template, &c);
+	} else if (n->kind == K_DIR || n->kind == K_RUN_DIR) {
+		enum kind first = n->kind == K_DIR ? K_SANDBOX_FIRST : K_RUN_FIRST;
+		enum kind last = n->kind == K_DIR ? K_SANDBOX_LAST : K_RUN_LAST;
+		for (enum kind k = first; k <= last; k++)
+			dir_add(req, d, kind_info(k)->name, ino_make(sandbox_id(n->sbx), n->run, k),
+				kind_info(k)->mode);
+	} else if (n->kind == K_RUNS) {
+		struct sandbox_view v;
+		sandbox_view(n->sbx, &v);
+		for (unsigned i = 1; i <= v.nruns; i++) {
+			char name[16];
+			snprintf(name, sizeof(name), "%u", i);
+			dir_add(req, d, name, ino_make(sandbox_id(n->sbx), i, K_RUN_DIR), DIR_MODE);
+		}
+	}
 }
 
 static void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct node n = { 0 };
+	struct node n;
+	if (node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (!node_is_dir(&n)) {
+		node_release(&n);
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
 	struct dirlist *d = calloc(1, sizeof(*d));
-	if (!d || (ino != INO_TEMPLATES && node_resolve(ino, &n) < 0)) {
-		free(d);
-		fuse_reply_err(req, d ? ENOENT : ENOMEM);
+	if (!d) {
+		node_release(&n);
+		fuse_reply_err(req, ENOMEM);
 		return;
 	}
 	dir_add(req, d, ".", ino, DIR_MODE);
 	dir_add(req, d, "..", INO_ROOT, DIR_MODE);
-	if (ino == INO_ROOT) {
-		dir_add(req, d, ".sandboxfs", INO_META, DIR_MODE);
-		struct list_ctx c = { req, d };
-		model_foreach(add_sandbox, &c);
-	} else if (ino == INO_META) {
-		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
-			dir_add(req, d, meta_names[i], i, RO_MODE);
-		dir_add(req, d, "templates", INO_TEMPLATES, S_IFDIR | 0755);
-	} else if (ino == INO_TEMPLATES) {
-		struct list_ctx c = { req, d };
-		tpl_list(add_template, &c);
-	} else if (n.kind == K_DIR) {
-		for (int k = K_EXEC; k <= K_RUNS; k++)
-			dir_add(req, d, kinds[k].name, ino_make(n.sbx->id, 0, k), kinds[k].mode);
-	} else if (n.kind == K_RUNS) {
-		pthread_mutex_lock(&model_lock);
-		unsigned count = n.sbx->nruns;
-		pthread_mutex_unlock(&model_lock);
-		for (unsigned i = 1; i <= count; i++) {
-			char name[16];
-			snprintf(name, sizeof(name), "%u", i);
-			dir_add(req, d, name, ino_make(n.sbx->id, i, K_RUN_DIR), DIR_MODE);
-		}
-	} else if (n.kind == K_RUN_DIR) {
-		for (int k = K_RUN_CMD; k <= K_RUN_ENDED; k++)
-			dir_add(req, d, kinds[k].name, ino_make(n.sbx->id, n.run, k), kinds[k].mode);
-	} else {
-		node_release(&n);
-		free(d->buf);
-		free(d->ends);
-		free(d);
-		fuse_reply_err(req, ENOTDIR);
+	list_dir(req, d, &n);
+	node_release(&n);
+	if (d->error) {
+		int e = d->error;
+		dirlist_free(d);
+		refuse(req, e, "opendir %llu: listing failed", (unsigned long long)ino);
 		return;
 	}
-	node_release(&n);
 	fi->fh = (uintptr_t)d;
 	fuse_reply_open(req, fi);
 }
@@ -380,10 +384,7 @@ static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
-	free(d->buf);
-	free(d->ends);
-	free(d);
+	dirlist_free((struct dirlist *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -401,7 +402,7 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	struct node n = { .ino = ino_make(s->id, 0, K_DIR), .kind = K_DIR, .sbx = s };
+	struct node n = { .ino = ino_make(sandbox_id(s), 0, K_DIR), .kind = K_DIR, .sbx = s };
 	reply_entry(req, &n, 0);
 	node_release(&n);
 }
@@ -422,52 +423,150 @@ static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, 0);
 }
 
-static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-			struct fuse_file_info *fi)
+/* ---- files: open, then the kind's functions ---- */
+
+void handle_free(struct handle *h);
+
+void handle_free(struct handle *h)
+{
+	if (!h)
+		return;
+	if (h->ops && h->ops->release)
+		h->ops->release(h);
+	if (h->run)
+		run_put(h->run);
+	if (h->sbx)
+		sandbox_put(h->sbx);
+	sbx_mutex_destroy(&h->exec_lock);
+	free(h->data);
+	free(h->tpl_name);
+	write_buf_free(&h->w);
+	free(h);
+}
+
+static int open_check(const struct node *n, int flags)
+{
+	int acc = flags & O_ACCMODE;
+	const char *fname = kind_info(n->kind)->name;
+	if (n->kind == K_META_FILE)
+		fname = meta_names[n->ino];
+	if (node_is_dir(n))
+		return EISDIR;
+	if (acc != O_RDONLY && !kind_writable(n->kind))
+		return refusal(EACCES, "open %s for writing: the file is read-only",
+			       fname ? fname : "file");
+	if (acc != O_WRONLY && n->kind == K_CTL)
+		return refusal(EACCES, "open ctl for reading: ctl is write-only");
+	return 0;
+}
+
+/* A handle for a resolved node; takes the node's sandbox reference. */
+static struct handle *handle_new(struct node *n, int flags)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	sbx_mutex_init(&h->exec_lock);
+	h->ino = n->ino;
+	h->kind = n->kind;
+	h->ops = kind_info(n->kind)->ops;
+	h->stream = kind_info(n->kind)->stream;
+	h->writable = (flags & O_ACCMODE) != O_RDONLY;
+	h->trunc = h->writable && (flags & O_TRUNC);
+	h->run = node_run(n);
+	h->sbx = steal_pointer(&n->sbx);
+	return h;
+}
+
+static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node n;
-	if (tpl_owns(ino) && ino != INO_TEMPLATES) {
-		if (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
-			       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
-			refuse(req, EPERM, "setattr on a template refused");
-			return;
-		}
-		tpl_getattr(req, ino);
-		return;
-	}
 	if (node_resolve(ino, &n) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	const int ignored = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-			    FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
-	int e = 0;
-	if (to_set & ~(FUSE_SET_ATTR_SIZE | ignored)) {
-		e = EPERM;
-	} else if (to_set & FUSE_SET_ATTR_SIZE) {
-		if (!n.sbx || !kind_writable(n.kind) || n.kind == K_CTL)
-			e = EACCES;
-		else if (attr->st_size != 0)
-			e = EINVAL;
-		else if (!fi && n.kind != K_EXEC) {
-			/* truncate(2) by path: like an open with O_TRUNC and no write. */
-			struct sbx_err err = { 0 };
-			struct handle tmp = { .kind = n.kind, .sbx = n.sbx };
-			if (apply_setting(&tmp, "", 0, true, &err) < 0)
-				e = err.code;
-		}
-	} else if (to_set & ignored) {
-		e = EPERM; /* times are the daemon's to tell */
-	}
+	int e = open_check(&n, fi->flags);
+	struct handle *h = e ? NULL : handle_new(&n, fi->flags);
+	node_release(&n);
+	if (!e && !h)
+		e = ENOMEM;
+	if (!e && h->ops->open)
+		e = h->ops->open(h, fi->flags);
 	if (e) {
-		node_release(&n);
-		refuse(req, e, "setattr on inode %llu refused", (unsigned long long)ino);
+		handle_free(h);
+		fuse_reply_err(req, e);
 		return;
 	}
-	struct stat st;
-	fill_attr(&n, &st);
-	node_release(&n);
-	fuse_reply_attr(req, &st, 0);
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->nonseekable = h->nonseekable;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		handle_free(h); /* the opener went away */
+}
+
+static struct handle *fh(struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = fh(fi);
+	if (h->ops->read)
+		h->ops->read(req, h, size, off);
+	else
+		reply_buf_at(req, h->data, h->len, size, off);
+}
+
+static void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
+{
+	struct handle *h = fh(fi);
+	int e = h->ops->write ? h->ops->write(h, buf, size) : EACCES;
+	if (e)
+		fuse_reply_err(req, e);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = fh(fi);
+	if (h->ops->flush)
+		h->ops->flush(req, h);
+	else
+		fuse_reply_err(req, 0);
+}
+
+static void sfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	handle_free(fh(fi));
+	fuse_reply_err(req, 0);
+}
+
+static void sfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct fuse_pollhandle *ph)
+{
+	struct handle *h = fh(fi);
+	if (h->ops->poll) {
+		h->ops->poll(req, h, ph);
+		return;
+	}
+	if (ph)
+		fuse_pollhandle_destroy(ph);
+	fuse_reply_poll(req, POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM);
+}
+
+static void sfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	if (parent == INO_TEMPLATES) {
+		tpl_create(req, name, fi);
+		return;
+	}
+	refuse(req, EPERM, "create %s: sandboxfs has no plain files", name);
 }
 
 /* ---- everything a control filesystem refuses ---- */
@@ -543,6 +642,7 @@ static const struct fuse_lowlevel_ops ops = {
 const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
 {
 	opts = *o;
+	node_init();
 	return &ops;
 }
 

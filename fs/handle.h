@@ -1,4 +1,6 @@
-/* Per-open state, kept in fi->fh from open to release (lxcfs style). */
+/* Per-open state, kept in fi->fh from open to release (lxcfs style), and
+ * the table that says what each kind of file does: adding a file is one
+ * row in fs/node.c and one set of these functions. */
 #ifndef SBX_HANDLE_H
 #define SBX_HANDLE_H
 
@@ -7,61 +9,75 @@
 #include <stdbool.h>
 
 #include "inode.h"
+#include "lock.h"
 #include "model.h"
 
+/* What a file written in pieces collects until it is flushed. */
+struct write_buf {
+	char *data;
+	size_t len, cap;
+	bool poisoned; /* a write was refused: nothing of this open applies */
+};
+
 struct handle {
+	const struct file_ops *ops;
 	enum kind kind;
 	uint64_t ino;
-	struct sandbox *sbx;     /* a reference, NULL under .sandboxfs */
+	struct sandbox *sbx;     /* a reference, NULL outside sandboxes */
 	struct run *run;         /* a reference: the run this handle reads, or exec started */
-	enum stream stream;
-	bool nonseekable;
-	off_t pos;               /* (L) read position of nonseekable handles */
+	bool writable, trunc;
 
 	char *data;              /* generated content, fixed at open */
 	size_t len;
+	struct write_buf w;
 
-	char *wbuf;              /* what was written, applied at flush */
-	size_t wlen, wcap;
-	bool writable, trunc, poisoned;
+	/* Streams (stream.c). */
+	enum stream stream;
+	bool nonseekable;
+	bool reader;             /* holds run_reader_open() */
+	off_t pos;               /* read position of nonseekable handles (stream_lock) */
+	struct fuse_pollhandle *ph; /* (stream_lock) */
+	struct handle *poll_next;   /* (stream_lock) on the list of handles that polled */
+
+	/* Settings (files.c). */
 	bool undo_valid;         /* undo holds what an O_TRUNC flush cleared */
 	struct setting_undo undo;
 
-	char *tpl_name;          /* K_TEMPLATE: the template's name */
+	/* exec (exec.c). */
+	sbx_mutex exec_lock;     /* guards w, exec_started and run while starting */
+	bool exec_started;       /* the run was started from this handle */
+	bool number_read;        /* "N\n" was returned */
+
+	/* .sandboxfs/templates/NAME (templates.c). */
+	char *tpl_name;
 	uint32_t tpl_id;
-
-	pthread_mutex_t exec_lock; /* exec: guards wbuf, exec_started and run while starting */
-	bool exec_started;       /* exec: the run was started from this handle */
-	bool number_read;        /* exec: "N\n" was returned */
-
-	struct fuse_pollhandle *ph; /* (L) */
-	struct handle *poll_next;   /* (L) on the list of handles that polled */
 };
 
-/* stream.c: answering reads that may have to wait, and polls. */
-void stream_read(fuse_req_t req, struct handle *h, size_t size, off_t off);
-void stream_wait(fuse_req_t req, struct handle *h, size_t size, off_t off);
-/* Replies to req (a flush, or a read when reply_number) once h->run has
- * started or failed to. */
-void stream_await_start(fuse_req_t req, struct handle *h, bool reply_number);
-void stream_poll(fuse_req_t req, struct handle *h, struct fuse_pollhandle *ph);
-/* Drops h from the poll list (release). */
-void stream_forget_handle(struct handle *h);
-/* The model's callbacks. */
-void stream_run_changed(struct run *r);
+/* What one kind of file does.  A NULL entry takes the default: read
+ * serves h->data, write is refused, flush and release do nothing extra,
+ * poll says always ready. */
+struct file_ops {
+	/* Fills the handle at open; returns 0 or an errno for the reply. */
+	int (*open)(struct handle *h, int flags);
+	void (*read)(fuse_req_t req, struct handle *h, size_t size, off_t off);
+	/* Returns 0 or the errno to answer; never replies, because a reply
+	 * lets the opener close and a release on another thread free h. */
+	int (*write)(struct handle *h, const char *buf, size_t size);
+	void (*flush)(fuse_req_t req, struct handle *h);
+	void (*release)(struct handle *h);
+	void (*poll)(fuse_req_t req, struct handle *h, struct fuse_pollhandle *ph);
+	/* truncate(2) by path to 0: like an open with O_TRUNC and no write. */
+	int (*truncate)(struct sandbox *s, enum kind k, struct sbx_err *err);
+};
 
-/* templates.c: .sandboxfs/templates/ */
-bool tpl_owns(fuse_ino_t ino);
-void tpl_lookup(fuse_req_t req, const char *name);
-void tpl_getattr(fuse_req_t req, fuse_ino_t ino);
-/* Appends the directory's entries through add(). */
-void tpl_list(void (*add)(void *ctx, const char *name, fuse_ino_t ino, mode_t mode), void *ctx);
-void tpl_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
-void tpl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
-void tpl_flush(fuse_req_t req, struct handle *h);
-void tpl_unlink(fuse_req_t req, const char *name);
-void tpl_fill_attr(fuse_ino_t ino, struct stat *st);
+extern const struct file_ops exec_file_ops, stream_file_ops, wait_file_ops, status_file_ops,
+	info_file_ops, run_text_file_ops, setting_file_ops, ctl_file_ops, meta_file_ops,
+	template_file_ops;
 
-void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off_t off);
+/* Appends to a write buffer (zeroing what it moves: it may hold a
+ * credential); returns 0 or an errno. */
+int write_buf_append(struct write_buf *w, const char *buf, size_t size, size_t max);
+void write_buf_clear(struct write_buf *w);
+void write_buf_free(struct write_buf *w);
 
 #endif

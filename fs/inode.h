@@ -50,14 +50,18 @@ enum kind {
 	K_RUN_STARTED,
 	K_RUN_ENDED,
 	K_MAX,
-	K_TEMPLATE = 100, /* .sandboxfs/templates/NAME: not a sandbox inode */
+	/* Not part of a sandbox inode number. */
+	K_ROOT = 64,
+	K_META_DIR,
+	K_META_FILE,  /* .sandboxfs/version, backend, log */
+	K_TEMPLATES,
+	K_TEMPLATE,   /* .sandboxfs/templates/NAME */
 };
 
-struct kind_info {
-	const char *name;
-	mode_t mode;
-};
-extern const struct kind_info kinds[K_MAX];
+#define K_SANDBOX_FIRST K_EXEC /* files of a sandbox directory: K_EXEC..K_RUNS */
+#define K_SANDBOX_LAST K_RUNS
+#define K_RUN_FIRST K_RUN_CMD  /* files of runs/N: K_RUN_CMD..K_RUN_ENDED */
+#define K_RUN_LAST K_RUN_ENDED
 
 static inline uint64_t ino_make(uint64_t sbx, unsigned run, enum kind k)
 {

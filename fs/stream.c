@@ -1,18 +1,23 @@
-/* Reads that wait: a request that cannot be answered yet is parked on one
- * list with the run it waits for, and answered by the model's run_changed
- * callback (from the I/O thread) — never by a parked thread.  Interrupts
- * find parked requests by fuse_req_t, not by pointer, because libfuse may
- * call the interrupt function after the request was answered. */
+/* Files whose reads may wait: output/stdout/stderr (stream files), wait,
+ * and exec's start.  A request that cannot be answered yet is parked on
+ * one list with the run it waits for, and answered by the model's
+ * run_changed callback (from the I/O thread) — never by a parked thread.
+ * Interrupts find parked requests by fuse_req_t, not by pointer, because
+ * libfuse may call the interrupt function after the request was answered.
+ *
+ * stream_lock guards the parked list, the poll list and each handle's
+ * pos/ph/poll_next.  Lock order: stream_lock, then the model's lock (taken
+ * inside the model's functions); the model never calls back with its lock
+ * held. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "handle.h"
+#include "fs_internal.h"
+#include "stream.h"
 #include "log.h"
-
-enum wait_kind { W_READ, W_WAIT, W_START, W_START_NUMBER };
 
 struct waiter {
 	fuse_req_t req;
@@ -23,10 +28,11 @@ struct waiter {
 	struct waiter *prev, *next;
 };
 
-static struct waiter *parked;         /* (L) every parked request */
-static struct handle *pollers;        /* (L) handles holding a poll handle */
+static sbx_mutex stream_lock = SBX_MUTEX_INIT;
+static struct waiter *parked SBX_GUARDED_BY(stream_lock);  /* every parked request */
+static struct handle *pollers SBX_GUARDED_BY(stream_lock); /* handles holding a poll handle */
 
-static void unlink_waiter(struct waiter *w)
+static void unlink_waiter_locked(struct waiter *w) SBX_REQUIRES(stream_lock)
 {
 	if (w->prev)
 		w->prev->next = w->next;
@@ -37,63 +43,51 @@ static void unlink_waiter(struct waiter *w)
 	w->prev = w->next = NULL;
 }
 
-/* Replies with a copy: once the kernel has the reply, the opener may close
- * and a release on another thread free `data` while writev's caller still
- * looks at it (ASan's writev interceptor does exactly that). */
-void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off_t off)
+/* Can the waiter be answered, given a view of its run? */
+static bool ready_in(const struct waiter *w, const struct run_view *v)
 {
-	if (!data || off < 0 || (size_t)off >= len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	size_t n = len - (size_t)off < size ? len - (size_t)off : size;
-	char *copy = malloc(n);
-	if (!copy) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	memcpy(copy, data + off, n);
-	fuse_reply_buf(req, copy, n);
-	free(copy);
-}
-
-/* Under model_lock: can a read at pos be answered now? */
-static bool read_ready(struct handle *h, off_t pos)
-{
-	struct run *r = h->run;
-	return !r || r->size[h->stream] > pos || r->phase == RUN_ENDED;
-}
-
-static bool ready_locked(struct waiter *w)
-{
-	struct run *r = w->h->run;
 	switch (w->kind) {
 	case W_READ:
-		return read_ready(w->h, w->pos);
+		return v->size[w->h->stream] > w->pos || v->ended;
 	case W_WAIT:
-		return r->phase == RUN_ENDED;
+		return v->ended;
 	default:
-		return r->phase != RUN_STARTING;
+		return v->started || v->ended;
 	}
+}
+
+static bool ready(const struct waiter *w)
+{
+	struct run_view v;
+	if (!w->h->run)
+		return true;
+	run_view(w->h->run, &v);
+	return ready_in(w, &v);
+}
+
+static short revents(struct handle *h, off_t pos, const struct run_view *v)
+{
+	if (!h->run)
+		return POLLIN | POLLRDNORM;
+	struct waiter probe = { .h = h, .kind = h->kind == K_WAIT ? W_WAIT : W_READ, .pos = pos };
+	return ready_in(&probe, v) ? POLLIN | POLLRDNORM : 0;
 }
 
 /* Answers a read that is ready (or at end-of-file). */
 static void answer_read(fuse_req_t req, struct handle *h, size_t size, off_t pos)
 {
-	struct run *r = h->run;
-	if (!r) {
+	int fd;
+	size_t n;
+	if (!h->run) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	pthread_mutex_lock(&model_lock);
-	int fd = run_stream_fd(r, h->stream);
-	off_t avail = r->size[h->stream];
-	size_t n = 0;
-	if (fd >= 0 && pos < avail)
-		n = (size_t)(avail - pos) < size ? (size_t)(avail - pos) : size;
-	if (h->nonseekable)
+	run_read_span(h->run, h->stream, pos, size, &fd, &n);
+	if (h->nonseekable) {
+		sbx_lock(&stream_lock);
 		h->pos = pos + (off_t)n;
-	pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&stream_lock);
+	}
 	if (n == 0) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -110,23 +104,19 @@ static void answer_read(fuse_req_t req, struct handle *h, size_t size, off_t pos
 static void answer_wait(fuse_req_t req, struct handle *h, size_t size, off_t off)
 {
 	char line[64];
-	pthread_mutex_lock(&model_lock);
 	run_status_line(h->run, line, sizeof(line));
-	pthread_mutex_unlock(&model_lock);
 	reply_buf_at(req, line, strlen(line), size, off);
 }
 
 static void answer_start(fuse_req_t req, struct handle *h, bool number)
 {
-	pthread_mutex_lock(&model_lock);
-	int e = h->run->start_errno;
-	unsigned n = h->run->number;
-	pthread_mutex_unlock(&model_lock);
-	if (e) {
-		fuse_reply_err(req, e);
+	struct run_view v;
+	run_view(h->run, &v);
+	if (v.start_errno) {
+		fuse_reply_err(req, v.start_errno);
 	} else if (number) {
 		char line[16];
-		int len = snprintf(line, sizeof(line), "%u\n", n);
+		int len = snprintf(line, sizeof(line), "%u\n", run_number(h->run));
 		h->number_read = true;
 		fuse_reply_buf(req, line, (size_t)len);
 	} else {
@@ -157,25 +147,27 @@ static void on_interrupt(fuse_req_t req, void *data)
 {
 	struct waiter *found = NULL;
 	(void)data;
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&stream_lock);
 	for (struct waiter *w = parked; w; w = w->next) {
 		if (w->req == req) {
-			unlink_waiter(w);
+			unlink_waiter_locked(w);
 			found = w;
 			break;
 		}
 	}
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&stream_lock);
 	if (found) {
 		fuse_reply_err(req, EINTR);
 		free(found);
 	}
 }
 
-/* Answers at once when ready, else parks.  The interrupt function is set
- * before the request becomes visible to the producer, and without
- * model_lock held (libfuse may call it at once, and it takes the lock). */
-static void park_or_answer(fuse_req_t req, struct handle *h, enum wait_kind kind, size_t size,
+/* Answers at once when ready, else parks.  Readiness is checked again
+ * after parking, under stream_lock: a producer that changed the run in
+ * between either is seen by that check or finds the waiter parked.  The
+ * interrupt function is set without stream_lock held (libfuse may call
+ * it at once, and it takes the lock). */
+void stream_park_or_answer(fuse_req_t req, struct handle *h, enum wait_kind kind, size_t size,
 			   off_t pos)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
@@ -184,75 +176,59 @@ static void park_or_answer(fuse_req_t req, struct handle *h, enum wait_kind kind
 		return;
 	}
 	*w = (struct waiter){ .req = req, .h = h, .kind = kind, .size = size, .pos = pos };
-
-	pthread_mutex_lock(&model_lock);
-	bool ready = ready_locked(w);
-	pthread_mutex_unlock(&model_lock);
-	if (ready) {
+	if (ready(w)) {
 		answer(w);
 		return;
 	}
-
 	fuse_req_interrupt_func(req, on_interrupt, NULL);
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&stream_lock);
 	if (fuse_req_interrupted(req)) {
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&stream_lock);
 		free(w);
 		fuse_reply_err(req, EINTR);
-		return;
-	}
-	if (ready_locked(w)) {
-		pthread_mutex_unlock(&model_lock);
-		answer(w);
 		return;
 	}
 	w->next = parked;
 	if (parked)
 		parked->prev = w;
 	parked = w;
-	pthread_mutex_unlock(&model_lock);
+	bool now = ready(w);
+	if (now)
+		unlink_waiter_locked(w);
+	sbx_unlock(&stream_lock);
+	if (now)
+		answer(w);
 }
 
-void stream_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
+/* ---- output, stdout, stderr ---- */
+
+static int stream_open(struct handle *h, int flags)
+{
+	/* The top-level files follow the latest run as a stream; those of runs/N
+	 * are plain files that may be read at any offset. */
+	h->nonseekable = kind_info(h->kind)->follows_latest;
+	if (h->run) {
+		run_reader_open(h->run);
+		h->reader = true;
+	}
+	return 0;
+}
+
+static void stream_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
 {
 	off_t pos = off;
 	if (h->nonseekable) {
-		pthread_mutex_lock(&model_lock);
+		sbx_lock(&stream_lock);
 		pos = h->pos;
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&stream_lock);
 	}
-	park_or_answer(req, h, W_READ, size, pos);
+	stream_park_or_answer(req, h, W_READ, size, pos);
 }
 
-void stream_wait(fuse_req_t req, struct handle *h, size_t size, off_t off)
-{
-	if (!h->run) {
-		reply_buf_at(req, "idle\n", 5, size, off);
-		return;
-	}
-	park_or_answer(req, h, W_WAIT, size, off);
-}
-
-void stream_await_start(fuse_req_t req, struct handle *h, bool reply_number)
-{
-	park_or_answer(req, h, reply_number ? W_START_NUMBER : W_START, 0, 0);
-}
-
-static short revents_locked(struct handle *h)
-{
-	struct run *r = h->run;
-	bool ready;
-	if (h->kind == K_WAIT)
-		ready = !r || r->phase == RUN_ENDED;
-	else
-		ready = read_ready(h, h->nonseekable ? h->pos : 0);
-	return ready ? POLLIN | POLLRDNORM : 0;
-}
-
-void stream_poll(fuse_req_t req, struct handle *h, struct fuse_pollhandle *ph)
+static void stream_poll(fuse_req_t req, struct handle *h, struct fuse_pollhandle *ph)
 {
 	struct fuse_pollhandle *old = NULL;
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&stream_lock);
 	if (ph) {
 		old = h->ph;
 		if (!old) {
@@ -261,17 +237,21 @@ void stream_poll(fuse_req_t req, struct handle *h, struct fuse_pollhandle *ph)
 		}
 		h->ph = ph;
 	}
-	short rev = revents_locked(h);
-	pthread_mutex_unlock(&model_lock);
+	off_t pos = h->nonseekable ? h->pos : 0;
+	struct run_view v = { 0 };
+	if (h->run)
+		run_view(h->run, &v);
+	short rev = revents(h, pos, &v);
+	sbx_unlock(&stream_lock);
 	if (old)
 		fuse_pollhandle_destroy(old);
 	fuse_reply_poll(req, (unsigned)rev);
 }
 
-void stream_forget_handle(struct handle *h)
+static void forget_poller(struct handle *h)
 {
 	struct fuse_pollhandle *ph = NULL;
-	pthread_mutex_lock(&model_lock);
+	sbx_lock(&stream_lock);
 	for (struct handle **p = &pollers; *p; p = &(*p)->poll_next) {
 		if (*p == h) {
 			*p = h->poll_next;
@@ -280,32 +260,70 @@ void stream_forget_handle(struct handle *h)
 	}
 	ph = h->ph;
 	h->ph = NULL;
-	pthread_mutex_unlock(&model_lock);
+	sbx_unlock(&stream_lock);
 	if (ph)
 		fuse_pollhandle_destroy(ph);
 }
 
+static void stream_release(struct handle *h)
+{
+	forget_poller(h);
+	if (h->reader)
+		run_reader_close(h->run);
+	h->reader = false;
+}
+
+const struct file_ops stream_file_ops = {
+	.open = stream_open,
+	.read = stream_read,
+	.release = stream_release,
+	.poll = stream_poll,
+};
+
+/* ---- wait ---- */
+
+static void wait_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
+{
+	if (!h->run) {
+		reply_buf_at(req, "idle\n", 5, size, off);
+		return;
+	}
+	stream_park_or_answer(req, h, W_WAIT, size, off);
+}
+
+const struct file_ops wait_file_ops = {
+	.read = wait_read,
+	.release = forget_poller,
+	.poll = stream_poll,
+};
+
+/* ---- the model's callback ---- */
+
 void stream_run_changed(struct run *r)
 {
-	struct waiter *ready = NULL;
+	struct waiter *done = NULL;
 	struct fuse_pollhandle *notify[64];
 	size_t nnotify = 0;
 	bool more;
 
+	/* One view for every waiter on r: a change after it is notified
+	 * again by the producer. */
+	struct run_view v;
+	run_view(r, &v);
 	do {
 		more = false;
-		pthread_mutex_lock(&model_lock);
+		sbx_lock(&stream_lock);
 		for (struct waiter *w = parked, *next; w; w = next) {
 			next = w->next;
-			if (w->h->run == r && ready_locked(w)) {
-				unlink_waiter(w);
-				w->next = ready;
-				ready = w;
+			if (w->h->run == r && ready_in(w, &v)) {
+				unlink_waiter_locked(w);
+				w->next = done;
+				done = w;
 			}
 		}
 		for (struct handle **p = &pollers; *p;) {
 			struct handle *h = *p;
-			if (h->run == r && h->ph && revents_locked(h)) {
+			if (h->run == r && h->ph && revents(h, h->nonseekable ? h->pos : 0, &v)) {
 				if (nnotify == SBX_ARRAY_SIZE(notify)) {
 					more = true;
 					break;
@@ -317,11 +335,11 @@ void stream_run_changed(struct run *r)
 				p = &h->poll_next;
 			}
 		}
-		pthread_mutex_unlock(&model_lock);
+		sbx_unlock(&stream_lock);
 
-		while (ready) {
-			struct waiter *w = ready;
-			ready = w->next;
+		while (done) {
+			struct waiter *w = done;
+			done = w->next;
 			answer(w);
 		}
 		for (size_t i = 0; i < nnotify; i++) {

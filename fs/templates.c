@@ -1,45 +1,87 @@
 /* .sandboxfs/templates/: one file per template.  Writing a file defines or
- * replaces a template when it is closed; unlink deletes it. */
+ * replaces a template when it is closed; unlink deletes it.  A file being
+ * created has an inode before it is a template: its open handle answers
+ * for it (fstat, the kernel's getattr) until then. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "handle.h"
+#include "fs_internal.h"
 #include "log.h"
 #include "template.h"
 
 #define TEMPLATE_MODE (S_IFREG | 0644)
+#define TEMPLATE_WRITE_MAX (1u << 20)
 
-bool tpl_owns(fuse_ino_t ino)
+/* Ids of templates being created by an open handle, with how many. */
+static sbx_mutex pending_lock = SBX_MUTEX_INIT;
+static struct pending {
+	uint32_t id;
+	unsigned opens;
+} pending[64] SBX_GUARDED_BY(pending_lock);
+
+static void pending_add(uint32_t id)
 {
-	return ino == INO_TEMPLATES || (ino >= TEMPLATE_INO_BASE && ino < (1ull << 32));
+	sbx_lock(&pending_lock);
+	struct pending *free_slot = NULL;
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(pending); i++) {
+		if (pending[i].opens && pending[i].id == id) {
+			pending[i].opens++;
+			sbx_unlock(&pending_lock);
+			return;
+		}
+		if (!pending[i].opens && !free_slot)
+			free_slot = &pending[i];
+	}
+	if (free_slot)
+		*free_slot = (struct pending){ .id = id, .opens = 1 };
+	sbx_unlock(&pending_lock);
 }
 
-void tpl_fill_attr(fuse_ino_t ino, struct stat *st)
+static void pending_drop(uint32_t id)
 {
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_uid = getuid();
-	st->st_gid = getgid();
-	st->st_blksize = 4096;
-	if (ino == INO_TEMPLATES) {
-		st->st_mode = S_IFDIR | 0755;
-		st->st_nlink = 2;
-		return;
-	}
-	st->st_mode = TEMPLATE_MODE;
-	st->st_nlink = 1;
-	struct template *t = template_get_id((uint32_t)(ino - TEMPLATE_INO_BASE));
-	if (t)
-		st->st_size = (off_t)strlen(t->text) + 1;
-	template_free(t);
+	sbx_lock(&pending_lock);
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(pending); i++)
+		if (pending[i].opens && pending[i].id == id)
+			pending[i].opens--;
+	sbx_unlock(&pending_lock);
+}
+
+static bool is_pending(uint32_t id)
+{
+	bool found = false;
+	sbx_lock(&pending_lock);
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(pending); i++)
+		if (pending[i].opens && pending[i].id == id)
+			found = true;
+	sbx_unlock(&pending_lock);
+	return found;
+}
+
+static void base_attr(fuse_ino_t ino, struct stat *st)
+{
+	struct node n = { .ino = ino, .kind = K_TEMPLATE };
+	node_attr(&n, st);
+}
+
+int tpl_attr(fuse_ino_t ino, struct stat *st)
+{
+	uint32_t id = (uint32_t)(ino - TEMPLATE_INO_BASE);
+	base_attr(ino, st);
+	size_t len = 0;
+	if (template_text_len(id, &len) == 0)
+		st->st_size = (off_t)len + 1;
+	else if (!is_pending(id))
+		return -ENOENT;
+	return 0;
 }
 
 static void reply_template_entry(fuse_req_t req, uint32_t id, struct fuse_file_info *fi)
 {
 	struct fuse_entry_param e = { .ino = TEMPLATE_INO_BASE + id };
-	tpl_fill_attr(e.ino, &e.attr);
+	if (tpl_attr(e.ino, &e.attr) < 0)
+		base_attr(e.ino, &e.attr);
 	if (fi)
 		fuse_reply_create(req, &e, fi);
 	else
@@ -48,29 +90,12 @@ static void reply_template_entry(fuse_req_t req, uint32_t id, struct fuse_file_i
 
 void tpl_lookup(fuse_req_t req, const char *name)
 {
-	struct template *t = template_get(name);
-	if (!t) {
+	uint32_t id;
+	if (template_id(name, &id) < 0) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	uint32_t id = t->id;
-	template_free(t);
 	reply_template_entry(req, id, NULL);
-}
-
-void tpl_getattr(fuse_req_t req, fuse_ino_t ino)
-{
-	struct stat st;
-	if (ino != INO_TEMPLATES) {
-		struct template *t = template_get_id((uint32_t)(ino - TEMPLATE_INO_BASE));
-		if (!t) {
-			fuse_reply_err(req, ENOENT);
-			return;
-		}
-		template_free(t);
-	}
-	tpl_fill_attr(ino, &st);
-	fuse_reply_attr(req, &st, 0);
 }
 
 void tpl_list(void (*add)(void *ctx, const char *name, fuse_ino_t ino, mode_t mode), void *ctx)
@@ -87,73 +112,110 @@ void tpl_list(void (*add)(void *ctx, const char *name, fuse_ino_t ino, mode_t mo
 	free(ids);
 }
 
-static struct handle *tpl_handle(const char *name, uint32_t id, struct fuse_file_info *fi)
+static struct handle *tpl_handle(const char *name, uint32_t id, int flags)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
 		return NULL;
-	pthread_mutex_init(&h->exec_lock, NULL);
+	sbx_mutex_init(&h->exec_lock);
 	h->kind = K_TEMPLATE;
+	h->ops = &template_file_ops;
 	h->ino = TEMPLATE_INO_BASE + id;
 	h->tpl_id = id;
 	h->tpl_name = strdup(name);
-	h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+	h->writable = (flags & O_ACCMODE) != O_RDONLY;
 	if (!h->tpl_name) {
 		free(h);
 		return NULL;
 	}
-	fi->fh = (uintptr_t)h;
-	fi->direct_io = 1;
+	pending_add(id);
 	return h;
 }
 
+void handle_free(struct handle *h);
+
 void tpl_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
 {
-	struct template *existing = template_get(name);
-	uint32_t id = existing ? existing->id : template_reserve_id();
-	template_free(existing);
-	if (!tpl_handle(name, id, fi)) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	/* Nothing is defined until the close: a bad template leaves no trace. */
-	reply_template_entry(req, id, fi);
-}
-
-void tpl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct template *t = template_get_id((uint32_t)(ino - TEMPLATE_INO_BASE));
-	if (!t) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	struct handle *h = tpl_handle(t->name, t->id, fi);
-	if (h && (fi->flags & O_ACCMODE) != O_WRONLY) {
-		size_t len = strlen(t->text);
-		h->data = malloc(len + 2);
-		if (h->data) {
-			memcpy(h->data, t->text, len);
-			h->data[len] = '\n';
-			h->len = len + 1;
-		}
-	}
-	template_free(t);
+	uint32_t id;
+	if (template_id(name, &id) < 0)
+		id = template_reserve_id();
+	struct handle *h = tpl_handle(name, id, fi->flags);
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fuse_reply_open(req, fi);
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	/* Nothing is defined until the close: a bad template leaves no trace. */
+	reply_template_entry(req, id, fi);
 }
 
-void tpl_flush(fuse_req_t req, struct handle *h)
+/* Opening an existing template's inode (fs.c made the handle). */
+static int template_open(struct handle *h, int flags)
+{
+	uint32_t id = (uint32_t)(h->ino - TEMPLATE_INO_BASE);
+	char *name = NULL, *text = NULL;
+	if (template_text(id, &name, &text) < 0)
+		return ENOENT;
+	h->tpl_id = id;
+	h->tpl_name = name;
+	pending_add(id);
+	if ((flags & O_ACCMODE) != O_WRONLY) {
+		size_t len = strlen(text);
+		h->data = malloc(len + 2);
+		if (!h->data) {
+			free(text);
+			return ENOMEM;
+		}
+		memcpy(h->data, text, len);
+		h->data[len] = '\n';
+		h->len = len + 1;
+	}
+	free(text);
+	return 0;
+}
+
+/* The whole document is checked at the write that completes it, so that
+ * a shell's `echo ... > templates/x` sees the error (shells ignore
+ * close's); an incomplete one waits for more. */
+static int template_write(struct handle *h, const char *buf, size_t size)
 {
 	struct sbx_err err = { 0 };
-	if (!h->writable || h->wlen == 0) {
-		fuse_reply_err(req, h->poisoned ? EINVAL : 0);
+	if (h->w.poisoned)
+		return refusal(EINVAL, "write %s: an earlier write on this open was refused",
+			       h->tpl_name);
+	int e = write_buf_append(&h->w, buf, size, TEMPLATE_WRITE_MAX);
+	if (e) {
+		h->w.poisoned = true;
+		return refusal(e, "write %s: %s", h->tpl_name,
+			       e == EFBIG ? "a template is at most 1 MiB" : strerror(e));
+	}
+	/* Only a buffer ending in '}' can be a complete object: the parse
+	 * is not repeated for every piece of a long document.  Anything
+	 * that does not start as an object is checked at once. */
+	size_t start = 0, end = h->w.len;
+	while (start < end && strchr(" \t\r\n", h->w.data[start]))
+		start++;
+	while (end > start && strchr(" \t\r\n", h->w.data[end - 1]))
+		end--;
+	bool maybe_done = end > start && (h->w.data[start] != '{' || h->w.data[end - 1] == '}');
+	if (maybe_done && template_check_complete(h->tpl_name, h->w.data, h->w.len, &err) < 0) {
+		h->w.poisoned = true;
+		log_error("%s", err.msg);
+		return err.code;
+	}
+	return 0;
+}
+
+static void template_flush(fuse_req_t req, struct handle *h)
+{
+	struct sbx_err err = { 0 };
+	if (!h->writable || h->w.len == 0) {
+		fuse_reply_err(req, h->w.poisoned ? EINVAL : 0);
 		return;
 	}
-	int rc = template_define(h->tpl_name, h->wbuf, h->wlen, h->tpl_id, &err);
-	h->wlen = 0;
+	int rc = template_define(h->tpl_name, h->w.data, h->w.len, h->tpl_id, &err);
+	write_buf_clear(&h->w);
 	if (rc < 0) {
 		log_error("%s", err.msg);
 		fuse_reply_err(req, -rc);
@@ -161,6 +223,18 @@ void tpl_flush(fuse_req_t req, struct handle *h)
 	}
 	fuse_reply_err(req, 0);
 }
+
+static void template_release(struct handle *h)
+{
+	pending_drop(h->tpl_id);
+}
+
+const struct file_ops template_file_ops = {
+	.open = template_open,
+	.write = template_write,
+	.flush = template_flush,
+	.release = template_release,
+};
 
 void tpl_unlink(fuse_req_t req, const char *name)
 {

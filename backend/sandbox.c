@@ -1,0 +1,258 @@
+/* The sandbox object: references, the fields fs/ may see as copies, and
+ * its runs.  The table of sandboxes is model.c's. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model_internal.h"
+#include "run.h"
+
+struct sandbox *sandbox_new(const char *name, const struct engine *engine)
+{
+	const struct model_config *cfg = model_config();
+	struct sandbox *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	sbx_lock(&model_lock);
+	s->refs = 1;
+	s->workdir = strdup("");
+	sbx_unlock(&model_lock);
+	s->engine = engine;
+	s->name = strdup(name);
+	s->image = strdup(cfg->image);
+	if (asprintf(&s->container, "sandboxfs-%s-%s", cfg->engine.instance, name) < 0)
+		s->container = NULL;
+	if (asprintf(&s->spool_dir, "%s/sandboxes/%s", cfg->state_dir, name) < 0)
+		s->spool_dir = NULL;
+	clock_gettime(CLOCK_REALTIME, &s->created);
+	sbx_lock(&model_lock);
+	s->settings_changed = s->created;
+	bool ok = s->name && s->image && s->workdir && s->container && s->spool_dir;
+	if (!ok) {
+		sandbox_put_locked(s);
+		s = NULL;
+	}
+	sbx_unlock(&model_lock);
+	return s;
+}
+
+void sandbox_get_locked(struct sandbox *s)
+{
+	s->refs++;
+}
+
+void sandbox_ref(struct sandbox *s)
+{
+	sbx_lock(&model_lock);
+	s->refs++;
+	sbx_unlock(&model_lock);
+}
+
+void sandbox_put_locked(struct sandbox *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	for (unsigned i = 0; i < s->nruns; i++)
+		run_put_locked(s->runs[i]);
+	free(s->runs);
+	kv_list_free(&s->env);
+	kv_list_free(&s->auth);
+	kv_list_free(&s->auth_file_secrets);
+	for (size_t i = 0; i < s->nauth_files; i++)
+		free(s->auth_files[i]);
+	free(s->auth_files);
+	free(s->name);
+	free(s->container);
+	free(s->container_id);
+	free(s->image);
+	free(s->spool_dir);
+	free(s->template_name);
+	free(s->effective);
+	free(s->workdir);
+	free(s->last_error);
+	free(s);
+}
+
+void sandbox_put(struct sandbox *s)
+{
+	sbx_lock(&model_lock);
+	sandbox_put_locked(s);
+	sbx_unlock(&model_lock);
+}
+
+uint64_t sandbox_id(const struct sandbox *s)
+{
+	return s->id;
+}
+
+const char *sandbox_name(const struct sandbox *s)
+{
+	return s->name;
+}
+
+void sandbox_set_error_locked(struct sandbox *s, const char *msg)
+{
+	char *copy = strdup(msg);
+	if (copy) {
+		free(s->last_error);
+		s->last_error = copy;
+		clock_gettime(CLOCK_REALTIME, &s->last_error_at);
+	}
+}
+
+char *sandbox_container_dup(struct sandbox *s)
+{
+	sbx_lock(&model_lock);
+	char *cid = strdup(s->container_id ? s->container_id : s->container);
+	sbx_unlock(&model_lock);
+	return cid;
+}
+
+bool sandbox_listed_locked(const struct sandbox *s)
+{
+	return s->state == SBX_RUNNING || s->state == SBX_STOPPED || s->state == SBX_REMOVING;
+}
+
+void sandbox_mark_runs_locked(struct sandbox *s, bool killed)
+{
+	for (unsigned i = 0; i < s->nruns; i++) {
+		struct run *r = s->runs[i];
+		if (r->phase == RUN_ENDED)
+			continue;
+		if (killed)
+			r->kill_requested = true;
+		else
+			r->container_died = true;
+	}
+}
+
+void sandbox_view(struct sandbox *s, struct sandbox_view *v)
+{
+	sbx_lock(&model_lock);
+	*v = (struct sandbox_view){
+		.created = s->created,
+		.settings_changed = s->settings_changed,
+		.running = s->state == SBX_RUNNING,
+		.nruns = s->nruns,
+	};
+	sbx_unlock(&model_lock);
+}
+
+struct run *sandbox_run(struct sandbox *s, unsigned number)
+{
+	struct run *r = NULL;
+	sbx_lock(&model_lock);
+	if (number == 0 && s->nruns > 0)
+		r = s->runs[s->nruns - 1];
+	else if (number >= 1 && number <= s->nruns)
+		r = s->runs[number - 1];
+	if (r)
+		run_get_locked(r);
+	sbx_unlock(&model_lock);
+	return r;
+}
+
+/* ---- starting a run ---- */
+
+/* What a run needs of its sandbox, copied under the lock. */
+struct exec_snapshot {
+	char *env;
+	size_t env_len;
+	char *workdir;
+	long timeout;
+	const char **secrets; /* point into copies held by `copies` */
+	size_t nsecrets;
+	struct kv_list copies;
+};
+
+static void exec_snapshot_free(struct exec_snapshot *x)
+{
+	secret_free_n(x->env, x->env_len);
+	free(x->workdir);
+	free(x->secrets);
+	kv_list_free(&x->copies);
+}
+
+static int exec_snapshot_take_locked(struct sandbox *s, struct exec_snapshot *x)
+	SBX_REQUIRES(model_lock)
+{
+	const struct kv_list *lists[] = { &s->env, &s->auth };
+	x->env = kv_list_text(lists, 2, true, &x->env_len);
+	x->workdir = strdup(s->workdir);
+	x->timeout = s->timeout;
+	int rc = x->env && x->workdir ? 0 : -ENOMEM;
+	if (rc == 0)
+		rc = kv_list_merge(&x->copies, &s->auth);
+	/* File contents are keyed by path; their values are what to mask. */
+	for (size_t i = 0; rc == 0 && i < s->auth_file_secrets.n; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "\x01file%zu", i);
+		rc = kv_list_set(&x->copies, key, s->auth_file_secrets.values[i]);
+	}
+	x->secrets = rc == 0 ? calloc(x->copies.n + 1, sizeof(*x->secrets)) : NULL;
+	if (rc == 0 && !x->secrets)
+		rc = -ENOMEM;
+	for (size_t i = 0; rc == 0 && i < x->copies.n; i++)
+		x->secrets[x->nsecrets++] = x->copies.values[i];
+	return rc;
+}
+
+/* Numbers a new run and lists it in s. */
+static struct run *run_add_locked(struct sandbox *s, struct run *r) SBX_REQUIRES(model_lock)
+{
+	struct run **v = realloc(s->runs, (s->nruns + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	s->runs = v;
+	s->runs[s->nruns++] = r;
+	run_get_locked(r); /* the caller's */
+	return r;
+}
+
+int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+	      struct sbx_err *err)
+{
+	*out = NULL;
+	cleanup_free char *cid = sandbox_container_dup(s);
+	if (!cid)
+		return sbx_err_set(err, ENOMEM, "exec: out of memory");
+
+	struct exec_snapshot x = { 0 };
+	sbx_lock(&model_lock);
+	if (s->state != SBX_RUNNING) {
+		sbx_unlock(&model_lock);
+		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running", s->name);
+	}
+	unsigned number = s->nruns + 1;
+	int rc = exec_snapshot_take_locked(s, &x);
+	sbx_unlock(&model_lock);
+	/* run_new allocates outside the lock; the number stays ours because
+	 * only this function appends, under the lock, and checks it. */
+	struct run *r = rc == 0 ? run_new(s, number, cid) : NULL;
+	sbx_lock(&model_lock);
+	bool listed = r && s->nruns + 1 == number && run_add_locked(s, r);
+	if (r && !listed)
+		run_put_locked(r);
+	sbx_unlock(&model_lock);
+	if (!listed) {
+		exec_snapshot_free(&x);
+		if (r && rc == 0) /* another run took the number: try again */
+			return run_start(s, cmd, len, out, err);
+		return sbx_err_set(err, ENOMEM, "exec: out of memory");
+	}
+	*out = r;
+
+	struct run_launch l = {
+		.cmd = cmd, .cmd_len = len, .env = x.env, .env_len = x.env_len,
+		.workdir = x.workdir, .timeout = x.timeout,
+		.secrets = x.secrets, .nsecrets = x.nsecrets,
+	};
+	rc = run_launch(r, &l, err);
+	exec_snapshot_free(&x);
+	if (rc < 0) {
+		run_fail_start(r, err);
+		sbx_lock(&model_lock);
+		sandbox_set_error_locked(s, err->msg);
+		sbx_unlock(&model_lock);
+	}
+	return rc;
+}

@@ -1,0 +1,107 @@
+/* exec: everything written between open and close is one command; the run
+ * starts at flush, or at once when the same open reads its number back. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#include "fs_internal.h"
+#include "log.h"
+#include "stream.h"
+
+#define EXEC_WRITE_MAX (256u << 20)
+
+static int exec_open(struct handle *h, int flags)
+{
+	if ((flags & O_ACCMODE) == O_RDONLY)
+		return 0;
+	struct sandbox_view v;
+	sandbox_view(h->sbx, &v);
+	if (!v.running)
+		return refusal(EHOSTDOWN, "open exec: the container is not running");
+	return 0;
+}
+
+/* Starts the handle's run once, whichever of flush and read comes first.
+ * exec_lock makes the other wait until h->run is set: a flush from a
+ * forked child's close can race the parent's read of the number.
+ * Returns 1 when this handle has a run to await, 0 when it has none. */
+static int start_exec(struct handle *h, struct sbx_err *err)
+{
+	int rc = 0;
+	sbx_lock(&h->exec_lock);
+	if (!h->exec_started && h->w.len > 0) {
+		struct run *r = NULL;
+		h->exec_started = true;
+		rc = run_start(h->sbx, h->w.data, h->w.len, &r, err);
+		h->run = r;
+		write_buf_clear(&h->w);
+		if (r)
+			rc = 0; /* a numbered run reports its own failure when awaited */
+	}
+	if (rc == 0)
+		rc = h->run ? 1 : 0;
+	sbx_unlock(&h->exec_lock);
+	return rc;
+}
+
+static void exec_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
+{
+	struct sbx_err err = { 0 };
+	int rc = start_exec(h, &err);
+	if (rc < 0) {
+		log_error("%s", err.msg);
+		fuse_reply_err(req, -rc);
+	} else if (rc == 1 && !h->number_read) {
+		stream_park_or_answer(req, h, W_START_NUMBER, 0, 0);
+	} else {
+		fuse_reply_buf(req, NULL, 0);
+	}
+}
+
+static int exec_write(struct handle *h, const char *buf, size_t size)
+{
+	/* The buffer is also read by a start racing on another thread. */
+	sbx_lock(&h->exec_lock);
+	int e = 0;
+	if (h->exec_started)
+		e = refusal(EBUSY, "write exec: this open already started run %u",
+			    h->run ? run_number(h->run) : 0);
+	else if (h->w.poisoned)
+		e = refusal(EINVAL, "write exec: an earlier write on this open was refused");
+	else if ((e = write_buf_append(&h->w, buf, size, EXEC_WRITE_MAX)) != 0)
+		h->w.poisoned = e == EFBIG;
+	if (e == EFBIG)
+		refusal(EFBIG, "write exec: more than %u bytes", EXEC_WRITE_MAX);
+	sbx_unlock(&h->exec_lock);
+	return e;
+}
+
+static void exec_flush(fuse_req_t req, struct handle *h)
+{
+	struct sbx_err err = { 0 };
+	sbx_lock(&h->exec_lock);
+	bool mine = !h->exec_started && h->w.len > 0;
+	sbx_unlock(&h->exec_lock);
+	int rc = mine ? start_exec(h, &err) : 0;
+	if (rc < 0) {
+		log_error("%s", err.msg);
+		fuse_reply_err(req, -rc);
+	} else if (rc == 1) {
+		stream_park_or_answer(req, h, W_START, 0, 0);
+	} else {
+		fuse_reply_err(req, 0);
+	}
+}
+
+static void exec_release(struct handle *h)
+{
+	write_buf_free(&h->w);
+}
+
+const struct file_ops exec_file_ops = {
+	.open = exec_open,
+	.read = exec_read,
+	.write = exec_write,
+	.flush = exec_flush,
+	.release = exec_release,
+};
