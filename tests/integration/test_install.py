@@ -325,6 +325,17 @@ def test_mount_t_fuse_sandboxfs(ns_mount):
     wait_gone(mp)
 
 
+def test_mount_t_reports_start_up_errors(ns_mount):
+    """Errors before the daemon detaches reach mount's caller on stderr."""
+    ns, mp, state = ns_mount["ns"], ns_mount["mp"], ns_mount["state"]
+    missing = os.path.join(ns_mount["scratch"], "missing.json")
+    p = ns.run("mount", "-t", "fuse.sandboxfs", "sandboxfs", mp,
+               "-o", f"state={state},config={missing}")
+    assert (p.returncode, p.stdout) == (1, b"")
+    assert p.stderr == f"sandboxfs: config {missing}: No such file or directory\n".encode()
+    assert ns.mount_line(mp) is None and daemons_of(mp) == []
+
+
 def test_fstab_line_and_mount_mountpoint(ns_mount):
     """`mount MOUNTPOINT` with the line in /etc/fstab (a temporary file bound
     on /etc/fstab inside the namespace only)."""
