@@ -98,7 +98,8 @@ class Namespace:
     """A private mount namespace (a `sleep` holding it) in which each
     (source, target) of `binds` is bind-mounted."""
 
-    def __init__(self, binds):
+    def __init__(self, binds, env=None):
+        self.env = env
         setup = "".join(f"mount --bind {shlex.quote(s)} {shlex.quote(d)} && "
                         for s, d in binds)
         self.proc = subprocess.Popen(
@@ -117,7 +118,7 @@ class Namespace:
 
     def run(self, *args, timeout=60, env=None):
         return run(["timeout", "-s", "KILL", str(timeout), *self.argv(args)],
-                   timeout=timeout + 10, env=env)
+                   timeout=timeout + 10, env=env or self.env)
 
     def path(self, p):
         """p (absolute) as the namespace sees it."""
@@ -156,7 +157,15 @@ def ns_mount(installed, scratch):
     """A namespace with the install at /usr/local, a mount point and a state
     directory. Teardown unmounts, stops the daemons, removes the containers
     of the state's instance (reported: rmdir should have) and the namespace."""
-    ns = Namespace([(os.path.join(installed["destdir"], "usr/local"), PREFIX)])
+    # A detached daemon's stderr is /dev/null: sanitizer reports go to files
+    # (mount(8) passes these variables on).
+    san = os.path.join(scratch, "sanitizer")
+    san_env = None
+    if SANITIZED:
+        san_env = dict(os.environ)
+        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            san_env[var] = ":".join(filter(None, [os.environ.get(var), f"log_path={san}"]))
+    ns = Namespace([(os.path.join(installed["destdir"], "usr/local"), PREFIX)], env=san_env)
     env = {"ns": ns, "mp": os.path.join(scratch, "mnt"), "state": os.path.join(scratch, "state"),
            "scratch": scratch}
     os.makedirs(env["mp"])
@@ -184,6 +193,10 @@ def ns_mount(installed, scratch):
                 sbxlib.docker("rm", "-f", *ids, check=False, timeout=120)
     finally:
         ns.close()
+    reports = sorted(f for f in os.listdir(scratch) if f.startswith("sanitizer"))
+    for f in reports:
+        with open(os.path.join(scratch, f), errors="replace") as fh:
+            problems.append(f"sanitizer report {f}:\n{fh.read()[:3000]}")
     assert not problems, problems
 
 
