@@ -2,6 +2,7 @@
  * mount(8) and libfuse's mount.fuse3 call a file system, and --version. */
 #include "cli.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,9 +59,15 @@ int cli_mount_compat(struct fuse_args *args)
 			p.arg[2] ? p.arg[2] : "");
 		goto out;
 	}
-	/* mount(8) passes SOURCE MOUNTPOINT: the source names nothing here. */
-	if (p.n > 0 && fuse_opt_add_arg(args, p.arg[p.n - 1]) < 0)
-		goto out;
+	/* mount(8) passes SOURCE MOUNTPOINT: the source names nothing here.  A
+	 * mountpoint given after "--" keeps its "--" for the second parse. */
+	if (p.n > 0) {
+		const char *mp = p.arg[p.n - 1];
+		bool dashdash = args->argc > 0 && !strcmp(args->argv[args->argc - 1], "--");
+		if (!mp || (mp[0] == '-' && !dashdash && fuse_opt_add_arg(args, "--") < 0) ||
+		    fuse_opt_add_arg(args, mp) < 0)
+			goto out;
+	}
 	ret = 0;
 out:
 	for (int i = 0; i < 3; i++)
