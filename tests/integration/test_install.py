@@ -3,7 +3,8 @@ install`, the man page, `mount -t fuse.sandboxfs`, an fstab line, the
 systemd unit, syslog, --help and --version.
 
 The module builds the source tree once in a fresh meson build directory
-(prefix /usr/local, sanitizers when SANDBOXFS_SANITIZE=1) and installs it
+(prefix /usr/local; with SANDBOXFS_SANITIZE=1, the sanitizer of
+SANDBOXFS_SANITIZER, address by default) and installs it
 into a DESTDIR. mount(8) runs its helpers with no PATH, so mount.fuse3 finds
 `sandboxfs` only in the standard directories: the tests make the installed
 tree visible at its prefix inside a private mount namespace (`unshare -m`,
@@ -74,7 +75,10 @@ def installed():
         pytest.fail("meson and ninja are needed (scripts/setup)", pytrace=False)
     top = tempfile.mkdtemp(prefix="install", dir=tmp_base())
     build = os.path.join(top, "build")
-    opts = ["-Db_sanitize=address,undefined", "-Db_lundef=false"] if SANITIZED else []
+    opts = []
+    if SANITIZED:   # as scripts/test-pass builds SANDBOXFS_BIN
+        san = {"thread": "thread"}.get(os.environ.get("SANDBOXFS_SANITIZER"), "address,undefined")
+        opts = [f"-Db_sanitize={san}", "-Db_lundef=false"]
     check(run(["meson", "setup", "--prefix", PREFIX, *opts, build, REPO], timeout=300))
     check(run(["ninja", "-C", build, "sandboxfs", "sandboxfs.1"], timeout=600))
     dest = os.path.join(top, "dest")
@@ -163,7 +167,7 @@ def ns_mount(installed, scratch):
     san_env = None
     if SANITIZED:
         san_env = dict(os.environ)
-        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
             san_env[var] = ":".join(filter(None, [os.environ.get(var), f"log_path={san}"]))
     ns = Namespace([(os.path.join(installed["destdir"], "usr/local"), PREFIX)], env=san_env)
     env = {"ns": ns, "mp": os.path.join(scratch, "mnt"), "state": os.path.join(scratch, "state"),
