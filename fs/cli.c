@@ -79,18 +79,19 @@ out:
 
 int cli_print_version(const char *cli)
 {
-	printf("sandboxfs %s\nlibfuse %s\n", SANDBOXFS_VERSION, fuse_pkgversion());
+	printf("sandboxfs %s\n", SANDBOXFS_VERSION);
 	if (!cli) {
 		printf("engine: not found\n");
-		return fflush(stdout) == 0 ? 0 : -1;
+	} else {
+		const char *name = strrchr(cli, '/') ? strrchr(cli, '/') + 1 : cli;
+		struct engine e = { .cli = (char *)cli, .timeout_ms = VERSION_TIMEOUT_MS };
+		struct sbx_err err = { 0 };
+		cleanup_free char *version = NULL;
+		if (engine_check(&e, &version, &err) < 0)
+			printf("engine: %s (%s) not answering: %s\n", name, cli, err.msg);
+		else
+			printf("engine: %s %s (%s)\n", name, version, cli);
 	}
-	const char *name = strrchr(cli, '/') ? strrchr(cli, '/') + 1 : cli;
-	struct engine e = { .cli = (char *)cli, .timeout_ms = VERSION_TIMEOUT_MS };
-	struct sbx_err err = { 0 };
-	cleanup_free char *version = NULL;
-	if (engine_check(&e, &version, &err) < 0)
-		printf("engine: %s (%s) not answering: %s\n", name, cli, err.msg);
-	else
-		printf("engine: %s %s (%s)\n", name, version, cli);
+	printf("libfuse %s\n", fuse_pkgversion());
 	return fflush(stdout) == 0 ? 0 : -1;
 }

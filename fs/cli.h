@@ -9,8 +9,8 @@
  * mountpoint as the only positional.  -1 (message on stderr) on error. */
 int cli_mount_compat(struct fuse_args *args);
 
-/* --version: sandboxfs and libfuse versions, then the engine the CLI at
- * `cli` (NULL: none found) answers for, asked with a 5 s bound. */
+/* --version: sandboxfs's version, the engine the CLI at `cli` (NULL: none
+ * found) answers for, asked with a 5 s bound, then libfuse's version. */
 int cli_print_version(const char *cli);
 
 #endif
