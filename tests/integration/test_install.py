@@ -621,3 +621,52 @@ def test_version_names_the_engine(sbx_bin, scratch):
     assert p.stdout.decode().splitlines()[1] == \
         f"engine: hangs ({hang}) not answering: hangs version: no answer from hangs within 5000 ms"
     assert 4.5 < took < (15 if SANITIZED else 8), took
+
+
+# ------------------------------------------------------------------ NOTES of the man page
+
+def fill(path, chunk=1 << 16):
+    """Zeros into path until its file system is full."""
+    buf = b"\0" * chunk
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, buf)
+            except OSError as e:
+                if e.errno != sbxlib.errno.ENOSPC:
+                    raise
+                if len(buf) == 1:
+                    break
+                buf = buf[:len(buf) // 2]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout_s(90)
+def test_shell_forms_that_see_a_failing_close(make_tmpfs, make_mount):
+    """sandboxfs(1), NOTES: a run that cannot start fails close(2) (here:
+    ENOSPC, the state directory is full); bash's builtin echo exits 0 all
+    the same, /bin/echo and tee report it."""
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    t = make_tmpfs("4m")
+    m = make_mount(state=os.path.join(t.path, "state"))
+    s = m.sandbox()
+    assert s.run("echo warm\n") == (b"warm\n", b"exited 0\n")
+    fill(os.path.join(t.path, "filler"))
+    forms = {
+        "builtin": 'echo "echo x" > "$1"',
+        "/bin/echo": '/bin/echo "echo x" > "$1"',
+        "tee": 'printf "echo x\\n" | tee "$1" >/dev/null',
+    }
+    got = {}
+    for what, script in forms.items():
+        p = run(["bash", "-c", f"{script}; echo status=$?", "bash", s.p("exec")], timeout=30)
+        got[what] = (p.stdout.decode().strip(), "No space left on device" in p.stderr.decode())
+    assert got == {
+        "builtin": ("status=0", False),
+        "/bin/echo": ("status=1", True),
+        "tee": ("status=1", True),
+    }
+    os.unlink(os.path.join(t.path, "filler"))
