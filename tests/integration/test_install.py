@@ -561,6 +561,9 @@ def test_unit_starts_stops_and_restarts(installed, scratch):
             assert d.wait(15) == 0
             log = d.stdout.read().decode()
             assert f"sandboxfs: info: unmounted {mp}\n" in log, log
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                           "WARNING: ThreadSanitizer"):
+                assert marker not in log, log
         assert len(ids) == 1
         assert sbxlib.containers(f"sandboxfs.instance={instance_of(state)}") == []
     finally:
