@@ -56,13 +56,30 @@ async function startRun(sandbox, command) {
   }
 }
 
+// Read to end-of-file. Not readFile: it stops at the size stat reports, and
+// the size of a live run's output grows until the run ends.
+async function readAll(path) {
+  const fh = await open(path, "r");
+  try {
+    const chunks = [];
+    for (;;) {
+      const buf = Buffer.alloc(65536);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) return Buffer.concat(chunks);
+      chunks.push(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 async function runStory(sandbox, k, story, outdir) {
   const t0 = Date.now();
   let run = null, output = "", status;
   try {
     run = await startRun(sandbox, story);
     const dir = join(sandbox, "runs", String(run));
-    output = await readFile(join(dir, "output"));      // until the run ends
+    output = await readAll(join(dir, "output"));       // until the run ends
     status = (await readFile(join(dir, "status"), "utf8")).trim();
   } catch (e) {
     status = `error: ${e.code}`;

@@ -21,6 +21,7 @@ No SDK: everything is open/read/write/mkdir/rmdir on the mount.
 import argparse
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -102,9 +103,11 @@ def main():
             write(os.path.join(path, "auth"), auth)
 
     results, failed = [], threading.Event()
+    # Not `with`: its exit waits for the workers, whose reads of output end
+    # only when their runs do; on Ctrl-C the rmdirs below end them.
+    pool = ThreadPoolExecutor(a.jobs)
     try:
-        with ThreadPoolExecutor(a.jobs) as pool:
-            list(pool.map(prewarm, sandboxes))
+        list(pool.map(prewarm, sandboxes))
         free = queue.Queue()
         for s in sandboxes:
             free.put(s)
@@ -125,12 +128,12 @@ def main():
                       f"run {r['run']}, output {r['output']})", flush=True)
             return r
 
-        with ThreadPoolExecutor(a.jobs) as pool:
-            results = list(pool.map(worker, range(1, len(stories) + 1), stories))
+        results = list(pool.map(worker, range(1, len(stories) + 1), stories))
     except OSError as e:
         print(f"agent_loop: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         for path in made:                   # rmdir ends live runs too
             try:
                 os.rmdir(path)
@@ -148,7 +151,14 @@ def main():
     return 1 if bad else 0
 
 
+def interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # Also when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
