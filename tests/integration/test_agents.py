@@ -115,10 +115,21 @@ def test_claude_version_runs_as_agent(agents, agent_images):
         f"agent\n1000\n/home/agent\n{ws}\n".encode(), b"exited 0\n")
     eff = s.info()["effective"]
     assert (eff["template"], eff["image"], eff["user"]) == ("claude", "sandboxfs/claude", "agent")
-    # The image carries no credential of the host and none of the build.
-    out, st = s.run("ls -A /root /home/agent; ls /home\n")
-    assert (out, st) == (b"/home/agent:\n.bash_logout\n.bashrc\n.profile\n\n/root:\nagent\n",
-                         b"exited 0\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout_s(180)
+@pytest.mark.parametrize("name", ["debian", "claude", "codex"])
+def test_images_hold_no_credentials_and_the_agent_user(agent_images, name):
+    script = ("ls -A /root /home/agent; grep ^agent: /etc/passwd; "
+              "find / -xdev \\( -name auth.json -o -name .npmrc -o -name .credentials.json "
+              "-o -name .claude.json -o -name .git-credentials \\) -print; echo end")
+    p = subprocess.run(["docker", "run", "--rm", "--network", "none", f"sandboxfs/{name}",
+                        "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=120)
+    assert (p.returncode, p.stdout.decode()) == (0, (
+        "/home/agent:\n.bash_logout\n.bashrc\n.profile\n\n/root:\n"
+        "agent:x:1000:1000::/home/agent:/bin/bash\nend\n"))
 
 
 @pytest.mark.slow
@@ -163,10 +174,11 @@ def test_codex_auth_json_is_placed_for_agent_and_codex_is_logged_in(agents, agen
     auth_json = json.dumps({"OPENAI_API_KEY": OPENAI_KEY})
     s.write("auth", json.dumps({"files": {"~/.codex/auth.json": auth_json}}))
     assert s.read("auth") == b"~/.codex/auth.json\n"
-    out, st = s.run("stat -c '%n %a %U:%G' ~/.codex ~/.codex/auth.json; "
+    # (~/.codex itself was made by codex above, with its own mode)
+    out, st = s.run("stat -c '%n %U:%G' ~/.codex; stat -c '%n %a %U:%G' ~/.codex/auth.json; "
                     "sha256sum < ~/.codex/auth.json\n")
     assert (out, st) == (
-        f"/home/agent/.codex 700 agent:agent\n/home/agent/.codex/auth.json 600 agent:agent\n"
+        f"/home/agent/.codex agent:agent\n/home/agent/.codex/auth.json 600 agent:agent\n"
         f"{sha256(auth_json)}  -\n".encode(), b"exited 0\n")
     # The real CLI reports the key, offline (network none): it shows only a
     # shortened form of it, never the whole key.
