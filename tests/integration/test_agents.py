@@ -36,10 +36,13 @@ OPENAI_KEY = "sk-proj-MADEUP-" + "k3Zr" * 10
 # ------------------------------------------------------------------ images
 
 def _loud(config, text):
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(text, yellow=True, bold=True)
-    print(text, file=sys.stderr)
+    """Print past pytest's output capture, on the terminal of the run."""
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if capman is None:
+        print(text, file=sys.stderr)
+        return
+    with capman.global_and_fixture_disabled():
+        print(text, file=sys.stderr, flush=True)
 
 
 @pytest.fixture(scope="session")
