@@ -66,7 +66,7 @@ if ! mkdir "$sbx"; then
     exit 2
 fi
 made=1
-echo "$bound" > "$sbx/timeout"
+echo "$bound" > "$sbx/timeout" || exit 2
 if [ -n "$authfile" ]; then
     cat "$authfile" > "$sbx/auth" || exit 2
 fi
