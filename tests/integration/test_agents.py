@@ -141,6 +141,9 @@ def test_claude_oauth_token_reaches_the_run_and_nothing_else(agents):
     m, _ws = agents
     s = m.sandbox(unique_name("claude-"))
     needle = OAUTH_TOKEN.encode()
+    # Before: the real CLI reports no login (offline: it reads its settings).
+    out, _st = s.run("claude auth status\n", timeout=60)
+    assert (json.loads(out)["loggedIn"], json.loads(out)["authMethod"]) == (False, "none"), out
     s.write("auth", f"CLAUDE_CODE_OAUTH_TOKEN={OAUTH_TOKEN}\n")
     assert s.read("auth") == b"CLAUDE_CODE_OAUTH_TOKEN\n"
     # Checked without printing it: its hash.
@@ -148,9 +151,10 @@ def test_claude_oauth_token_reaches_the_run_and_nothing_else(agents):
     assert (out, st) == (f"{sha256(OAUTH_TOKEN)}  -\n".encode(), b"exited 0\n")
     # Printed, it is masked.
     assert s.run('echo "token=$CLAUDE_CODE_OAUTH_TOKEN"\n') == (b"token=***\n", b"exited 0\n")
-    # The CLI starts with it set.
-    out, st = s.run("claude --version\n", timeout=60)
-    assert st == b"exited 0\n" and out.endswith(b" (Claude Code)\n"), (out, st)
+    # The CLI takes it as its login (the token is checked only by the API).
+    out, st = s.run("claude auth status\n", timeout=60)
+    assert st == b"exited 0\n", (out, st)
+    assert (json.loads(out)["loggedIn"], json.loads(out)["authMethod"]) == (True, "oauth_token"), out
     for where, data in [("docker inspect", inspect_raw(s.container)),
                         ("info", read(s.p("info"))),
                         (".sandboxfs/log", read(m.p(".sandboxfs", "log"))),
