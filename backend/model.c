@@ -37,6 +37,7 @@ int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
 {
 	config = *cfg;
 	model_cb = cb;
+	cmd_spool_set_dir(cfg->state_dir);
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "cmd_spool.h"
 #include "engine.h"
 #include "err.h"
 #include "mask.h"
@@ -174,7 +175,7 @@ void run_put_locked(struct run *r);
  * RUN_STARTING on return: run_changed() fires when it is live or failed.
  * On failure before a run number was given, returns -errno and *out=NULL;
  * once numbered, a run that cannot start ends OUTCOME_LOST. */
-int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err);
 /* Signals the run's process group inside the container. */
 int run_kill(struct run *r, int sig, struct sbx_err *err);

@@ -26,7 +26,7 @@ struct run_io {
 	struct run *run;  /* holds a reference until the run ends */
 	struct io_watch in, out, err, pid, timer;
 	pid_t child;
-	char *cmd;
+	int cmd_fd;       /* the run's cmd file, fed to stdin when large */
 	size_t cmd_len, cmd_off;
 	bool out_open, err_open, exited;
 	int exit_code;
@@ -336,9 +336,17 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 
 static void stdin_writable(struct io_watch *w, uint32_t events)
 {
+	static char buf[64 * 1024]; /* the I/O thread is the only user */
 	struct run_io *io = w->ctx;
 	while (io->cmd_off < io->cmd_len) {
-		ssize_t n = write(w->fd, io->cmd + io->cmd_off, io->cmd_len - io->cmd_off);
+		size_t want = io->cmd_len - io->cmd_off;
+		ssize_t got = pread(io->cmd_fd, buf, want < sizeof(buf) ? want : sizeof(buf),
+				    (off_t)io->cmd_off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break; /* the spool went bad: the wrapper gets a short script */
+		ssize_t n = write(w->fd, buf, (size_t)got);
 		if (n < 0) {
 			if (errno == EAGAIN)
 				return;
@@ -349,8 +357,9 @@ static void stdin_writable(struct io_watch *w, uint32_t events)
 		io->cmd_off += (size_t)n;
 	}
 	close_watch(w);
-	free(io->cmd);
-	io->cmd = NULL;
+	if (io->cmd_fd >= 0)
+		close(io->cmd_fd);
+	io->cmd_fd = -1;
 }
 
 static void child_exited(struct io_watch *w, uint32_t events)
@@ -501,7 +510,8 @@ static void finish(struct run_io *io)
 	close_watch(&io->in);
 	masker_free(&io->mask[0]);
 	masker_free(&io->mask[1]);
-	free(io->cmd);
+	if (io->cmd_fd >= 0)
+		close(io->cmd_fd);
 
 	pthread_mutex_lock(&model_lock);
 	r->io = NULL;
@@ -597,9 +607,39 @@ static int start_failed(struct run *r, struct sbx_err *err)
 	return -err->code;
 }
 
-int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+/* The command as the run's cmd file: written from memory, or copied in the
+ * kernel from the spool file. */
+static int write_cmd_file(struct run *r, const struct cmd_spool *cmd, struct sbx_err *err)
+{
+	char path[4200], tmp[4300];
+	snprintf(path, sizeof(path), "%s/cmd", r->dir);
+	if (cmd->fd < 0)
+		return write_file_atomic(path, cmd->mem ? cmd->mem : "", cmd->len, err);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return sbx_err_set(err, errno, "create %s: %s", tmp, strerror(errno));
+	loff_t in = 0;
+	while ((size_t)in < cmd->len) {
+		ssize_t n = copy_file_range(cmd->fd, &in, fd, NULL, cmd->len - (size_t)in, 0);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			unlink(tmp);
+			return sbx_err_set(err, e, "write %s: %s", tmp, strerror(e));
+		}
+	}
+	if (rename(tmp, path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return sbx_err_set(err, e, "rename %s: %s", path, strerror(e));
+	}
+	return 0;
+}
+
+int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err)
 {
+	size_t len = cmd->len;
 	cleanup_free char *env = NULL;
 	size_t env_len = 0;
 	cleanup_free char *workdir = NULL;
@@ -650,11 +690,10 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 
 	struct sbx_err ignored = { 0 };
 	char path[4200], when[40], line[48];
+	io->cmd_fd = -1;
 	rc = mkdir_p(r->dir, err);
-	if (rc == 0) {
-		snprintf(path, sizeof(path), "%s/cmd", r->dir);
-		rc = write_file_atomic(path, cmd, len, err);
-	}
+	if (rc == 0)
+		rc = write_cmd_file(r, cmd, err);
 	if (rc == 0) {
 		int fd = open_stream_file(r, STREAM_OUTPUT, O_RDWR | O_CREAT | O_TRUNC);
 		if (fd < 0)
@@ -685,19 +724,31 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 
 	struct engine_exec ex;
 	/* Small commands ride as an argument (cheaper); large ones on stdin. */
-	bool inline_cmd = len <= INLINE_CMD_MAX && !memchr(cmd, '\0', len);
-	/* Not strndup: cmd is not NUL-terminated, and strndup may look past len. */
-	cleanup_free char *cmd_arg = inline_cmd ? malloc(len + 1) : NULL;
+	cleanup_free char *cmd_arg = len <= INLINE_CMD_MAX ? malloc(len + 1) : NULL;
 	if (cmd_arg) {
-		memcpy(cmd_arg, cmd, len);
-		cmd_arg[len] = '\0';
+		if (cmd_spool_read(cmd, 0, cmd_arg, len) < 0 || memchr(cmd_arg, '\0', len)) {
+			free(cmd_arg);
+			cmd_arg = NULL;
+		} else {
+			cmd_arg[len] = '\0';
+		}
 	}
-	rc = engine_exec_start(s->engine, cid, env, env_len, workdir, cmd_arg, &ex, err);
+	if (!cmd_arg) {
+		/* Fed to stdin from the run's own copy, never from memory. */
+		snprintf(path, sizeof(path), "%s/cmd", r->dir);
+		io->cmd_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (io->cmd_fd < 0)
+			rc = sbx_err_set(err, errno, "reopening %s: %s", path, strerror(errno));
+	}
+	if (rc == 0)
+		rc = engine_exec_start(s->engine, cid, env, env_len, workdir, cmd_arg, &ex, err);
 	if (env)
 		explicit_bzero(env, env_len);
 	if (rc < 0) {
 		masker_free(&io->mask[0]);
 		masker_free(&io->mask[1]);
+		if (io->cmd_fd >= 0)
+			close(io->cmd_fd);
 		free(io);
 		return start_failed(r, err);
 	}
@@ -710,12 +761,8 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	pthread_mutex_unlock(&model_lock);
 
 	io->child = ex.pid;
-	if (ex.stdin_fd >= 0) {
-		io->cmd = malloc(len ? len : 1);
-		if (io->cmd)
-			memcpy(io->cmd, cmd, len);
-		io->cmd_len = io->cmd ? len : 0;
-	}
+	if (ex.stdin_fd >= 0)
+		io->cmd_len = io->cmd_fd >= 0 ? len : 0;
 	io->out_open = io->err_open = true;
 	io->in = (struct io_watch){ .fd = ex.stdin_fd, .fn = stdin_writable, .ctx = io };
 	io->out = (struct io_watch){ .fd = ex.stdout_fd, .fn = stream_readable, .ctx = io };

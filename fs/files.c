@@ -153,6 +153,7 @@ void handle_free(struct handle *h)
 	if (h->wbuf)
 		explicit_bzero(h->wbuf, h->wlen);
 	free(h->wbuf);
+	cmd_spool_free(&h->cmd);
 	free(h);
 }
 
@@ -201,6 +202,7 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	pthread_mutex_init(&h->exec_lock, NULL);
+	cmd_spool_init(&h->cmd);
 	h->ino = ino;
 	h->kind = n.sbx ? n.kind : K_NONE;
 	h->sbx = steal_pointer(&n.sbx);
@@ -271,13 +273,22 @@ static int start_exec(struct handle *h, struct sbx_err *err)
 {
 	int rc = 0;
 	pthread_mutex_lock(&h->exec_lock);
-	if (!h->exec_started && h->wlen > 0) {
+	if (h->poison_errno) {
+		/* Part of the command is missing: running the rest could do
+		 * anything the whole would not have. */
+		rc = sbx_err_set(err, h->poison_errno,
+				 "sandbox %s: exec: an earlier write failed (%s), nothing was run",
+				 h->sbx->name, strerror(h->poison_errno));
+		/* Reported once: a later read or close of this open is quiet. */
+		h->poison_errno = 0;
+		h->exec_started = true;
+		cmd_spool_free(&h->cmd);
+	} else if (!h->exec_started && h->cmd.len > 0) {
 		struct run *r = NULL;
 		h->exec_started = true;
-		rc = run_start(h->sbx, h->wbuf, h->wlen, &r, err);
+		rc = run_start(h->sbx, &h->cmd, &r, err);
 		h->run = r;
-		explicit_bzero(h->wbuf, h->wlen);
-		h->wlen = 0;
+		cmd_spool_free(&h->cmd);
 		if (r)
 			rc = 0; /* a numbered run reports its own failure when awaited */
 	}
@@ -398,6 +409,30 @@ void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off
 		fuse_reply_write(req, size);
 }
 
+/* Any failed write poisons the handle: its close runs nothing and fails
+ * with the same errno. */
+static int write_exec(struct handle *h, const char *buf, size_t size)
+{
+	struct sbx_err err = { 0 };
+	if (h->exec_started)
+		return refusal(EBUSY, "write exec: this open already started run %u",
+			       h->run ? h->run->number : 0);
+	if (h->poison_errno)
+		return refusal(h->poison_errno, "write exec: an earlier write on this open failed");
+	int rc;
+	if (h->cmd.len + size > WRITE_MAX)
+		rc = sbx_err_set(&err, EFBIG, "write exec: more than %u bytes", WRITE_MAX);
+	else
+		rc = cmd_spool_append(&h->cmd, buf, size, &err);
+	if (rc < 0) {
+		h->poison_errno = -rc;
+		cmd_spool_free(&h->cmd);
+		log_error("sandbox %s: %s; nothing will run", h->sbx->name, err.msg);
+		return -rc;
+	}
+	return 0;
+}
+
 static int write_locked(struct handle *h, const char *buf, size_t size)
 {
 	struct sbx_err err = { 0 };
@@ -411,10 +446,8 @@ static int write_locked(struct handle *h, const char *buf, size_t size)
 			log_error("sandbox %s: %s", h->sbx->name, err.msg);
 		return rc < 0 ? -rc : 0;
 	}
-	if (h->kind == K_EXEC && h->exec_started) {
-		return refusal(EBUSY, "write exec: this open already started run %u",
-			       h->run ? h->run->number : 0);
-	}
+	if (h->kind == K_EXEC)
+		return write_exec(h, buf, size);
 	if (h->poisoned) {
 		return refusal(EINVAL, "write %s: an earlier write on this open was refused", fname);
 	}
@@ -470,7 +503,7 @@ void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (h->kind == K_EXEC) {
 		pthread_mutex_lock(&h->exec_lock);
-		bool mine = !h->exec_started && h->wlen > 0;
+		bool mine = (!h->exec_started && h->cmd.len > 0) || h->poison_errno;
 		pthread_mutex_unlock(&h->exec_lock);
 		int rc = mine ? start_exec(h, &err) : 0;
 		if (rc < 0) {

@@ -33,6 +33,8 @@ struct handle {
 	pthread_mutex_t exec_lock; /* exec: guards wbuf, exec_started and run while starting */
 	bool exec_started;       /* exec: the run was started from this handle */
 	bool number_read;        /* exec: "N\n" was returned */
+	struct cmd_spool cmd;    /* exec: the command written so far */
+	int poison_errno;        /* exec: a write failed with it; close runs nothing */
 
 	struct fuse_pollhandle *ph; /* (L) */
 	struct handle *poll_next;   /* (L) on the list of handles that polled */
