@@ -35,7 +35,9 @@ struct run_io {
 	size_t marker_len;
 	char early_err[512]; /* docker's own complaint, before the wrapper ran */
 	size_t early_err_len;
-	struct masker mask[2];
+	/* One masker per file: output masks the merged bytes in arrival
+	 * order (a secret split across stdout and stderr is masked there). */
+	struct masker mask[STREAM_COUNT];
 	int spool_errno;
 };
 
@@ -107,7 +109,9 @@ static int materialize(struct run *r, enum stream st)
 	return 0;
 }
 
-static int spool_append(struct run *r, enum stream st, const char *buf, size_t len)
+/* Before stream st's bytes go anywhere: the first stream to speak shares
+ * output's file; when the other one speaks, the first gets its own copy. */
+static int spool_prepare(struct run *r, enum stream st)
 {
 	enum stream other = st == STREAM_STDOUT ? STREAM_STDERR : STREAM_STDOUT;
 	int rc;
@@ -136,15 +140,22 @@ static int spool_append(struct run *r, enum stream st, const char *buf, size_t l
 		r->fd[st] = fd;
 		pthread_mutex_unlock(&model_lock);
 	}
+	return 0;
+}
 
-	rc = pwrite_all(r->fd[STREAM_OUTPUT], buf, len, r->size[STREAM_OUTPUT]);
-	if (rc == 0 && r->alias != (int)st)
-		rc = pwrite_all(r->fd[st], buf, len, r->size[st]);
+/* Masked bytes of one file.  While a stream is output's alias, its own
+ * masker saw exactly what output's saw: output's bytes count for both. */
+static int spool_append(struct run *r, enum stream st, const char *buf, size_t len)
+{
+	if (st != STREAM_OUTPUT && r->alias == (int)st)
+		return 0;
+	int rc = pwrite_all(r->fd[st], buf, len, r->size[st]);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&model_lock);
-	r->size[STREAM_OUTPUT] += (off_t)len;
 	r->size[st] += (off_t)len;
+	if (st == STREAM_OUTPUT && r->alias >= 0)
+		r->size[r->alias] += (off_t)len;
 	pthread_mutex_unlock(&model_lock);
 	return 0;
 }
@@ -175,13 +186,13 @@ static void spool_stop(struct run_io *io, int e)
 	log_error("sandbox %s run %u: %s", r->sbx->name, r->number, msg);
 }
 
-/* How many of len bytes the cap still lets in. */
-static size_t cap_room(struct run *r, size_t len)
+/* How many of len bytes the cap still lets into file st. */
+static size_t cap_room(struct run *r, enum stream st, size_t len)
 {
 	long long max = model_config()->max_output;
 	if (max <= 0)
 		return len;
-	long long room = max - (long long)r->size[STREAM_OUTPUT];
+	long long room = max - (long long)r->size[st];
 	return room <= 0 ? 0 : (size_t)room < len ? (size_t)room : len;
 }
 
@@ -190,7 +201,7 @@ static int emit_masked(void *ctx, const char *buf, size_t len)
 	struct emit_ctx *e = ctx;
 	if (e->io->spool_errno)
 		return 0; /* keep draining the pipe; the run is marked truncated */
-	size_t room = cap_room(e->io->run, len);
+	size_t room = cap_room(e->io->run, e->st, len);
 	int rc = room ? spool_append(e->io->run, e->st, buf, room) : 0;
 	if (rc < 0)
 		spool_stop(e->io, -rc);
@@ -216,8 +227,14 @@ static void set_live(struct run_io *io, long pgid)
 
 static void push(struct run_io *io, enum stream st, const char *buf, size_t len)
 {
-	struct emit_ctx e = { io, st };
-	mask_push(&io->mask[st - 1], buf, len, emit_masked, &e);
+	struct emit_ctx e = { io, st }, o = { io, STREAM_OUTPUT };
+	if (!io->spool_errno) {
+		int rc = spool_prepare(io->run, st);
+		if (rc < 0)
+			spool_stop(io, -rc);
+	}
+	mask_push(&io->mask[st], buf, len, emit_masked, &e);
+	mask_push(&io->mask[STREAM_OUTPUT], buf, len, emit_masked, &o);
 }
 
 /* The wrapper's first line on stdout is its pid (= the process group). */
@@ -263,11 +280,11 @@ static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd)
 {
 	struct run *r = io->run;
 	/* Only this thread changes alias, fd[] and size[]: no lock to read them. */
-	if (io->mask[st - 1].nsecrets || io->spool_errno || r->alias != (int)st ||
+	if (io->mask[st].nsecrets || io->spool_errno || r->alias != (int)st ||
 	    (st == STREAM_STDOUT && !io->marker_done))
 		return -ENOTSUP;
 	loff_t off = r->size[STREAM_OUTPUT];
-	size_t room = cap_room(r, 1 << 20);
+	size_t room = cap_room(r, STREAM_OUTPUT, 1 << 20);
 	if (room == 0)
 		return -ENOTSUP; /* the copying path discards and marks truncated */
 	ssize_t n = splice(fd, NULL, r->fd[STREAM_OUTPUT], &off, room,
@@ -312,7 +329,11 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 		} else {
 			io->err_open = false;
 		}
-		mask_flush(&io->mask[st - 1], emit_masked, &e);
+		mask_flush(&io->mask[st], emit_masked, &e);
+		if (!io->out_open && !io->err_open) {
+			struct emit_ctx o = { io, STREAM_OUTPUT };
+			mask_flush(&io->mask[STREAM_OUTPUT], emit_masked, &o);
+		}
 		notify_run_changed(io->run);
 		if (io->exited && !io->out_open && !io->err_open)
 			finish(io);
@@ -508,8 +529,8 @@ static void finish(struct run_io *io)
 
 	close_watch(&io->timer);
 	close_watch(&io->in);
-	masker_free(&io->mask[0]);
-	masker_free(&io->mask[1]);
+	for (int i = 0; i < STREAM_COUNT; i++)
+		masker_free(&io->mask[i]);
 	if (io->cmd_fd >= 0)
 		close(io->cmd_fd);
 
@@ -673,9 +694,8 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 		rc = -ENOMEM;
 	if (rc == 0) {
 		/* Secrets are copied while the lock keeps them alive. */
-		rc = masker_init(&io->mask[0], secrets, nsecrets);
-		if (rc == 0)
-			rc = masker_init(&io->mask[1], secrets, nsecrets);
+		for (int i = 0; rc == 0 && i < STREAM_COUNT; i++)
+			rc = masker_init(&io->mask[i], secrets, nsecrets);
 	}
 	pthread_mutex_unlock(&model_lock);
 	free(secrets);

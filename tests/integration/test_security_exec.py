@@ -1,0 +1,182 @@
+"""Security of runs and commands (issue 8, "Runs and commands" in
+docs/security.md): a failed write runs nothing, commands are not held in
+memory, a run that did not start fails the close with a precise errno, a
+lost observer does not lie about the command, masking covers secrets split
+across stdout and stderr and never reorders output."""
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from sbxlib import SANITIZED, cat, docker, errname, errno_of, read, wait_for
+
+
+def assert_errno(expected, fn, *args, **kwargs):
+    got = errno_of(fn, *args, **kwargs)
+    assert got == expected, f"{fn.__name__}{args}: expected {errname(expected)}, got {errname(got)}"
+
+
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# ------------------------------------------------------------------ a failed write
+
+@pytest.mark.timeout_s(180)
+def test_a_write_past_the_limit_poisons_the_handle_and_runs_nothing(sbx):
+    sbx.exec("echo before\n")
+    assert sbx.wait() == b"exited 0\n"
+    runs_before = sorted(os.listdir(sbx.p("runs")))
+    status_before = sbx.status()
+
+    head = b"echo PART1-RAN\n"
+    chunk = b"#" * ((1 << 20) - 1) + b"\n"
+    fd = os.open(sbx.p("exec"), os.O_WRONLY | os.O_TRUNC)
+    write_errno = None
+    written = 0
+    try:
+        os.write(fd, head)
+        written = len(head)
+        while written < 300 * 1000 * 1000:
+            try:
+                written += os.write(fd, chunk)
+            except OSError as e:
+                write_errno = e.errno
+                break
+        # Later writes on the poisoned handle fail the same way.
+        assert_errno(errno.EFBIG, os.write, fd, b"echo LATER\n")
+    finally:
+        close_errno = errno_of(os.close, fd)
+    assert write_errno == errno.EFBIG, errname(write_errno)
+    assert (256 << 20) - (1 << 20) < written <= 256 << 20
+    assert close_errno == errno.EFBIG, errname(close_errno)
+
+    time.sleep(1)
+    assert sorted(os.listdir(sbx.p("runs"))) == runs_before
+    assert sbx.status() == status_before
+    out = docker("exec", sbx.container, "ps", "-o", "args").stdout
+    assert b"PART1" not in out
+    assert "nothing was run" in sbx.mount.log()
+
+
+def test_dd_of_a_300_mb_command_fails_and_nothing_runs(sbx, scratch):
+    src = os.path.join(scratch, "big")
+    with open(src, "wb") as f:
+        f.write(b"echo PART1-RAN > /tmp/part1\n")
+        f.truncate(300 * 1000 * 1000)   # NUL bytes past the echo: a sparse file
+    r = subprocess.run(["dd", f"if={src}", f"of={sbx.p('exec')}", "bs=1M"],
+                       capture_output=True, timeout=150)
+    assert r.returncode != 0
+    assert b"File too large" in r.stderr, r.stderr
+    time.sleep(1)
+    assert os.listdir(sbx.p("runs")) == []
+    assert sbx.status() == b"idle\n"
+    assert docker("exec", sbx.container, "cat", "/tmp/part1", check=False).returncode != 0
+
+
+# ------------------------------------------------------------------ commands are not held in RAM
+
+@pytest.mark.timeout_s(240)
+def test_four_writers_of_200_mib_keep_the_daemon_under_64_mib(sbx):
+    pid = sbx.mount.proc.pid
+    size = 200 << 20
+    chunk = b"#" * ((1 << 20) - 1) + b"\n"
+    fds = [os.open(sbx.p("exec"), os.O_WRONLY | os.O_TRUNC) for _ in range(4)]
+    errors = []
+
+    def writer(fd):
+        try:
+            os.write(fd, b"echo big\n")
+            done = 0
+            while done < size:
+                done += os.write(fd, chunk)
+        except OSError as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(fd,)) for fd in fds]
+        for t in threads:
+            t.start()
+        peak = 0
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, vm_rss_kib(pid))
+            time.sleep(0.1)
+        for t in threads:
+            t.join()
+        assert errors == []
+        peak = max(peak, vm_rss_kib(pid))
+        limit = (64 if not SANITIZED else 256) << 10
+        print(f"daemon VmRSS peak with 4 x 200 MiB unclosed commands: {peak} KiB")
+        assert peak < limit, f"daemon VmRSS {peak} KiB"
+        # The commands are not run: the container is stopped first, so each
+        # close fails with EHOSTDOWN and nothing of them stays anywhere.
+        with open(sbx.p("ctl"), "w") as f:
+            f.write("stop\n")
+    finally:
+        closes = [errno_of(os.close, fd) for fd in fds]
+    assert closes == [errno.EHOSTDOWN] * 4, [errname(c) for c in closes]
+    assert os.listdir(sbx.p("runs")) == []
+    # Spooled commands were unlinked files: nothing is left in the state dir.
+    left = subprocess.run(["find", sbx.mount.state, "-size", "+1M"], capture_output=True,
+                          text=True).stdout
+    assert left == ""
+
+
+@pytest.mark.timeout_s(120)
+def test_a_command_of_3_mib_still_runs_exactly(sbx):
+    body = b"".join(b"#%07d\n" % i for i in range((3 << 20) // 9))
+    cmd = b"echo start\n" + body + b"echo end\n"
+    sbx.exec(cmd, chunk=128 * 1024)
+    assert sbx.output() == b"start\nend\n"
+    assert sbx.status() == b"exited 0\n"
+    assert read(sbx.p("runs", "1", "cmd")) == cmd
+
+
+# ------------------------------------------------------------------ masking the merged stream
+
+def test_a_secret_split_across_stdout_and_stderr_is_masked_in_output(sbx):
+    sbx.write("auth", "SPLIT=SECRETVALUE\n")
+    sbx.exec("printf 'a SECR'; sleep 0.5; printf 'ETVALUE b' >&2; sleep 0.3; printf ' c\\n'\n")
+    assert sbx.wait(30) == b"exited 0\n"
+    assert sbx.read("runs", "1", "output") == b"a *** b c\n"
+    assert sbx.read("runs", "1", "stdout") == b"a SECR c\n"
+    assert sbx.read("runs", "1", "stderr") == b"ETVALUE b"
+    assert b"SECRETVALUE" not in sbx.read("runs", "1", "output")
+
+
+def test_held_back_bytes_do_not_reorder_output(sbx):
+    # stdout ends on "SEC", a prefix of the secret: held back until the next
+    # stdout byte; stderr's "ERR" arrives in between and must come after it.
+    sbx.write("auth", "K=SECRETVALUE\n")
+    sbx.exec("printf 'out SEC'; sleep 0.5; printf 'ERR\\n' >&2; sleep 0.5; printf 'Z\\n'\n")
+    assert sbx.wait(30) == b"exited 0\n"
+    assert sbx.read("runs", "1", "output") == b"out SECERR\nZ\n"
+    assert sbx.read("runs", "1", "stdout") == b"out SECZ\n"
+    assert sbx.read("runs", "1", "stderr") == b"ERR\n"
+
+
+def test_while_only_one_stream_speaks_held_bytes_are_prefixes_only(sbx):
+    sbx.write("auth", "K=SECRETVALUE\n")
+    sbx.exec("printf 'abc SE'; sleep 1; printf 'CRETVALUE\\n'\n")
+    # The live output has everything but the possible prefix "SE" (one read
+    # returns what is there without waiting for more).
+    def first_read():
+        fd = os.open(sbx.p("runs", "1", "output"), os.O_RDONLY)
+        try:
+            return os.read(fd, 100)
+        finally:
+            os.close(fd)
+    wait_for(lambda: first_read() == b"abc ", 10)
+    assert sbx.wait(30) == b"exited 0\n"
+    assert sbx.read("runs", "1", "output") == b"abc ***\n"
+    assert sbx.read("runs", "1", "stdout") == b"abc ***\n"
