@@ -443,8 +443,20 @@ void model_handle_event(const struct engine_event *ev)
 	case ENGINE_EV_START:
 		if (s->state == SBX_STOPPED)
 			s->state = SBX_RUNNING;
+		s->paused = false;
+		break;
+	case ENGINE_EV_PAUSE:
+		if (!s->paused)
+			log_info("sandbox %s: container paused", s->name);
+		s->paused = true;
+		break;
+	case ENGINE_EV_UNPAUSE:
+		if (s->paused)
+			log_info("sandbox %s: container unpaused", s->name);
+		s->paused = false;
 		break;
 	case ENGINE_EV_DIE:
+		s->paused = false;
 		s->died_at = mono_now();
 		if (s->state == SBX_RUNNING) {
 			s->state = SBX_STOPPED;
@@ -505,6 +517,7 @@ static void reconcile(struct engine *engine, bool after_outage, double outage_at
 					}
 				}
 				s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
+				s->paused = v[j].paused;
 				if (!v[j].running)
 					mark_runs_locked(s, false);
 			}
@@ -530,6 +543,7 @@ static void reconcile(struct engine *engine, bool after_outage, double outage_at
 			s->image = strdup(v[j].image);
 		}
 		s->state = v[j].running ? SBX_RUNNING : SBX_STOPPED;
+		s->paused = v[j].paused;
 		if (!s->container_id || !s->image || table_add_locked(s) < 0) {
 			sandbox_put_locked(s);
 			continue;

@@ -61,6 +61,10 @@ struct run {
 	bool timed_out;          /* (L) */
 	bool container_died;     /* (L) */
 	bool truncated;          /* (L) output past max_output or a full disk was dropped */
+	/* (L) its local docker exec died while the command ran on inside:
+	 * status `lost`, but pgid stays known and ctl kill still reaches it
+	 * until the group is gone. */
+	bool observer_lost;
 
 	struct run_io *io;       /* live part, owned by the I/O thread */
 };
@@ -100,6 +104,7 @@ struct sandbox {
 	char *last_error;        /* (L) */
 	double died_at;          /* (L) CLOCK_MONOTONIC seconds of its last die event */
 	bool user_stopped;       /* (L) ctl stop: an engine outage must not restart it */
+	bool paused;             /* (L) docker pause: no exec can start */
 };
 
 /* What the fs layer hears from the model.  Called without model_lock held,
@@ -166,6 +171,10 @@ void setting_undo_free(struct setting_undo *u);
 
 /* Runs. */
 struct run *sandbox_latest_run(struct sandbox *s); /* under model_lock; no new ref */
+/* The latest run ctl kill can still reach: live, or whose observer was lost
+ * (under model_lock; no new ref).  A later run that never started does not
+ * hide it. */
+struct run *sandbox_killable_run(struct sandbox *s);
 struct run *sandbox_run(struct sandbox *s, unsigned number); /* under model_lock; no new ref */
 void run_get(struct run *r);  /* under model_lock */
 void run_put(struct run *r);  /* takes model_lock */
@@ -188,6 +197,9 @@ void run_reader_put(struct run *r);
 int run_stream_fd(struct run *r, enum stream st);
 /* One status line with "\n", e.g. "exited 0\n"; r may be NULL ("idle"). */
 void run_status_line(struct run *r, char *buf, size_t len); /* under model_lock */
+/* The same for the sandbox's status file: `paused\n` while the container
+ * is paused and r (the latest run, maybe NULL) has not ended. */
+void sandbox_status_line(struct sandbox *s, struct run *r, char *buf, size_t len);
 
 /* A JSON document describing the sandbox (malloc'ed). */
 char *sandbox_info_json(struct sandbox *s);

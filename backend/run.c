@@ -30,7 +30,9 @@ struct run_io {
 	size_t cmd_len, cmd_off;
 	bool out_open, err_open, exited;
 	int exit_code;
+	int cli_signal;   /* the signal that ended the local docker exec, or 0 */
 	bool marker_done;
+	bool not_started; /* stdout began with something else than the marker */
 	char marker[24];
 	size_t marker_len;
 	char early_err[512]; /* docker's own complaint, before the wrapper ran */
@@ -237,6 +239,16 @@ static void push(struct run_io *io, enum stream st, const char *buf, size_t len)
 	mask_push(&io->mask[STREAM_OUTPUT], buf, len, emit_masked, &o);
 }
 
+/* Keeps what docker said before the wrapper ran, bounded. */
+static void early_complaint(struct run_io *io, const char *buf, size_t len)
+{
+	size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
+	size_t k = len < room ? len : room;
+	memcpy(io->early_err + io->early_err_len, buf, k);
+	io->early_err_len += k;
+	io->early_err[io->early_err_len] = '\0';
+}
+
 /* The wrapper's first line on stdout is its pid (= the process group). */
 static size_t take_marker(struct run_io *io, const char *buf, size_t len)
 {
@@ -252,11 +264,14 @@ static size_t take_marker(struct run_io *io, const char *buf, size_t len)
 			return used;
 		}
 		if (c < '0' || c > '9' || io->marker_len + 1 >= sizeof(io->marker)) {
-			/* Not our wrapper speaking: hand everything on as output. */
-			io->marker_done = true;
-			set_live(io, 0);
-			push(io, STREAM_STDOUT, io->marker, io->marker_len);
-			return used - 1;
+			/* The wrapper speaks first, so this is docker or the
+			 * runtime saying why the run did not start (e.g. "OCI
+			 * runtime exec failed: ... chdir to cwd"): a reason,
+			 * not output. */
+			io->not_started = true;
+			early_complaint(io, io->marker, io->marker_len);
+			early_complaint(io, buf + used - 1, len - (used - 1));
+			return len;
 		}
 		io->marker[io->marker_len++] = c;
 	}
@@ -280,7 +295,7 @@ static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd)
 {
 	struct run *r = io->run;
 	/* Only this thread changes alias, fd[] and size[]: no lock to read them. */
-	if (io->mask[st].nsecrets || io->spool_errno || r->alias != (int)st ||
+	if (io->mask[st].nsecrets || io->spool_errno || io->not_started || r->alias != (int)st ||
 	    (st == STREAM_STDOUT && !io->marker_done))
 		return -ENOTSUP;
 	loff_t off = r->size[STREAM_OUTPUT];
@@ -322,7 +337,7 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 		close_watch(w);
 		if (st == STREAM_STDOUT) {
 			io->out_open = false;
-			if (!io->marker_done && io->marker_len) {
+			if (!io->marker_done && !io->not_started && io->marker_len) {
 				io->marker_done = true;
 				push(io, STREAM_STDOUT, io->marker, io->marker_len);
 			}
@@ -340,15 +355,16 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 		return;
 	}
 	size_t off = 0;
+	if (io->not_started) {
+		early_complaint(io, buf, (size_t)n);
+		return;
+	}
 	if (st == STREAM_STDOUT && !io->marker_done)
 		off = take_marker(io, buf, (size_t)n);
-	if (st == STREAM_STDERR && !io->marker_done) {
-		size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
-		size_t k = (size_t)n < room ? (size_t)n : room;
-		memcpy(io->early_err + io->early_err_len, buf, k);
-		io->early_err_len += k;
-		io->early_err[io->early_err_len] = '\0';
-	}
+	if (io->not_started)
+		return;
+	if (st == STREAM_STDERR && !io->marker_done)
+		early_complaint(io, buf, (size_t)n);
 	if ((size_t)n > off) {
 		push(io, st, buf + off, (size_t)n - off);
 		notify_run_changed(io->run);
@@ -391,6 +407,7 @@ static void child_exited(struct io_watch *w, uint32_t events)
 	if (p == 0 || (p < 0 && errno == EINTR))
 		return;
 	io->exit_code = p < 0 ? 255 : spawn_exit_code(status);
+	io->cli_signal = p > 0 && WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 	io->exited = true;
 	close_watch(w);
 	pthread_mutex_lock(&model_lock);
@@ -537,6 +554,13 @@ static void finish(struct run_io *io)
 	pthread_mutex_lock(&model_lock);
 	r->io = NULL;
 	bool timed_out = r->timed_out, killed = r->kill_requested, died = r->container_died;
+	/* Our own kills go through the group inside (docker exec then exits
+	 * 137 by itself); a local docker exec dying of a signal was killed by
+	 * someone else, and says nothing about the command. */
+	bool observer_lost = io->marker_done && io->cli_signal && r->pgid > 1 && !died &&
+			     !timed_out;
+	if (observer_lost)
+		r->observer_lost = true;
 	pthread_mutex_unlock(&model_lock);
 
 	if (!io->marker_done) {
@@ -549,6 +573,13 @@ static void finish(struct run_io *io)
 			if (*p == '\n' || *p == '\r')
 				*p = ' ';
 		conclude(r, OUTCOME_LOST, code, e == EIO && died ? EHOSTDOWN : e, reason);
+	} else if (observer_lost) {
+		char reason[200];
+		snprintf(reason, sizeof(reason),
+			 "the docker exec observing the run died (signal %d); the command may "
+			 "still run inside (process group %ld): ctl kill reaches it",
+			 io->cli_signal, r->pgid);
+		conclude(r, OUTCOME_LOST, code, 0, reason);
 	} else if (timed_out) {
 		conclude(r, OUTCOME_TIMEOUT, code, 0, NULL);
 	} else if (killed && code > 128) {
@@ -674,6 +705,10 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	if (s->state != SBX_RUNNING) {
 		pthread_mutex_unlock(&model_lock);
 		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running", s->name);
+	}
+	if (s->paused) {
+		pthread_mutex_unlock(&model_lock);
+		return sbx_err_set(err, EBUSY, "exec: the container of %s is paused", s->name);
 	}
 	struct run *r = run_new_locked(s);
 	int rc = r ? env_text(&s->env, &s->auth, &env, &env_len) : -ENOMEM;
@@ -818,7 +853,8 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 int run_kill(struct run *r, int sig, struct sbx_err *err)
 {
 	pthread_mutex_lock(&model_lock);
-	if (r->phase == RUN_ENDED) {
+	bool orphan = r->phase == RUN_ENDED && r->observer_lost && r->pgid > 1;
+	if (r->phase == RUN_ENDED && !orphan) {
 		pthread_mutex_unlock(&model_lock);
 		return sbx_err_set(err, ESRCH, "kill: run %u has ended", r->number);
 	}
@@ -832,6 +868,20 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 		rc = engine_kill_group(r->sbx->engine, cid, pgid, sig, err);
 	else if (local > 0 && kill(local, sig) < 0)
 		rc = sbx_err_set(err, errno, "kill: %s", strerror(errno));
+	else if (!cid)
+		rc = sbx_err_set(err, ENOMEM, "kill: out of memory");
 	free(cid);
+	if (orphan) {
+		/* Nobody will see this group end: once it is gone (or took
+		 * SIGKILL), the run is no longer reachable by ctl kill. */
+		if ((rc == 0 && sig == SIGKILL) || (rc < 0 && err->code == ESRCH)) {
+			pthread_mutex_lock(&model_lock);
+			r->observer_lost = false;
+			pthread_mutex_unlock(&model_lock);
+		}
+		if (rc == 0)
+			log_info("sandbox %s run %u: signal %d sent to process group %ld, "
+				 "whose observer was lost", r->sbx->name, r->number, sig, pgid);
+	}
 	return rc;
 }

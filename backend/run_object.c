@@ -50,6 +50,16 @@ struct run *sandbox_latest_run(struct sandbox *s)
 	return s->nruns ? s->runs[s->nruns - 1] : NULL;
 }
 
+struct run *sandbox_killable_run(struct sandbox *s)
+{
+	for (unsigned i = s->nruns; i > 0; i--) {
+		struct run *r = s->runs[i - 1];
+		if (r->phase != RUN_ENDED || (r->observer_lost && r->pgid > 1))
+			return r;
+	}
+	return NULL;
+}
+
 struct run *sandbox_run(struct sandbox *s, unsigned number)
 {
 	return number >= 1 && number <= s->nruns ? s->runs[number - 1] : NULL;
@@ -96,6 +106,14 @@ void run_status_line(struct run *r, char *buf, size_t len)
 		snprintf(buf, len, "lost\n");
 		break;
 	}
+}
+
+void sandbox_status_line(struct sandbox *s, struct run *r, char *buf, size_t len)
+{
+	if (s->paused && s->state == SBX_RUNNING && (!r || r->phase != RUN_ENDED))
+		snprintf(buf, len, "paused\n");
+	else
+		run_status_line(r, buf, len);
 }
 
 /* An ended run keeps no fd open unless someone reads it: a sandbox with

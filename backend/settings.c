@@ -138,7 +138,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 
 	pthread_mutex_lock(&model_lock);
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
-	struct run *latest = sandbox_latest_run(s);
+	struct run *latest = sandbox_killable_run(s);
 	if (latest)
 		run_get(latest);
 	pthread_mutex_unlock(&model_lock);
@@ -151,7 +151,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	switch (cmd.verb) {
 	case CTL_KILL:
 		if (!latest)
-			rc = sbx_err_set(err, ESRCH, "ctl kill: no run to signal");
+			rc = sbx_err_set(err, ESRCH, "ctl kill: no live run to signal");
 		else
 			rc = run_kill(latest, cmd.signal, err);
 		break;

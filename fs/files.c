@@ -79,7 +79,10 @@ static char *snapshot(struct handle *h, size_t *len)
 	case K_STATUS:
 	case K_RUN_STATUS:
 		pthread_mutex_lock(&model_lock);
-		run_status_line(h->run, line, sizeof(line));
+		if (h->kind == K_STATUS)
+			sandbox_status_line(s, h->run, line, sizeof(line));
+		else
+			run_status_line(h->run, line, sizeof(line));
 		pthread_mutex_unlock(&model_lock);
 		text = strdup(line);
 		break;
