@@ -180,3 +180,144 @@ def test_while_only_one_stream_speaks_held_bytes_are_prefixes_only(sbx):
     assert sbx.wait(30) == b"exited 0\n"
     assert sbx.read("runs", "1", "output") == b"abc ***\n"
     assert sbx.read("runs", "1", "stdout") == b"abc ***\n"
+
+
+# ------------------------------------------------------------------ runs that did not start
+
+def wait_for_process(sbx, args, timeout=15):
+    wait_for(lambda: any(a == args for _, a in sbx.ps()), timeout,
+             what=f"'{args}' in the container")
+
+
+def run_numbers(sbx):
+    return sorted(os.listdir(sbx.p("runs")), key=int)
+
+
+@pytest.mark.timeout_s(120)
+def test_a_paused_container_shows_paused_and_refuses_exec_with_ebusy(sbx):
+    sbx.exec("sleep 1001\n")
+    wait_for_process(sbx, "sleep 1001")
+    docker("pause", sbx.container)
+    try:
+        wait_for(lambda: sbx.status() == b"paused\n", 10, what="status paused")
+        info = sbx.info()
+        assert info["state"] == "paused"
+        assert info["latest"]["status"] == "paused"
+        assert_errno(errno.EBUSY, sbx.exec, "echo should-not-run\n")
+        assert run_numbers(sbx) == ["1"]
+        assert "exec: the container of " + sbx.name + " is paused" in sbx.mount.log()
+    finally:
+        docker("unpause", sbx.container)
+    wait_for(lambda: sbx.status() == b"running\n", 10, what="status running again")
+    assert sbx.info()["state"] == "running"
+    with open(sbx.p("ctl"), "w") as f:
+        f.write("kill\n")
+    assert sbx.wait(30) == b"killed\n"
+    assert run_numbers(sbx) == ["1"]
+    out, status = sbx.run("echo after\n")
+    assert (out, status) == (b"after\n", b"exited 0\n")
+
+
+def test_an_idle_paused_sandbox_reads_paused(sbx):
+    docker("pause", sbx.container)
+    try:
+        wait_for(lambda: sbx.status() == b"paused\n", 10, what="status paused")
+        assert sbx.info()["latest"] is None
+    finally:
+        docker("unpause", sbx.container)
+    wait_for(lambda: sbx.status() == b"idle\n", 10, what="status idle again")
+
+
+def test_a_missing_workdir_fails_the_close_with_enoent(sbx):
+    sbx.write("workdir", "/no/such/dir\n")
+    assert_errno(errno.ENOENT, sbx.exec, "echo should-not-run\n")
+    assert run_numbers(sbx) == ["1"]
+    assert sbx.status() == b"lost\n"
+    assert sbx.read("runs", "1", "output") == b""
+    reason = sbx.info()["latest"]["reason"]
+    assert reason.startswith("the run did not start: docker exec exited 126: "), reason
+    assert "chdir to cwd" in reason and "/no/such/dir" in reason
+    log = sbx.mount.log()
+    assert f"sandbox {sbx.name} run 1: the run did not start" in log
+    # The read-back of an O_RDWR handle fails the same way.
+    fd = os.open(sbx.p("exec"), os.O_RDWR)
+    try:
+        os.write(fd, b"echo again\n")
+        assert_errno(errno.ENOENT, os.read, fd, 64)
+    finally:
+        os.close(fd)
+    sbx.write("workdir", "/tmp\n")
+    assert sbx.run("pwd\n") == (b"/tmp\n", b"exited 0\n")
+
+
+def test_a_run_that_did_not_start_does_not_hide_a_live_one_from_kill(sbx):
+    sbx.exec("sleep 1002\n")
+    wait_for_process(sbx, "sleep 1002")
+    sbx.write("workdir", "/no/such/dir\n")
+    assert_errno(errno.ENOENT, sbx.exec, "echo x\n")
+    assert sbx.status() == b"lost\n"
+    with open(sbx.p("ctl"), "w") as f:
+        f.write("kill\n")
+    wait_for(lambda: sbx.read("runs", "1", "status") == b"killed\n", 15, what="run 1 killed")
+    assert not any(a == "sleep 1002" for _, a in sbx.ps())
+    assert_errno(errno.ESRCH, sbx.write, "ctl", "kill\n")
+
+
+# ------------------------------------------------------------------ a killed docker exec
+
+def local_exec_of(marker):
+    """Pids of local `docker exec` processes whose argv holds marker."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[0].endswith(b"docker") and b"exec" in argv and \
+                marker.encode() in argv:
+            found.append(int(p))
+    return found
+
+
+@pytest.mark.timeout_s(120)
+def test_killing_the_local_docker_exec_reads_lost_and_ctl_kill_still_reaches_the_run(sbx):
+    sbx.exec("sleep 1003\n")
+    wait_for_process(sbx, "sleep 1003")
+    pids = local_exec_of("sleep 1003\n")
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    assert sbx.wait(30) == b"lost\n"
+    assert sbx.status() == b"lost\n"
+    reason = sbx.info()["latest"]["reason"]
+    assert reason.startswith("the docker exec observing the run died (signal 9)"), reason
+    assert f"sandbox {sbx.name} run 1: the docker exec observing the run died" in \
+        sbx.mount.log()
+    # The command goes on inside, and ctl kill reaches its process group.
+    assert any(a == "sleep 1003" for _, a in sbx.ps())
+    with open(sbx.p("ctl"), "w") as f:
+        f.write("kill\n")
+    wait_for(lambda: not any(a == "sleep 1003" for _, a in sbx.ps()), 15,
+             what="the orphaned command gone")
+    out = docker("exec", sbx.container, "ps").stdout
+    assert b"sleep 1003" not in out
+    assert sbx.status() == b"lost\n"
+    assert_errno(errno.ESRCH, sbx.write, "ctl", "kill\n")
+
+
+def test_exec_racing_a_pause_fails_with_ebusy_either_way(sbx):
+    # Whether the daemon heard docker's pause event yet or docker exec says
+    # so itself, the close fails with EBUSY and nothing runs.
+    docker("pause", sbx.container)
+    try:
+        assert_errno(errno.EBUSY, sbx.exec, "echo should-not-run > /tmp/ran\n")
+        runs = run_numbers(sbx)
+        assert runs in ([], ["1"])
+        if runs:
+            assert sbx.read("runs", "1", "status") == b"lost\n"
+            assert "is paused" in sbx.info()["latest"]["reason"]
+    finally:
+        docker("unpause", sbx.container)
+    assert docker("exec", sbx.container, "cat", "/tmp/ran", check=False).returncode != 0
