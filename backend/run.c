@@ -37,6 +37,11 @@ struct run_io {
 	size_t marker_len;
 	char early_err[512]; /* docker's own complaint, before the wrapper ran */
 	size_t early_err_len;
+	/* stderr that arrived before the wrapper's marker: output once the
+	 * marker shows the run started, docker's complaint if it never does. */
+	char *pre_err;
+	size_t pre_err_len;
+	bool pre_err_spilled; /* too much to hold: pushed as it comes */
 	/* One masker per file: output masks the merged bytes in arrival
 	 * order (a secret split across stdout and stderr is masked there). */
 	struct masker mask[STREAM_COUNT];
@@ -249,6 +254,35 @@ static void early_complaint(struct run_io *io, const char *buf, size_t len)
 	io->early_err[io->early_err_len] = '\0';
 }
 
+#define PRE_ERR_MAX (64 * 1024)
+
+/* Held stderr becomes output (the marker arrived, or there is too much). */
+static void release_pre_err(struct run_io *io)
+{
+	if (io->pre_err_len)
+		push(io, STREAM_STDERR, io->pre_err, io->pre_err_len);
+	free(io->pre_err);
+	io->pre_err = NULL;
+	io->pre_err_len = 0;
+	io->pre_err_spilled = true;
+}
+
+/* Returns true when buf was held back. */
+static bool hold_pre_err(struct run_io *io, const char *buf, size_t len)
+{
+	if (io->pre_err_spilled)
+		return false;
+	if (!io->pre_err)
+		io->pre_err = malloc(PRE_ERR_MAX);
+	if (!io->pre_err || io->pre_err_len + len > PRE_ERR_MAX) {
+		release_pre_err(io);
+		return false;
+	}
+	memcpy(io->pre_err + io->pre_err_len, buf, len);
+	io->pre_err_len += len;
+	return true;
+}
+
 /* The wrapper's first line on stdout is its pid (= the process group). */
 static size_t take_marker(struct run_io *io, const char *buf, size_t len)
 {
@@ -261,6 +295,7 @@ static size_t take_marker(struct run_io *io, const char *buf, size_t len)
 			char *end;
 			long pid = strtol(io->marker, &end, 10);
 			set_live(io, (*end == '\0' && pid > 1) ? pid : 0);
+			release_pre_err(io);
 			return used;
 		}
 		if (c < '0' || c > '9' || io->marker_len + 1 >= sizeof(io->marker)) {
@@ -339,6 +374,7 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 			io->out_open = false;
 			if (!io->marker_done && !io->not_started && io->marker_len) {
 				io->marker_done = true;
+				release_pre_err(io);
 				push(io, STREAM_STDOUT, io->marker, io->marker_len);
 			}
 		} else {
@@ -363,8 +399,11 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 		off = take_marker(io, buf, (size_t)n);
 	if (io->not_started)
 		return;
-	if (st == STREAM_STDERR && !io->marker_done)
+	if (st == STREAM_STDERR && !io->marker_done) {
 		early_complaint(io, buf, (size_t)n);
+		if (hold_pre_err(io, buf, (size_t)n))
+			return;
+	}
 	if ((size_t)n > off) {
 		push(io, st, buf + off, (size_t)n - off);
 		notify_run_changed(io->run);
@@ -546,6 +585,7 @@ static void finish(struct run_io *io)
 
 	close_watch(&io->timer);
 	close_watch(&io->in);
+	free(io->pre_err);
 	for (int i = 0; i < STREAM_COUNT; i++)
 		masker_free(&io->mask[i]);
 	if (io->cmd_fd >= 0)

@@ -318,6 +318,7 @@ def test_exec_racing_a_pause_fails_with_ebusy_either_way(sbx):
         if runs:
             assert sbx.read("runs", "1", "status") == b"lost\n"
             assert "is paused" in sbx.info()["latest"]["reason"]
+            assert sbx.read("runs", "1", "output") == b""   # a reason, not output
     finally:
         docker("unpause", sbx.container)
     assert docker("exec", sbx.container, "cat", "/tmp/ran", check=False).returncode != 0
