@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fs_internal.h"
@@ -122,8 +123,6 @@ static char *snapshot(struct handle *h, size_t *len)
 			text = NULL;
 		pthread_mutex_unlock(&model_lock);
 		break;
-	case K_RUN_CMD:
-		return run_file(h->run, "cmd", len);
 	case K_RUN_STARTED:
 		return run_file(h->run, "started", len);
 	case K_RUN_ENDED:
@@ -152,6 +151,8 @@ void handle_free(struct handle *h)
 		sandbox_put(h->sbx);
 	pthread_mutex_destroy(&h->exec_lock);
 	free(h->data);
+	if (h->file_fd >= 0)
+		close(h->file_fd);
 	free(h->tpl_name);
 	if (h->wbuf)
 		explicit_bzero(h->wbuf, h->wlen);
@@ -206,6 +207,7 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	pthread_mutex_init(&h->exec_lock, NULL);
 	cmd_spool_init(&h->cmd);
+	h->file_fd = -1;
 	h->ino = ino;
 	h->kind = n.sbx ? n.kind : K_NONE;
 	h->sbx = steal_pointer(&n.sbx);
@@ -234,6 +236,12 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (is_stream(h->kind) || h->kind == K_WAIT) {
 		h->nonseekable = n.run == 0 && h->kind != K_WAIT;
+	} else if (h->kind == K_RUN_CMD && wants_read) {
+		/* A command may be 256 MiB: served from its file, never copied
+		 * into memory per open. */
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/cmd", h->run->dir);
+		h->file_fd = open(path, O_RDONLY | O_CLOEXEC);
 	} else if (h->kind != K_EXEC && h->kind != K_CTL && wants_read) {
 		h->data = h->sbx ? snapshot(h, &h->len) : meta_content(ino, &h->len);
 		if (!h->data) {
@@ -320,6 +328,21 @@ void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		} else {
 			fuse_reply_buf(req, NULL, 0);
 		}
+	} else if (h->file_fd >= 0) {
+		struct stat st;
+		if (fstat(h->file_fd, &st) < 0 || off >= st.st_size) {
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		if ((off_t)size > st.st_size - off)
+			size = (size_t)(st.st_size - off);
+		struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+		buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		buf.buf[0].fd = h->file_fd;
+		buf.buf[0].pos = off;
+		int rc = fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+		if (rc < 0 && rc != -ENOENT)
+			log_warn("replying to a read of cmd: %s", strerror(-rc));
 	} else {
 		reply_buf_at(req, h->data, h->len, size, off);
 	}

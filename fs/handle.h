@@ -20,6 +20,7 @@ struct handle {
 
 	char *data;              /* generated content, fixed at open */
 	size_t len;
+	int file_fd;             /* runs/N/cmd: read from its spool file, not memory */
 
 	char *wbuf;              /* what was written, applied at flush */
 	size_t wlen, wcap;

@@ -322,3 +322,25 @@ def test_exec_racing_a_pause_fails_with_ebusy_either_way(sbx):
     finally:
         docker("unpause", sbx.container)
     assert docker("exec", sbx.container, "cat", "/tmp/ran", check=False).returncode != 0
+
+
+@pytest.mark.timeout_s(180)
+def test_reading_a_large_cmd_back_does_not_copy_it_into_memory(sbx):
+    # runs/N/cmd is served from its spool file: 8 opens of a 24 MiB command
+    # do not take 192 MiB.
+    line = b"#" * 1023 + b"\n"
+    cmd = b"echo ok\n" + line * (24 << 10)
+    sbx.exec(cmd, chunk=1 << 20)
+    assert sbx.output(120) == b"ok\n"
+    pid = sbx.mount.proc.pid
+    fds = [os.open(sbx.p("runs", "1", "cmd"), os.O_RDONLY) for _ in range(8)]
+    try:
+        assert os.read(fds[0], 8) == b"echo ok\n"
+        assert os.pread(fds[1], 16, len(cmd) - 16) == line[-16:]
+        assert os.pread(fds[2], 16, len(cmd)) == b""
+        rss = vm_rss_kib(pid)
+        assert rss < ((64 if not SANITIZED else 256) << 10), f"daemon VmRSS {rss} KiB"
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert read(sbx.p("runs", "1", "cmd")) == cmd
