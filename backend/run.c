@@ -607,8 +607,15 @@ static void finish(struct run_io *io)
 		int e = engine_classify_error(io->early_err, code);
 		char reason[700];
 		const char *msg = io->early_err_len ? io->early_err : "no output";
-		snprintf(reason, sizeof(reason), "the run did not start: docker exec exited %d: %.500s",
-			 code, msg);
+		if (io->cli_signal && !io->not_started)
+			/* Killed before the marker came through: the command may
+			 * run inside, but its process group is unknown. */
+			snprintf(reason, sizeof(reason),
+				 "the docker exec observing the run died (signal %d) before the run "
+				 "reported its start; the command may run inside", io->cli_signal);
+		else
+			snprintf(reason, sizeof(reason),
+				 "the run did not start: docker exec exited %d: %.500s", code, msg);
 		for (char *p = reason; *p; p++)
 			if (*p == '\n' || *p == '\r')
 				*p = ' ';

@@ -284,9 +284,12 @@ def local_exec_of(marker):
 
 @pytest.mark.timeout_s(120)
 def test_killing_the_local_docker_exec_reads_lost_and_ctl_kill_still_reaches_the_run(sbx):
-    sbx.exec("sleep 1003\n")
+    sbx.exec("echo started; sleep 1003\n")
     wait_for_process(sbx, "sleep 1003")
-    pids = local_exec_of("sleep 1003\n")
+    # Output after the wrapper's marker: the daemon knows the process group.
+    r = sbx.mount.reader(sbx.p("output"))
+    r.wait_data(b"started\n", 15)
+    pids = local_exec_of("echo started; sleep 1003\n")
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)
     assert sbx.wait(30) == b"lost\n"
