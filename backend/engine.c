@@ -143,6 +143,17 @@ int engine_classify_error(const char *cli_stderr, int exit_code)
 		return EEXIST;
 	if (has(t, "is not running") || has(t, "container state improper"))
 		return EHOSTDOWN;
+	/* docker exec into a frozen container. */
+	if (has(t, "is paused"))
+		return EBUSY;
+	/* The runtime could not enter the run's workdir (said on stdout). */
+	if (has(t, "chdir to cwd")) {
+		if (has(t, "not a directory"))
+			return ENOTDIR;
+		if (has(t, "permission denied"))
+			return EACCES;
+		return ENOENT;
+	}
 	if (has(t, "No such container") || has(t, "No such object"))
 		return ENOENT;
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(unreachable); i++)
@@ -801,7 +812,8 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
 	/* Only what the model acts on: every run would add three exec events. */
 	ARGS(&a, "--filter", "type=container", "--filter", "event=start", "--filter", "event=die",
-	     "--filter", "event=destroy", "--format", "{{json .}}");
+	     "--filter", "event=destroy",
+	     "--filter", "event=pause", "--filter", "event=unpause", "--format", "{{json .}}");
 	if (a.oom)
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
 

@@ -82,6 +82,7 @@ struct engine_container {
 	char *sandbox; /* value of SBX_LABEL_SANDBOX */
 	char *image;
 	int running;
+	int paused;    /* running but frozen (docker pause) */
 };
 void engine_containers_free(struct engine_container *v, size_t n);
 /* All containers (running or not) labelled with this instance. */
@@ -131,6 +132,8 @@ enum engine_event_kind {
 	ENGINE_EV_START,
 	ENGINE_EV_DIE,     /* the container stopped (killed, stopped, exited) */
 	ENGINE_EV_DESTROY, /* the container was removed */
+	ENGINE_EV_PAUSE,   /* docker pause: processes frozen, exec refused */
+	ENGINE_EV_UNPAUSE,
 };
 struct engine_event {
 	enum engine_event_kind kind;

@@ -101,10 +101,14 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 	c->id = strdup(id);
 	c->image = strdup(image ? image : "");
 	c->sandbox = sandbox;
-	if (state)
-		c->running = strcasecmp(state, "running") == 0;
-	else
+	if (state) {
+		/* A paused container is still running: its runs live on. */
+		c->paused = strcasecmp(state, "paused") == 0;
+		c->running = strcasecmp(state, "running") == 0 || c->paused;
+	} else {
 		c->running = status && strncmp(status, "Up", 2) == 0;
+		c->paused = c->running && strstr(status, "(Paused)") != NULL;
+	}
 	if (!c->id || !c->image) {
 		engine_container_clear(c);
 		return -ENOMEM;
@@ -219,6 +223,10 @@ int engine_parse_event(const char *line, size_t len, struct engine_event *ev)
 				cJSON_GetObjectItemCaseSensitive(o, "ContainerExitCode"));
 	} else if (strcmp(action, "destroy") == 0 || strcmp(action, "remove") == 0) {
 		ev->kind = ENGINE_EV_DESTROY;
+	} else if (strcmp(action, "pause") == 0) {
+		ev->kind = ENGINE_EV_PAUSE;
+	} else if (strcmp(action, "unpause") == 0) {
+		ev->kind = ENGINE_EV_UNPAUSE;
 	}
 	return 0;
 }

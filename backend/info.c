@@ -61,7 +61,8 @@ char *sandbox_info_json(struct sandbox *s)
 		cJSON_AddItemToObject(root, "effective", eff);
 	else
 		cJSON_AddNullToObject(root, "effective");
-	cJSON_AddStringToObject(root, "state", state_name(s->state));
+	cJSON_AddStringToObject(root, "state", s->paused && s->state == SBX_RUNNING ?
+				"paused" : state_name(s->state));
 	format_time(&s->created, when, sizeof(when));
 	cJSON_AddStringToObject(root, "created", when);
 	cJSON_AddNumberToObject(root, "runs", s->nruns);
@@ -69,7 +70,7 @@ char *sandbox_info_json(struct sandbox *s)
 	struct run *r = s->nruns ? s->runs[s->nruns - 1] : NULL;
 	if (r) {
 		cJSON *latest = cJSON_AddObjectToObject(root, "latest");
-		run_status_line_locked(r, line, sizeof(line));
+		sandbox_status_line_locked(s, r, line, sizeof(line));
 		line[strcspn(line, "\n")] = '\0';
 		cJSON_AddNumberToObject(latest, "run", r->number);
 		cJSON_AddStringToObject(latest, "status", line);

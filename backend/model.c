@@ -27,6 +27,7 @@ int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
 	       struct sbx_err *err)
 {
 	model_config_set(cfg);
+	cmd_spool_set_dir(cfg->state_dir);
 	runs_set_listener(cb ? cb->run_changed : NULL);
 	engines_init(&cfg->engine, &sink);
 	return 0;
@@ -342,8 +343,20 @@ static void handle_event(const struct engine *engine, const struct engine_event 
 	case ENGINE_EV_START:
 		if (s->state == SBX_STOPPED)
 			s->state = SBX_RUNNING;
+		s->paused = false;
+		break;
+	case ENGINE_EV_PAUSE:
+		if (!s->paused)
+			log_info("sandbox %s: container paused", s->name);
+		s->paused = true;
+		break;
+	case ENGINE_EV_UNPAUSE:
+		if (s->paused)
+			log_info("sandbox %s: container unpaused", s->name);
+		s->paused = false;
 		break;
 	case ENGINE_EV_DIE:
+		s->paused = false;
 		s->died_at = mono_now();
 		if (s->state == SBX_RUNNING) {
 			s->state = SBX_STOPPED;
@@ -410,6 +423,7 @@ static void update_known_locked(const struct engine *engine, const struct engine
 		if (!c->running && after_outage && outage_victim_locked(s, outage_at))
 			string_list_add(restart, s->container_id);
 		s->state = c->running ? SBX_RUNNING : SBX_STOPPED;
+		s->paused = c->paused;
 		if (!c->running)
 			sandbox_mark_runs_locked(s, false);
 	}
@@ -442,6 +456,7 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	if (ok) {
 		s->id = next_id++;
 		s->state = c->running ? SBX_RUNNING : SBX_STOPPED;
+		s->paused = c->paused;
 		s->runs = runs;
 		s->nruns = nruns;
 		runs = NULL;

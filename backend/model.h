@@ -11,6 +11,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "cmd_spool.h"
 #include "engine.h"
 #include "err.h"
 #include "mask.h"
@@ -75,6 +76,7 @@ struct sandbox_view {
 	struct timespec created;
 	struct timespec settings_changed; /* last write of env/auth/workdir/timeout */
 	bool running;
+	bool paused;  /* docker pause: no exec can start */
 	unsigned nruns;
 };
 void sandbox_view(struct sandbox *s, struct sandbox_view *v);
@@ -124,12 +126,15 @@ struct run_view {
 void run_view(struct run *r, struct run_view *v);
 /* The status line of r ("idle\n" for NULL). */
 void run_status_line(struct run *r, char *buf, size_t len);
+/* The same for the sandbox's own status file: "paused\n" while the
+ * container is paused and r (its latest run, maybe NULL) has not ended. */
+void sandbox_status_line(struct sandbox *s, struct run *r, char *buf, size_t len);
 
 /* Starts a run of cmd; *out gets a reference.  The run may still be
  * starting on return: run_changed() fires when it is live or failed.
  * On failure before a run number was given, returns -errno and *out=NULL;
  * once numbered, a run that cannot start ends `lost`. */
-int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err);
 /* Signals the run's process group inside the container. */
 int run_kill(struct run *r, int sig, struct sbx_err *err);
@@ -145,6 +150,8 @@ void run_read_span(struct run *r, enum stream st, off_t pos, size_t max, int *fd
 /* A small file of the run's spool (cmd, started, ended), malloc'ed; an
  * empty text when it is missing. */
 char *run_file_text(struct run *r, const char *name, size_t *len);
+/* A file of the run's spool opened read-only: an fd, or -errno. */
+int run_file_open(struct run *r, const char *name);
 
 /* RFC 3339 UTC with milliseconds. */
 void format_time(const struct timespec *ts, char *buf, size_t len);

@@ -57,6 +57,10 @@ struct run {
 	bool timed_out SBX_GUARDED_BY(model_lock);
 	bool container_died SBX_GUARDED_BY(model_lock);
 	bool truncated SBX_GUARDED_BY(model_lock); /* output past max_output or a full disk */
+	/* Its local docker exec died while the command ran on inside: status
+	 * `lost`, but pgid stays known and ctl kill still reaches it until
+	 * the group is gone. */
+	bool observer_lost SBX_GUARDED_BY(model_lock);
 
 	struct run_io *io SBX_GUARDED_BY(model_lock); /* live part, owned by the I/O thread */
 };
@@ -100,6 +104,7 @@ struct sandbox {
 	struct timespec last_error_at SBX_GUARDED_BY(model_lock);
 	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
 	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
+	bool paused SBX_GUARDED_BY(model_lock);         /* docker pause: no exec can start */
 };
 
 /* ---- model_base.c ---- */
@@ -115,6 +120,11 @@ char *sandbox_container_dup(struct sandbox *s) SBX_EXCLUDES(model_lock);
 /* Marks its live runs killed (rmdir) or lost with the container. */
 void sandbox_mark_runs_locked(struct sandbox *s, bool killed) SBX_REQUIRES(model_lock);
 bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
+/* The latest run ctl kill can still reach: live, or whose observer was
+ * lost.  A later run that never started does not hide it. */
+struct run *sandbox_killable_run_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
+void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, size_t len)
+	SBX_REQUIRES(model_lock);
 
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */

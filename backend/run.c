@@ -26,16 +26,25 @@ struct run_io {
 	struct run *run;  /* holds a reference until the run ends */
 	struct io_watch in, out, err, pid, timer;
 	pid_t child;
-	char *cmd;
+	int cmd_fd;       /* the run's cmd file, fed to stdin when large */
 	size_t cmd_len, cmd_off;
 	bool out_open, err_open, exited;
 	int exit_code;
+	int cli_signal;   /* the signal that ended the local docker exec, or 0 */
 	bool marker_done;
+	bool not_started; /* stdout began with something else than the marker */
 	char marker[24];
 	size_t marker_len;
 	char early_err[512]; /* docker's own complaint, before the wrapper ran */
 	size_t early_err_len;
-	struct masker mask[2];
+	/* stderr that arrived before the wrapper's marker: output once the
+	 * marker shows the run started, docker's complaint if it never does. */
+	char *pre_err;
+	size_t pre_err_len;
+	bool pre_err_spilled; /* too much to hold: pushed as it comes */
+	/* One masker per file: output masks the merged bytes in arrival
+	 * order (a secret split across stdout and stderr is masked there). */
+	struct masker mask[STREAM_COUNT];
 	int spool_errno;
 };
 
@@ -101,7 +110,9 @@ static int materialize(struct run *r, enum stream st) SBX_NO_TSA
 	return 0;
 }
 
-static int spool_append(struct run *r, enum stream st, const char *buf, size_t len) SBX_NO_TSA
+/* Before stream st's bytes go anywhere: the first stream to speak shares
+ * output's file; when the other one speaks, the first gets its own copy. */
+static int spool_prepare(struct run *r, enum stream st) SBX_NO_TSA
 {
 	enum stream other = st == STREAM_STDOUT ? STREAM_STDERR : STREAM_STDOUT;
 	int rc;
@@ -129,14 +140,23 @@ static int spool_append(struct run *r, enum stream st, const char *buf, size_t l
 		r->fd[st] = fd;
 		sbx_unlock(&model_lock);
 	}
+	return 0;
+}
 
-	rc = pwrite_all(r->fd[STREAM_OUTPUT], buf, len, r->size[STREAM_OUTPUT]);
-	if (rc == 0 && r->alias != (int)st)
-		rc = pwrite_all(r->fd[st], buf, len, r->size[st]);
+/* Masked bytes of one file.  While a stream is output's alias, its own
+ * masker saw exactly what output's saw: output's bytes count for both. */
+static int spool_append(struct run *r, enum stream st, const char *buf, size_t len) SBX_NO_TSA
+{
+	if (st != STREAM_OUTPUT && r->alias == (int)st)
+		return 0;
+	int rc = pwrite_all(r->fd[st], buf, len, r->size[st]);
 	if (rc < 0)
 		return rc;
 	sbx_lock(&model_lock);
-	grew_locked(r, st, (off_t)len);
+	r->size[st] += (off_t)len;
+	if (st == STREAM_OUTPUT && r->alias >= 0)
+		r->size[r->alias] += (off_t)len;
+	clock_gettime(CLOCK_REALTIME, &r->last_output);
 	sbx_unlock(&model_lock);
 	return 0;
 }
@@ -167,13 +187,13 @@ static void spool_stop(struct run_io *io, int e)
 	log_error("sandbox %s run %u: %s", r->sandbox_name, r->number, msg);
 }
 
-/* How many of len bytes the cap still lets in. */
-static size_t cap_room(struct run *r, size_t len) SBX_NO_TSA
+/* How many of len bytes the cap still lets into file st. */
+static size_t cap_room(struct run *r, enum stream st, size_t len) SBX_NO_TSA
 {
 	long long max = r->max_output;
 	if (max <= 0)
 		return len;
-	long long room = max - (long long)r->size[STREAM_OUTPUT];
+	long long room = max - (long long)r->size[st];
 	return room <= 0 ? 0 : (size_t)room < len ? (size_t)room : len;
 }
 
@@ -182,7 +202,7 @@ static int emit_masked(void *ctx, const char *buf, size_t len)
 	struct emit_ctx *e = ctx;
 	if (e->io->spool_errno)
 		return 0; /* keep draining the pipe; the run is marked truncated */
-	size_t room = cap_room(e->io->run, len);
+	size_t room = cap_room(e->io->run, e->st, len);
 	int rc = room ? spool_append(e->io->run, e->st, buf, room) : 0;
 	if (rc < 0)
 		spool_stop(e->io, -rc);
@@ -208,8 +228,53 @@ static void set_live(struct run_io *io, long pgid)
 
 static void push(struct run_io *io, enum stream st, const char *buf, size_t len)
 {
-	struct emit_ctx e = { io, st };
-	mask_push(&io->mask[st - 1], buf, len, emit_masked, &e);
+	struct emit_ctx e = { io, st }, o = { io, STREAM_OUTPUT };
+	if (!io->spool_errno) {
+		int rc = spool_prepare(io->run, st);
+		if (rc < 0)
+			spool_stop(io, -rc);
+	}
+	mask_push(&io->mask[st], buf, len, emit_masked, &e);
+	mask_push(&io->mask[STREAM_OUTPUT], buf, len, emit_masked, &o);
+}
+
+/* Keeps what docker said before the wrapper ran, bounded. */
+static void early_complaint(struct run_io *io, const char *buf, size_t len)
+{
+	size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
+	size_t k = len < room ? len : room;
+	memcpy(io->early_err + io->early_err_len, buf, k);
+	io->early_err_len += k;
+	io->early_err[io->early_err_len] = '\0';
+}
+
+#define PRE_ERR_MAX (64 * 1024)
+
+/* Held stderr becomes output (the marker arrived, or there is too much). */
+static void release_pre_err(struct run_io *io)
+{
+	if (io->pre_err_len)
+		push(io, STREAM_STDERR, io->pre_err, io->pre_err_len);
+	free(io->pre_err);
+	io->pre_err = NULL;
+	io->pre_err_len = 0;
+	io->pre_err_spilled = true;
+}
+
+/* Returns true when buf was held back. */
+static bool hold_pre_err(struct run_io *io, const char *buf, size_t len)
+{
+	if (io->pre_err_spilled)
+		return false;
+	if (!io->pre_err)
+		io->pre_err = malloc(PRE_ERR_MAX);
+	if (!io->pre_err || io->pre_err_len + len > PRE_ERR_MAX) {
+		release_pre_err(io);
+		return false;
+	}
+	memcpy(io->pre_err + io->pre_err_len, buf, len);
+	io->pre_err_len += len;
+	return true;
 }
 
 /* The wrapper's first line on stdout is its pid (= the process group). */
@@ -224,14 +289,18 @@ static size_t take_marker(struct run_io *io, const char *buf, size_t len)
 			char *end;
 			long pid = strtol(io->marker, &end, 10);
 			set_live(io, (*end == '\0' && pid > 1) ? pid : 0);
+			release_pre_err(io);
 			return used;
 		}
 		if (c < '0' || c > '9' || io->marker_len + 1 >= sizeof(io->marker)) {
-			/* Not our wrapper speaking: hand everything on as output. */
-			io->marker_done = true;
-			set_live(io, 0);
-			push(io, STREAM_STDOUT, io->marker, io->marker_len);
-			return used - 1;
+			/* The wrapper speaks first, so this is docker or the
+			 * runtime saying why the run did not start (e.g. "OCI
+			 * runtime exec failed: ... chdir to cwd"): a reason,
+			 * not output. */
+			io->not_started = true;
+			early_complaint(io, io->marker, io->marker_len);
+			early_complaint(io, buf + used - 1, len - (used - 1));
+			return len;
 		}
 		io->marker[io->marker_len++] = c;
 	}
@@ -254,11 +323,11 @@ static void close_watch(struct io_watch *w)
 static ssize_t splice_to_spool(struct run_io *io, enum stream st, int fd) SBX_NO_TSA
 {
 	struct run *r = io->run;
-	if (io->mask[st - 1].nsecrets || io->spool_errno || r->alias != (int)st ||
+	if (io->mask[st].nsecrets || io->spool_errno || io->not_started || r->alias != (int)st ||
 	    (st == STREAM_STDOUT && !io->marker_done))
 		return -ENOTSUP;
 	loff_t off = r->size[STREAM_OUTPUT];
-	size_t room = cap_room(r, 1 << 20);
+	size_t room = cap_room(r, STREAM_OUTPUT, 1 << 20);
 	if (room == 0)
 		return -ENOTSUP; /* the copying path discards and marks truncated */
 	ssize_t n = splice(fd, NULL, r->fd[STREAM_OUTPUT], &off, room,
@@ -277,26 +346,22 @@ static void stream_closed(struct run_io *io, struct io_watch *w, enum stream st)
 	close_watch(w);
 	if (st == STREAM_STDOUT) {
 		io->out_open = false;
-		if (!io->marker_done && io->marker_len) {
+		if (!io->marker_done && !io->not_started && io->marker_len) {
 			io->marker_done = true;
+			release_pre_err(io);
 			push(io, STREAM_STDOUT, io->marker, io->marker_len);
 		}
 	} else {
 		io->err_open = false;
 	}
-	mask_flush(&io->mask[st - 1], emit_masked, &e);
+	mask_flush(&io->mask[st], emit_masked, &e);
+	if (!io->out_open && !io->err_open) {
+		struct emit_ctx o = { io, STREAM_OUTPUT };
+		mask_flush(&io->mask[STREAM_OUTPUT], emit_masked, &o);
+	}
 	notify_run_changed(io->run);
 	if (io->exited && !io->out_open && !io->err_open)
 		finish(io);
-}
-
-static void keep_early_err(struct run_io *io, const char *buf, size_t n)
-{
-	size_t room = sizeof(io->early_err) - 1 - io->early_err_len;
-	size_t k = n < room ? n : room;
-	memcpy(io->early_err + io->early_err_len, buf, k);
-	io->early_err_len += k;
-	io->early_err[io->early_err_len] = '\0';
 }
 
 static void stream_readable(struct io_watch *w, uint32_t events)
@@ -323,10 +388,19 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 		return;
 	}
 	size_t off = 0;
+	if (io->not_started) {
+		early_complaint(io, buf, (size_t)n);
+		return;
+	}
 	if (st == STREAM_STDOUT && !io->marker_done)
 		off = take_marker(io, buf, (size_t)n);
-	if (st == STREAM_STDERR && !io->marker_done)
-		keep_early_err(io, buf, (size_t)n);
+	if (io->not_started)
+		return;
+	if (st == STREAM_STDERR && !io->marker_done) {
+		early_complaint(io, buf, (size_t)n);
+		if (hold_pre_err(io, buf, (size_t)n))
+			return;
+	}
 	if ((size_t)n > off) {
 		push(io, st, buf + off, (size_t)n - off);
 		notify_run_changed(io->run);
@@ -335,9 +409,17 @@ static void stream_readable(struct io_watch *w, uint32_t events)
 
 static void stdin_writable(struct io_watch *w, uint32_t events)
 {
+	static char buf[64 * 1024]; /* the I/O thread is the only user */
 	struct run_io *io = w->ctx;
 	while (io->cmd_off < io->cmd_len) {
-		ssize_t n = write(w->fd, io->cmd + io->cmd_off, io->cmd_len - io->cmd_off);
+		size_t want = io->cmd_len - io->cmd_off;
+		ssize_t got = pread(io->cmd_fd, buf, want < sizeof(buf) ? want : sizeof(buf),
+				    (off_t)io->cmd_off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break; /* the spool went bad: the wrapper gets a short script */
+		ssize_t n = write(w->fd, buf, (size_t)got);
 		if (n < 0) {
 			if (errno == EAGAIN)
 				return;
@@ -348,8 +430,9 @@ static void stdin_writable(struct io_watch *w, uint32_t events)
 		io->cmd_off += (size_t)n;
 	}
 	close_watch(w);
-	free(io->cmd);
-	io->cmd = NULL;
+	if (io->cmd_fd >= 0)
+		close(io->cmd_fd);
+	io->cmd_fd = -1;
 }
 
 static void child_exited(struct io_watch *w, uint32_t events)
@@ -360,6 +443,7 @@ static void child_exited(struct io_watch *w, uint32_t events)
 	if (p == 0 || (p < 0 && errno == EINTR))
 		return;
 	io->exit_code = p < 0 ? 255 : spawn_exit_code(status);
+	io->cli_signal = p > 0 && WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 	io->exited = true;
 	close_watch(w);
 	sbx_lock(&model_lock);
@@ -484,10 +568,20 @@ static void verdict_task(void *ctx)
 {
 	struct verdict_req *v = ctx;
 	struct sbx_err err = { 0 };
-	sbx_lock(&model_lock);
-	bool died = v->run->container_died;
-	sbx_unlock(&model_lock);
-	int running = died ? 0 : engine_is_running(v->run->engine, v->run->container, &err);
+	int running = 0;
+	/* docker exec can end (137) a moment before the engine reports the
+	 * container dead: a container that still looks alive is asked again
+	 * briefly, and its die event counts as soon as it arrives. */
+	for (int round = 0; round < 4; round++) {
+		sbx_lock(&model_lock);
+		bool died = v->run->container_died;
+		sbx_unlock(&model_lock);
+		running = died ? 0 : engine_is_running(v->run->engine, v->run->container, &err);
+		if (running != 1)
+			break;
+		struct timespec pause = { .tv_nsec = 150 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+	}
 	if (running == 1)
 		conclude(v->run, OUTCOME_EXITED, v->code, 0, NULL);
 	else
@@ -502,8 +596,15 @@ static void conclude_not_started(struct run_io *io, bool died)
 	int e = engine_classify_error(io->early_err, io->exit_code);
 	char reason[700];
 	const char *msg = io->early_err_len ? io->early_err : "no output";
-	snprintf(reason, sizeof(reason), "the run did not start: docker exec exited %d: %.500s",
-		 io->exit_code, msg);
+	if (io->cli_signal && !io->not_started)
+		/* Killed before the marker came through: the command may run
+		 * inside, but its process group is unknown. */
+		snprintf(reason, sizeof(reason),
+			 "the docker exec observing the run died (signal %d) before the run "
+			 "reported its start; the command may run inside", io->cli_signal);
+	else
+		snprintf(reason, sizeof(reason),
+			 "the run did not start: docker exec exited %d: %.500s", io->exit_code, msg);
 	for (char *p = reason; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
@@ -517,17 +618,36 @@ static void finish(struct run_io *io)
 
 	close_watch(&io->timer);
 	close_watch(&io->in);
-	masker_free(&io->mask[0]);
-	masker_free(&io->mask[1]);
-	free(io->cmd);
+	free(io->pre_err);
+	io->pre_err = NULL;
+	for (int i = 0; i < STREAM_COUNT; i++)
+		masker_free(&io->mask[i]);
+	if (io->cmd_fd >= 0)
+		close(io->cmd_fd);
+	io->cmd_fd = -1;
 
 	sbx_lock(&model_lock);
 	r->io = NULL;
 	bool timed_out = r->timed_out, killed = r->kill_requested, died = r->container_died;
+	/* Our own kills go through the group inside (docker exec then exits
+	 * 137 by itself); a local docker exec dying of a signal was killed by
+	 * someone else, and says nothing about the command. */
+	bool observer_lost = io->marker_done && io->cli_signal && r->pgid > 1 && !died &&
+			     !timed_out;
+	if (observer_lost)
+		r->observer_lost = true;
+	long pgid = r->pgid;
 	sbx_unlock(&model_lock);
 
 	if (!io->marker_done) {
 		conclude_not_started(io, died);
+	} else if (observer_lost) {
+		char reason[200];
+		snprintf(reason, sizeof(reason),
+			 "the docker exec observing the run died (signal %d); the command may "
+			 "still run inside (process group %ld): ctl kill reaches it",
+			 io->cli_signal, pgid);
+		conclude(r, OUTCOME_LOST, code, 0, reason);
 	} else if (timed_out) {
 		conclude(r, OUTCOME_TIMEOUT, code, 0, NULL);
 	} else if (killed && code > 128) {
@@ -560,13 +680,39 @@ void run_fail_start(struct run *r, const struct sbx_err *err)
 	conclude(r, OUTCOME_LOST, -1, err->code, err->msg);
 }
 
+/* The command as the run's cmd file: written from memory, or copied in the
+ * kernel from the spool file. */
+static int write_cmd_file(struct run *r, const struct cmd_spool *cmd, struct sbx_err *err)
+{
+	if (cmd->fd < 0)
+		return write_file_in(r->dir, "cmd", cmd->mem ? cmd->mem : "", cmd->len, err);
+	cleanup_close int fd = open_in(r->dir, "cmd.tmp", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return sbx_err_set(err, -fd, "creating the cmd spool: %s", strerror(-fd));
+	loff_t in = 0;
+	while ((size_t)in < cmd->len) {
+		ssize_t n = copy_file_range(cmd->fd, &in, fd, NULL, cmd->len - (size_t)in, 0);
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			return sbx_err_set(err, e, "writing the cmd spool: %s", strerror(e));
+		}
+	}
+	char tmp[PATH_MAX], path[PATH_MAX];
+	if (path_join(tmp, sizeof(tmp), r->dir, "cmd.tmp") < 0 ||
+	    path_join(path, sizeof(path), r->dir, "cmd") < 0)
+		return sbx_err_set(err, ENAMETOOLONG, "the cmd spool's path is too long");
+	if (rename(tmp, path) < 0)
+		return sbx_err_set(err, errno, "renaming the cmd spool: %s", strerror(errno));
+	return 0;
+}
+
 /* The run's spool directory with cmd, started, and an empty output. */
-static int spool_create(struct run *r, const char *cmd, size_t len, struct sbx_err *err)
+static int spool_create(struct run *r, const struct cmd_spool *cmd, struct sbx_err *err)
 {
 	char when[40], line[48];
 	int rc = mkdir_p(r->dir, err);
 	if (rc == 0)
-		rc = write_file_in(r->dir, "cmd", cmd, len, err);
+		rc = write_cmd_file(r, cmd, err);
 	if (rc < 0)
 		return rc;
 	int fd = open_in(r->dir, "output", O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -589,9 +735,11 @@ static void run_io_free(struct run_io *io)
 {
 	if (!io)
 		return;
-	masker_free(&io->mask[0]);
-	masker_free(&io->mask[1]);
-	free(io->cmd);
+	for (int i = 0; i < STREAM_COUNT; i++)
+		masker_free(&io->mask[i]);
+	free(io->pre_err);
+	if (io->cmd_fd >= 0)
+		close(io->cmd_fd);
 	free(io);
 }
 #define cleanup_run_io __attribute__((cleanup(run_io_freep)))
@@ -600,59 +748,39 @@ static void run_io_freep(struct run_io **io)
 	run_io_free(*io);
 }
 
-static int spawn_exec(struct run *r, const struct run_launch *l, struct engine_exec *ex,
-		      struct sbx_err *err)
+/* Small commands ride as an argument (cheaper); large ones (and any with a
+ * NUL) are fed to stdin from the run's own cmd file, never from memory. */
+static int spawn_exec(struct run *r, struct run_io *io, const struct run_launch *l,
+		      struct engine_exec *ex, struct sbx_err *err)
 {
-	/* Small commands ride as an argument (cheaper); large ones on stdin.
-	 * Not strndup: cmd is not NUL-terminated, and strndup may look past. */
-	bool inline_cmd = l->cmd_len <= INLINE_CMD_MAX && !memchr(l->cmd, '\0', l->cmd_len);
-	cleanup_free char *cmd_arg = inline_cmd ? malloc(l->cmd_len + 1) : NULL;
-	if (inline_cmd && !cmd_arg)
-		return sbx_err_set(err, ENOMEM, "exec: out of memory");
+	size_t len = l->cmd->len;
+	cleanup_free char *cmd_arg = len <= INLINE_CMD_MAX ? malloc(len + 1) : NULL;
 	if (cmd_arg) {
-		memcpy(cmd_arg, l->cmd, l->cmd_len);
-		cmd_arg[l->cmd_len] = '\0';
+		if (cmd_spool_read(l->cmd, 0, cmd_arg, len) < 0 || memchr(cmd_arg, '\0', len)) {
+			free(cmd_arg);
+			cmd_arg = NULL;
+		} else {
+			cmd_arg[len] = '\0';
+		}
+	}
+	if (!cmd_arg) {
+		io->cmd_fd = open_in(r->dir, "cmd", O_RDONLY, 0);
+		if (io->cmd_fd < 0)
+			return sbx_err_set(err, -io->cmd_fd, "reopening the cmd spool: %s",
+					   strerror(-io->cmd_fd));
+		io->cmd_len = len;
 	}
 	return engine_exec_start(r->engine, r->container, l->env, l->env_len, l->workdir,
 				 cmd_arg, ex, err);
 }
 
-/* Hands the spawned exec to the I/O thread.  Everything is in place
- * before the I/O thread can see any of it. */
-static int attach(struct run *r, struct run_io *io, const struct run_launch *l,
-		  const struct engine_exec *ex, struct sbx_err *err)
+/* Gives io to the I/O thread: from here on it owns it. */
+static int publish(struct run *r, struct run_io *io, pid_t child, struct sbx_err *err)
 {
-	io->run = r;
-	io->child = ex->pid;
-	if (ex->stdin_fd >= 0) {
-		io->cmd = malloc(l->cmd_len ? l->cmd_len : 1);
-		if (!io->cmd)
-			return sbx_err_set(err, ENOMEM, "exec: out of memory");
-		memcpy(io->cmd, l->cmd, l->cmd_len);
-		io->cmd_len = l->cmd_len;
-	}
-	io->out_open = io->err_open = true;
-	io->in = (struct io_watch){ .fd = ex->stdin_fd, .fn = stdin_writable, .ctx = io };
-	io->out = (struct io_watch){ .fd = ex->stdout_fd, .fn = stream_readable, .ctx = io };
-	io->err = (struct io_watch){ .fd = ex->stderr_fd, .fn = stream_readable, .ctx = io };
-	io->pid = (struct io_watch){ .fd = (int)syscall(SYS_pidfd_open, ex->pid, 0),
-				     .fn = child_exited, .ctx = io };
-	io->timer = (struct io_watch){ .fd = -1, .fn = timer_fired, .ctx = io };
-	if (io->pid.fd < 0)
-		return sbx_err_set(err, errno, "exec: pidfd_open: %s", strerror(errno));
-	fcntl(ex->stdout_fd, F_SETPIPE_SZ, 1 << 20);
-	fcntl(ex->stderr_fd, F_SETPIPE_SZ, 1 << 20);
-	if (l->timeout > 0) {
-		io->timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-		struct itimerspec its = { .it_value = { .tv_sec = l->timeout } };
-		if (io->timer.fd < 0 || timerfd_settime(io->timer.fd, 0, &its, NULL) < 0)
-			return sbx_err_set(err, errno, "exec: timer: %s", strerror(errno));
-	}
-
 	sbx_lock(&model_lock);
 	run_get_locked(r); /* the I/O thread's */
 	r->io = io;
-	r->local_pid = ex->pid;
+	r->local_pid = child;
 	sbx_unlock(&model_lock);
 	/* The pidfd first: once it is watched, the run always ends.  If it
 	 * cannot be, nothing is published yet and the start fails whole. */
@@ -680,9 +808,39 @@ static int attach(struct run *r, struct run_io *io, const struct run_launch *l,
 			io->out_open = false;
 		if (watches[i] == &io->err)
 			io->err_open = false;
-		kill(ex->pid, SIGKILL);
+		kill(child, SIGKILL);
 	}
 	return 0;
+}
+
+/* Hands the spawned exec to the I/O thread.  Everything is in place
+ * before the I/O thread can see any of it. */
+static int attach(struct run *r, struct run_io *io, const struct run_launch *l,
+		  const struct engine_exec *ex, struct sbx_err *err)
+{
+	io->run = r;
+	io->child = ex->pid;
+	if (ex->stdin_fd < 0)
+		io->cmd_len = 0;
+	io->out_open = io->err_open = true;
+	io->in = (struct io_watch){ .fd = ex->stdin_fd, .fn = stdin_writable, .ctx = io };
+	io->out = (struct io_watch){ .fd = ex->stdout_fd, .fn = stream_readable, .ctx = io };
+	io->err = (struct io_watch){ .fd = ex->stderr_fd, .fn = stream_readable, .ctx = io };
+	io->pid = (struct io_watch){ .fd = (int)syscall(SYS_pidfd_open, ex->pid, 0),
+				     .fn = child_exited, .ctx = io };
+	io->timer = (struct io_watch){ .fd = -1, .fn = timer_fired, .ctx = io };
+	if (io->pid.fd < 0)
+		return sbx_err_set(err, errno, "exec: pidfd_open: %s", strerror(errno));
+	fcntl(ex->stdout_fd, F_SETPIPE_SZ, 1 << 20);
+	fcntl(ex->stderr_fd, F_SETPIPE_SZ, 1 << 20);
+	if (l->timeout > 0) {
+		io->timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+		struct itimerspec its = { .it_value = { .tv_sec = l->timeout } };
+		if (io->timer.fd < 0 || timerfd_settime(io->timer.fd, 0, &its, NULL) < 0)
+			return sbx_err_set(err, errno, "exec: timer: %s", strerror(errno));
+	}
+
+	return publish(r, io, ex->pid, err);
 }
 
 int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
@@ -690,17 +848,18 @@ int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
 	cleanup_run_io struct run_io *io = calloc(1, sizeof(*io));
 	if (!io)
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
-	int rc = masker_init(&io->mask[0], l->secrets, l->nsecrets);
-	if (rc == 0)
-		rc = masker_init(&io->mask[1], l->secrets, l->nsecrets);
+	io->cmd_fd = -1;
+	int rc = 0;
+	for (int i = 0; rc == 0 && i < STREAM_COUNT; i++)
+		rc = masker_init(&io->mask[i], l->secrets, l->nsecrets);
 	if (rc < 0)
 		return sbx_err_set(err, -rc, "exec: %s", strerror(-rc));
-	rc = spool_create(r, l->cmd, l->cmd_len, err);
+	rc = spool_create(r, l->cmd, err);
 	if (rc < 0)
 		return sbx_err_wrap(err, "exec in %s", r->sandbox_name);
 
 	struct engine_exec ex = { .pid = 0, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1 };
-	rc = spawn_exec(r, l, &ex, err);
+	rc = spawn_exec(r, io, l, &ex, err);
 	if (rc < 0)
 		return rc;
 	rc = attach(r, io, l, &ex, err);
@@ -714,14 +873,15 @@ int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
 		return rc;
 	}
 	io = NULL; /* the I/O thread's now */
-	log_debug("sandbox %s run %u: started (%zu bytes)", r->sandbox_name, r->number, l->cmd_len);
+	log_debug("sandbox %s run %u: started (%zu bytes)", r->sandbox_name, r->number, l->cmd->len);
 	return 0;
 }
 
 int run_kill(struct run *r, int sig, struct sbx_err *err)
 {
 	sbx_lock(&model_lock);
-	if (r->phase == RUN_ENDED) {
+	bool orphan = r->phase == RUN_ENDED && r->observer_lost && r->pgid > 1;
+	if (r->phase == RUN_ENDED && !orphan) {
 		sbx_unlock(&model_lock);
 		return sbx_err_set(err, ESRCH, "kill: run %u has ended", r->number);
 	}
@@ -729,9 +889,22 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 	long pgid = r->pgid;
 	pid_t local = r->local_pid;
 	sbx_unlock(&model_lock);
+	int rc = 0;
 	if (pgid > 0)
-		return engine_kill_group(r->engine, r->container, pgid, sig, err);
-	if (local > 0 && kill(local, sig) < 0)
-		return sbx_err_set(err, errno, "kill: %s", strerror(errno));
-	return 0;
+		rc = engine_kill_group(r->engine, r->container, pgid, sig, err);
+	else if (local > 0 && kill(local, sig) < 0)
+		rc = sbx_err_set(err, errno, "kill: %s", strerror(errno));
+	if (orphan) {
+		/* Nobody will see this group end: once it is gone (or took
+		 * SIGKILL), the run is no longer reachable by ctl kill. */
+		if ((rc == 0 && sig == SIGKILL) || (rc < 0 && err->code == ESRCH)) {
+			sbx_lock(&model_lock);
+			r->observer_lost = false;
+			sbx_unlock(&model_lock);
+		}
+		if (rc == 0)
+			log_info("sandbox %s run %u: signal %d sent to process group %ld, "
+				 "whose observer was lost", r->sandbox_name, r->number, sig, pgid);
+	}
+	return rc;
 }

@@ -5,8 +5,7 @@
 #include "model_internal.h"
 
 struct run_launch {
-	const char *cmd;
-	size_t cmd_len;
+	const struct cmd_spool *cmd;
 	const char *env;      /* "KEY=VALUE\n" lines: settings and credentials */
 	size_t env_len;
 	const char *workdir;  /* "" = the image's */

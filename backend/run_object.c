@@ -214,6 +214,11 @@ void run_read_span(struct run *r, enum stream st, off_t pos, size_t max, int *fd
 	sbx_unlock(&model_lock);
 }
 
+int run_file_open(struct run *r, const char *name)
+{
+	return open_in(r->dir, name, O_RDONLY, 0);
+}
+
 char *run_file_text(struct run *r, const char *name, size_t *len)
 {
 	char *text = NULL;

@@ -125,6 +125,31 @@ void sandbox_mark_runs_locked(struct sandbox *s, bool killed)
 	}
 }
 
+struct run *sandbox_killable_run_locked(struct sandbox *s)
+{
+	for (unsigned i = s->nruns; i > 0; i--) {
+		struct run *r = s->runs[i - 1];
+		if (r->phase != RUN_ENDED || (r->observer_lost && r->pgid > 1))
+			return r;
+	}
+	return NULL;
+}
+
+void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, size_t len)
+{
+	if (s->paused && s->state == SBX_RUNNING && (!r || r->phase != RUN_ENDED))
+		snprintf(buf, len, "paused\n");
+	else
+		run_status_line_locked(r, buf, len);
+}
+
+void sandbox_status_line(struct sandbox *s, struct run *r, char *buf, size_t len)
+{
+	sbx_lock(&model_lock);
+	sandbox_status_line_locked(s, r, buf, len);
+	sbx_unlock(&model_lock);
+}
+
 void sandbox_view(struct sandbox *s, struct sandbox_view *v)
 {
 	sbx_lock(&model_lock);
@@ -132,6 +157,7 @@ void sandbox_view(struct sandbox *s, struct sandbox_view *v)
 		.created = s->created,
 		.settings_changed = s->settings_changed,
 		.running = s->state == SBX_RUNNING,
+		.paused = s->paused,
 		.nruns = s->nruns,
 	};
 	sbx_unlock(&model_lock);
@@ -208,7 +234,7 @@ static struct run *run_add_locked(struct sandbox *s, struct run *r) SBX_REQUIRES
 	return r;
 }
 
-int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err)
 {
 	*out = NULL;
@@ -221,6 +247,10 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	if (s->state != SBX_RUNNING) {
 		sbx_unlock(&model_lock);
 		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running", s->name);
+	}
+	if (s->paused) {
+		sbx_unlock(&model_lock);
+		return sbx_err_set(err, EBUSY, "exec: the container of %s is paused", s->name);
 	}
 	unsigned number = s->nruns + 1;
 	int rc = exec_snapshot_take_locked(s, &x);
@@ -236,13 +266,13 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	if (!listed) {
 		exec_snapshot_free(&x);
 		if (r && rc == 0) /* another run took the number: try again */
-			return run_start(s, cmd, len, out, err);
+			return run_start(s, cmd, out, err);
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
 	}
 	*out = r;
 
 	struct run_launch l = {
-		.cmd = cmd, .cmd_len = len, .env = x.env, .env_len = x.env_len,
+		.cmd = cmd, .env = x.env, .env_len = x.env_len,
 		.workdir = x.workdir, .timeout = x.timeout,
 		.secrets = x.secrets, .nsecrets = x.nsecrets,
 	};

@@ -144,7 +144,11 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		return sbx_err_wrap(err, "ctl");
 
 	char *cid = sandbox_container_dup(s);
-	struct run *latest = sandbox_run(s, 0);
+	sbx_lock(&model_lock);
+	struct run *latest = sandbox_killable_run_locked(s);
+	if (latest)
+		run_get_locked(latest);
+	sbx_unlock(&model_lock);
 	if (!cid) {
 		if (latest)
 			run_put(latest);
@@ -154,7 +158,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	switch (cmd.verb) {
 	case CTL_KILL:
 		if (!latest)
-			rc = sbx_err_set(err, ESRCH, "ctl kill: no run to signal");
+			rc = sbx_err_set(err, ESRCH, "ctl kill: no live run to signal");
 		else
 			rc = run_kill(latest, cmd.signal, err);
 		break;

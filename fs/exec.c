@@ -29,12 +29,22 @@ static int start_exec(struct handle *h, struct sbx_err *err)
 {
 	int rc = 0;
 	sbx_lock(&h->exec_lock);
-	if (!h->exec_started && h->w.len > 0) {
+	if (h->poison_errno) {
+		/* Part of the command is missing: running the rest could do
+		 * anything the whole would not have. */
+		rc = sbx_err_set(err, h->poison_errno,
+				 "sandbox %s: exec: an earlier write failed (%s), nothing was run",
+				 sandbox_name(h->sbx), strerror(h->poison_errno));
+		/* Reported once: a later read or close of this open is quiet. */
+		h->poison_errno = 0;
+		h->exec_started = true;
+		cmd_spool_free(&h->cmd);
+	} else if (!h->exec_started && h->cmd.len > 0) {
 		struct run *r = NULL;
 		h->exec_started = true;
-		rc = run_start(h->sbx, h->w.data, h->w.len, &r, err);
+		rc = run_start(h->sbx, &h->cmd, &r, err);
 		h->run = r;
-		write_buf_clear(&h->w);
+		cmd_spool_free(&h->cmd);
 		if (r)
 			rc = 0; /* a numbered run reports its own failure when awaited */
 	}
@@ -58,20 +68,36 @@ static void exec_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
 	}
 }
 
+/* Any failed write poisons the handle: its close runs nothing and fails
+ * with the same errno. */
+static int exec_write_locked(struct handle *h, const char *buf, size_t size)
+	SBX_REQUIRES(h->exec_lock)
+{
+	struct sbx_err err = { 0 };
+	if (h->exec_started)
+		return refusal(EBUSY, "write exec: this open already started run %u",
+			       h->run ? run_number(h->run) : 0);
+	if (h->poison_errno)
+		return refusal(h->poison_errno, "write exec: an earlier write on this open failed");
+	int rc;
+	if (h->cmd.len + size > EXEC_WRITE_MAX)
+		rc = sbx_err_set(&err, EFBIG, "write exec: more than %u bytes", EXEC_WRITE_MAX);
+	else
+		rc = cmd_spool_append(&h->cmd, buf, size, &err);
+	if (rc < 0) {
+		h->poison_errno = -rc;
+		cmd_spool_free(&h->cmd);
+		log_error("sandbox %s: %s; nothing will run", sandbox_name(h->sbx), err.msg);
+		return -rc;
+	}
+	return 0;
+}
+
 static int exec_write(struct handle *h, const char *buf, size_t size)
 {
-	/* The buffer is also read by a start racing on another thread. */
+	/* The command is also read by a start racing on another thread. */
 	sbx_lock(&h->exec_lock);
-	int e = 0;
-	if (h->exec_started)
-		e = refusal(EBUSY, "write exec: this open already started run %u",
-			    h->run ? run_number(h->run) : 0);
-	else if (h->w.poisoned)
-		e = refusal(EINVAL, "write exec: an earlier write on this open was refused");
-	else if ((e = write_buf_append(&h->w, buf, size, EXEC_WRITE_MAX)) != 0)
-		h->w.poisoned = e == EFBIG;
-	if (e == EFBIG)
-		refusal(EFBIG, "write exec: more than %u bytes", EXEC_WRITE_MAX);
+	int e = exec_write_locked(h, buf, size);
 	sbx_unlock(&h->exec_lock);
 	return e;
 }
@@ -80,7 +106,7 @@ static void exec_flush(fuse_req_t req, struct handle *h)
 {
 	struct sbx_err err = { 0 };
 	sbx_lock(&h->exec_lock);
-	bool mine = !h->exec_started && h->w.len > 0;
+	bool mine = (!h->exec_started && h->cmd.len > 0) || h->poison_errno;
 	sbx_unlock(&h->exec_lock);
 	int rc = mine ? start_exec(h, &err) : 0;
 	if (rc < 0) {
@@ -95,7 +121,7 @@ static void exec_flush(fuse_req_t req, struct handle *h)
 
 static void exec_release(struct handle *h)
 {
-	write_buf_free(&h->w);
+	cmd_spool_free(&h->cmd);
 }
 
 const struct file_ops exec_file_ops = {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fs_internal.h"
@@ -55,7 +56,10 @@ void write_buf_free(struct write_buf *w)
 static int status_open(struct handle *h, int flags)
 {
 	char line[64];
-	run_status_line(h->run, line, sizeof(line));
+	if (h->kind == K_STATUS)
+		sandbox_status_line(h->sbx, h->run, line, sizeof(line));
+	else
+		run_status_line(h->run, line, sizeof(line));
 	h->data = strdup(line);
 	h->len = h->data ? strlen(h->data) : 0;
 	return h->data ? 0 : ENOMEM;
@@ -70,9 +74,35 @@ static int info_open(struct handle *h, int flags)
 
 static int run_text_open(struct handle *h, int flags)
 {
-	const char *name = h->kind == K_RUN_CMD ? "cmd" : h->kind == K_RUN_STARTED ? "started" : "ended";
+	const char *name = h->kind == K_RUN_STARTED ? "started" : "ended";
 	h->data = run_file_text(h->run, name, &h->len);
 	return h->data ? 0 : ENOMEM;
+}
+
+/* A command may be 256 MiB: served from its file, never copied into
+ * memory per open. */
+static int run_cmd_open(struct handle *h, int flags)
+{
+	h->file_fd = run_file_open(h->run, "cmd");
+	return 0; /* a missing file reads as empty */
+}
+
+static void run_cmd_read(fuse_req_t req, struct handle *h, size_t size, off_t off)
+{
+	struct stat st;
+	if (h->file_fd < 0 || fstat(h->file_fd, &st) < 0 || off >= st.st_size) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if ((off_t)size > st.st_size - off)
+		size = (size_t)(st.st_size - off);
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = h->file_fd;
+	buf.buf[0].pos = off;
+	int rc = fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	if (rc < 0 && rc != -ENOENT)
+		log_warn("replying to a read of cmd: %s", strerror(-rc));
 }
 
 static int meta_open(struct handle *h, int flags)
@@ -100,6 +130,7 @@ static int meta_open(struct handle *h, int flags)
 const struct file_ops status_file_ops = { .open = status_open };
 const struct file_ops info_file_ops = { .open = info_open };
 const struct file_ops run_text_file_ops = { .open = run_text_open };
+const struct file_ops run_cmd_file_ops = { .open = run_cmd_open, .read = run_cmd_read };
 const struct file_ops meta_file_ops = { .open = meta_open };
 
 /* ---- settings: env, auth, workdir, timeout ---- */

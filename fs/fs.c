@@ -439,6 +439,9 @@ void handle_free(struct handle *h)
 		sandbox_put(h->sbx);
 	sbx_mutex_destroy(&h->exec_lock);
 	free(h->data);
+	if (h->file_fd >= 0)
+		close(h->file_fd);
+	cmd_spool_free(&h->cmd);
 	free(h->tpl_name);
 	write_buf_free(&h->w);
 	free(h);
@@ -467,6 +470,8 @@ static struct handle *handle_new(struct node *n, int flags)
 	if (!h)
 		return NULL;
 	sbx_mutex_init(&h->exec_lock);
+	cmd_spool_init(&h->cmd);
+	h->file_fd = -1;
 	h->ino = n->ino;
 	h->kind = n->kind;
 	h->ops = kind_info(n->kind)->ops;

@@ -29,6 +29,7 @@ struct handle {
 
 	char *data;              /* generated content, fixed at open */
 	size_t len;
+	int file_fd;             /* runs/N/cmd: served from its spool file, -1 otherwise */
 	struct write_buf w;
 
 	/* Streams (stream.c). */
@@ -44,9 +45,11 @@ struct handle {
 	struct setting_undo undo;
 
 	/* exec (exec.c). */
-	sbx_mutex exec_lock;     /* guards w, exec_started and run while starting */
+	sbx_mutex exec_lock;     /* guards cmd, poison_errno, exec_started and run while starting */
 	bool exec_started;       /* the run was started from this handle */
 	bool number_read;        /* "N\n" was returned */
+	struct cmd_spool cmd;    /* the command written so far */
+	int poison_errno;        /* a write failed with it: the close runs nothing */
 
 	/* .sandboxfs/templates/NAME (templates.c). */
 	char *tpl_name;
@@ -71,7 +74,7 @@ struct file_ops {
 };
 
 extern const struct file_ops exec_file_ops, stream_file_ops, wait_file_ops, status_file_ops,
-	info_file_ops, run_text_file_ops, setting_file_ops, ctl_file_ops, meta_file_ops,
+	info_file_ops, run_text_file_ops, run_cmd_file_ops, setting_file_ops, ctl_file_ops, meta_file_ops,
 	template_file_ops;
 
 /* Appends to a write buffer (zeroing what it moves: it may hold a

@@ -118,6 +118,8 @@ static struct handle *tpl_handle(const char *name, uint32_t id, int flags)
 	if (!h)
 		return NULL;
 	sbx_mutex_init(&h->exec_lock);
+	cmd_spool_init(&h->cmd);
+	h->file_fd = -1;
 	h->kind = K_TEMPLATE;
 	h->ops = &template_file_ops;
 	h->ino = TEMPLATE_INO_BASE + id;

@@ -20,6 +20,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_assert(memchr(ev.id, '\0', sizeof(ev.id)) && ev.id[0]);
 	fuzz_assert(memchr(ev.sandbox, '\0', sizeof(ev.sandbox)));
 	fuzz_assert(memchr(ev.instance, '\0', sizeof(ev.instance)));
-	fuzz_assert(ev.kind >= ENGINE_EV_OTHER && ev.kind <= ENGINE_EV_DESTROY);
+	fuzz_assert(ev.kind >= ENGINE_EV_OTHER && ev.kind <= ENGINE_EV_UNPAUSE);
 	return 0;
 }

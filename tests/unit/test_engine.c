@@ -141,6 +141,9 @@ static void test_classify(void)
 		{ "Error: No such object: x", ENOENT },
 		{ "docker: Error response from daemon: Conflict. The container name \"/x\" is already in use by container \"ab\".", EEXIST },
 		{ "docker: Error response from daemon: OCI runtime create failed: whatever", EIO },
+		{ "Error response from daemon: Container abc is paused, unpause the container before exec", EBUSY },
+		{ "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/nope\") set in config.json failed: no such file or directory: unknown", ENOENT },
+		{ "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/etc/passwd\") set in config.json failed: not a directory: unknown", ENOTDIR },
 		{ "", EIO },
 	};
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(cases); i++)
@@ -176,6 +179,14 @@ static void test_parse_event(void)
 	is_int(ev.kind, ENGINE_EV_DESTROY, "destroy kind");
 	is_text(ev.sandbox, "b.c", "destroy sandbox");
 	is_int(ev.exit_code, -1, "destroy has no exit code");
+	static const char pause_ev[] =
+		"{\"status\":\"pause\",\"id\":\"ab\",\"Type\":\"container\",\"Action\":\"pause\",\"Actor\":{\"ID\":\"ab\",\"Attributes\":{}},\"time\":1}";
+	static const char unpause_ev[] =
+		"{\"status\":\"unpause\",\"id\":\"ab\",\"Type\":\"container\",\"Action\":\"unpause\",\"Actor\":{\"ID\":\"ab\",\"Attributes\":{}},\"time\":1}";
+	is_int(engine_parse_event(pause_ev, strlen(pause_ev), &ev), 0, "pause parses");
+	is_int(ev.kind, ENGINE_EV_PAUSE, "pause kind");
+	is_int(engine_parse_event(unpause_ev, strlen(unpause_ev), &ev), 0, "unpause parses");
+	is_int(ev.kind, ENGINE_EV_UNPAUSE, "unpause kind");
 	is_int(engine_parse_event(start, strlen(start), &ev), 0, "start (new format) parses");
 	is_int(ev.kind, ENGINE_EV_START, "start kind");
 	is_text(ev.id, "abc", "start id from Actor");
@@ -604,7 +615,7 @@ static void test_fake_ok(void)
 	log = slurp(argv_log);
 	ok(strstr(log, "events --filter label=sandboxfs.instance=" INSTANCE
 		       " --filter type=container --filter event=start --filter event=die"
-		  " --filter event=destroy --format {{json .}}\n") != NULL,
+		  " --filter event=destroy --filter event=pause --filter event=unpause --format {{json .}}\n") != NULL,
 	   "events argv");
 	free(log);
 }

@@ -204,6 +204,72 @@ static void test_hold_back(void)
 	sink_reset(&out);
 }
 
+/* Only bytes that are a proper prefix of some secret are held back: any
+ * other byte is emitted by the push that brought it. */
+static void test_hold_back_minimal(void)
+{
+	const char *vals[] = { "SECRETVALUE", "PASSWORD12" };
+	struct sink out = { 0 };
+	struct masker m;
+
+	masker_init(&m, vals, 2);
+	mask_push(&m, "hello SE", 8, sink_emit, &out);
+	is_str(sink_str(&out), "hello ", "only the prefix 'SE' is held");
+	is_int(m.carry_len, 2, "two bytes carried");
+	mask_push(&m, "Xworld", 6, sink_emit, &out);
+	is_str(sink_str(&out), "hello SEXworld", "a byte ending the prefix releases it at once");
+	is_int(m.carry_len, 0, "nothing carried");
+	mask_push(&m, "S", 1, sink_emit, &out);
+	mask_push(&m, "ECRETVALUE", 10, sink_emit, &out);
+	is_str(sink_str(&out), "hello SEXworld***", "a secret split one byte in is masked");
+	mask_push(&m, "PASSWORD1", 9, sink_emit, &out);
+	is_int(m.carry_len, 9, "the longest possible prefix is held");
+	mask_push(&m, "3", 1, sink_emit, &out);
+	is_str(sink_str(&out), "hello SEXworld***PASSWORD13", "and released when it cannot match");
+	is_int(m.carry_len, 0, "nothing carried after a mismatch");
+	masker_free(&m);
+	sink_reset(&out);
+}
+
+/* run.c masks output with a masker of its own over the merged stream, in
+ * arrival order: a secret split across stdout and stderr is masked there,
+ * and bytes held back for one stream never let the other's overtake them. */
+static void test_merged_stream(void)
+{
+	const char *vals[] = { "SECRETVALUE" };
+	struct sink merged = { 0 }, so = { 0 }, se = { 0 };
+	struct masker mo, ms, me;
+
+	masker_init(&mo, vals, 1);
+	masker_init(&ms, vals, 1);
+	masker_init(&me, vals, 1);
+	/* stdout "SECR", stderr "ETVALUE" */
+	mask_push(&ms, "SECR", 4, sink_emit, &so);
+	mask_push(&mo, "SECR", 4, sink_emit, &merged);
+	mask_push(&me, "ETVALUE", 7, sink_emit, &se);
+	mask_push(&mo, "ETVALUE", 7, sink_emit, &merged);
+	mask_flush(&ms, sink_emit, &so);
+	mask_flush(&me, sink_emit, &se);
+	mask_flush(&mo, sink_emit, &merged);
+	is_str(sink_str(&merged), "***", "split across the streams: masked in output");
+	is_str(sink_str(&so), "SECR", "stdout alone holds no secret");
+	is_str(sink_str(&se), "ETVALUE", "stderr alone holds no secret");
+	sink_reset(&merged);
+
+	/* stdout "a" "SEC" (held), stderr "Z": output keeps arrival order. */
+	mask_push(&mo, "a", 1, sink_emit, &merged);
+	mask_push(&mo, "SEC", 3, sink_emit, &merged);
+	is_str(sink_str(&merged), "a", "a prefix is held");
+	mask_push(&mo, "Z", 1, sink_emit, &merged);
+	is_str(sink_str(&merged), "aSECZ", "the other stream's byte comes after it, not before");
+	masker_free(&mo);
+	masker_free(&ms);
+	masker_free(&me);
+	sink_reset(&merged);
+	sink_reset(&so);
+	sink_reset(&se);
+}
+
 static void test_nul(void)
 {
 	struct mask_secret sec[] = { { "a\0b\0c", 5 } };
@@ -380,6 +446,8 @@ int main(void)
 	test_split_many();
 	test_overlap();
 	test_hold_back();
+	test_hold_back_minimal();
+	test_merged_stream();
 	test_nul();
 	test_ignored();
 	test_passthrough();
