@@ -251,9 +251,10 @@ static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
 static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 {
 	const char *k = v->string;
+	int rc; /* not -err->code: template_dup() passes no err */
 	if (!strcmp(k, "image")) {
-		if (string_field(v, k, &t->image, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->image, err)) < 0)
+			return rc;
 		if (parse_image_name(t->image, strlen(t->image), err) < 0)
 			return sbx_err_wrap(err, "image");
 	} else if (!strcmp(k, "match")) {
@@ -261,8 +262,8 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	} else if (!strcmp(k, "workspace")) {
 		return parse_workspaces(t, v, err);
 	} else if (!strcmp(k, "workdir")) {
-		if (string_field(v, k, &t->workdir, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->workdir, err)) < 0)
+			return rc;
 		if (t->workdir[0] != '/' || strchr(t->workdir, '\n'))
 			return sbx_err_set(err, EINVAL, "workdir: must be an absolute path");
 	} else if (!strcmp(k, "env")) {
@@ -270,13 +271,13 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	} else if (!strcmp(k, "labels")) {
 		return parse_string_map(v, k, false, &t->labels, err);
 	} else if (!strcmp(k, "user")) {
-		if (string_field(v, k, &t->user, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->user, err)) < 0)
+			return rc;
 		if (!chars_ok(t->user, "_.:-", true))
 			return sbx_err_set(err, EINVAL, "user: not a user name or uid[:gid]");
 	} else if (!strcmp(k, "network")) {
-		if (string_field(v, k, &t->network, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->network, err)) < 0)
+			return rc;
 		if (!chars_ok(t->network, "_.-", true) || !strcmp(t->network, "host"))
 			return sbx_err_set(err, EINVAL,
 					   "network: \"none\", \"bridge\" or a network name (not host)");
@@ -298,8 +299,8 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 			return sbx_err_set(err, EINVAL, "%s: true or false", k);
 		*(!strcmp(k, "init") ? &t->init : &t->read_only) = cJSON_IsTrue(v);
 	} else if (!strcmp(k, "engine")) {
-		if (string_field(v, k, &t->engine, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->engine, err)) < 0)
+			return rc;
 		bool url = strstr(t->engine, "://") != NULL;
 		if (url ? strpbrk(t->engine, " \n\t") != NULL : !chars_ok(t->engine, "_.+-", true))
 			return sbx_err_set(err, EINVAL, "engine: a context name or a host URL");
