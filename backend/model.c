@@ -284,7 +284,8 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	sbx_unlock(&model_lock);
 
-	int rc = cid ? engine_destroy(s->engine, cid, err) : -ENOMEM;
+	int rc = cid ? engine_destroy(s->engine, cid, err) :
+		       sbx_err_set(err, ENOMEM, "out of memory");
 	free(cid);
 
 	sbx_lock(&model_lock);
