@@ -65,14 +65,9 @@ char *sandbox_info_json(struct sandbox *s)
 		PUT(cJSON_AddNullToObject(root, "id"));
 	PUT(cJSON_AddStringToObject(root, "image", s->image));
 	PUT(cJSON_AddStringToObject(root, "template", s->template_name ? s->template_name : ""));
-	cJSON *eff = s->effective ? cJSON_Parse(s->effective) : NULL;
-	if (s->effective && !eff)
-		full = false;
-	if (eff && !cJSON_AddItemToObject(root, "effective", eff)) {
-		cJSON_Delete(eff);
-		full = false;
-	}
-	if (!s->effective)
+	if (s->effective)
+		PUT(json_put_item(root, "effective", cJSON_Parse(s->effective)));
+	else
 		PUT(cJSON_AddNullToObject(root, "effective"));
 	PUT(cJSON_AddStringToObject(root, "state", state_name(s->state)));
 	format_time(&s->created, when, sizeof(when));
@@ -112,11 +107,11 @@ char *sandbox_info_json(struct sandbox *s)
 	cJSON *names = cJSON_AddArrayToObject(auth, "env");
 	PUT(names);
 	for (size_t i = 0; i < s->auth.n; i++)
-		PUT(cJSON_AddItemToArray(names, cJSON_CreateString(s->auth.keys[i])));
+		PUT(json_put_item(names, NULL, cJSON_CreateString(s->auth.keys[i])));
 	cJSON *files = cJSON_AddArrayToObject(auth, "files");
 	PUT(files);
 	for (size_t i = 0; i < s->nauth_files; i++)
-		PUT(cJSON_AddItemToArray(files, cJSON_CreateString(s->auth_files[i])));
+		PUT(json_put_item(files, NULL, cJSON_CreateString(s->auth_files[i])));
 
 	const char *error = latest_error_locked(s);
 	if (error)
