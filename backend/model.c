@@ -164,7 +164,7 @@ static int take_template(struct sandbox *s, const struct template *t, struct sbx
 		free(s->image);
 		s->image = strdup(t->image);
 	}
-	if (!s->template_name || !s->image)
+	if (!s->template_name || !s->image || !s->effective)
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	return 0;
 }
