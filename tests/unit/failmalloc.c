@@ -25,7 +25,7 @@ int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
 int __wrap_asprintf(char **out, const char *fmt, ...);
 
 static __thread unsigned long fail_at, calls;
-static __thread bool fired;
+static __thread bool fired, last_fired;
 
 static bool fail_now(void)
 {
@@ -46,9 +46,15 @@ void failmalloc_arm(unsigned long n)
 bool failmalloc_disarm(void)
 {
 	bool f = fired;
+	last_fired = f;
 	fail_at = 0;
 	fired = false;
 	return f;
+}
+
+bool failmalloc_last_fired(void)
+{
+	return last_fired;
 }
 
 void *__wrap_malloc(size_t n)

@@ -18,5 +18,7 @@ void failmalloc_init(void);
 void failmalloc_arm(unsigned long n);
 /* Disarms; returns whether the armed failure happened. */
 bool failmalloc_disarm(void);
+/* What the last failmalloc_disarm() returned. */
+bool failmalloc_last_fired(void);
 
 #endif

@@ -53,15 +53,17 @@ static void sweep(const char *name, step_fn step)
 	   name, points);
 }
 
+/* A failure is only right when an allocation failed. */
 static bool is_nomem(int rc, const struct sbx_err *err)
 {
-	return rc == -ENOMEM && err->code == ENOMEM && err->msg[0] && !strchr(err->msg, '\n');
+	return failmalloc_last_fired() && rc == -ENOMEM && err->code == ENOMEM && err->msg[0] && !strchr(err->msg, '\n');
 }
 
 /* ENOMEM, or EINVAL from a JSON parser that ran out of memory. */
 static bool is_nomem_json(int rc, const struct sbx_err *err)
 {
-	return is_nomem(rc, err) || (rc == -EINVAL && err->code == EINVAL);
+	return is_nomem(rc, err) ||
+	       (failmalloc_last_fired() && rc == -EINVAL && err->code == EINVAL);
 }
 
 /* ---- parsers and lists ---- */
@@ -184,7 +186,7 @@ static bool step_kv_text(unsigned long n, bool *fired)
 }
 
 static const char tpl_json[] =
-	"{\"image\":\"busybox:1.36\",\"match\":\"ci-*\",\"workspace\":[\"/tmp\"],"
+	"{\"image\":\"busybox:1.36\",\"match\":\"ci-*\",\"workspace\":[\"/usr/share\"],"
 	"\"workdir\":\"/work\",\"env\":{\"A\":\"1\",\"B\":\"2\"},\"user\":\"1000:1000\","
 	"\"network\":\"bridge\",\"memory\":\"512m\",\"cpus\":1.5,\"pids\":100,"
 	"\"read_only\":true,\"init\":false,\"labels\":{\"team\":\"x\"},"
@@ -488,6 +490,16 @@ static bool step_run(unsigned long n, bool *fired)
 	return good;
 }
 
+/* Whether STATE/templates.json holds template "ci" (its match glob). */
+static bool ci_persisted(void)
+{
+	char path[300], *text = NULL;
+	snprintf(path, sizeof(path), "%s/templates.json", state_dir);
+	bool found = read_file(path, &text, NULL, 1 << 20) == 0 && strstr(text, "ci-*");
+	free(text);
+	return found;
+}
+
 static bool step_template_define(unsigned long n, bool *fired)
 {
 	struct sbx_err err = { 0 };
@@ -495,10 +507,32 @@ static bool step_template_define(unsigned long n, bool *fired)
 	int rc = template_define("ci", tpl_json, sizeof(tpl_json) - 1, 0, &err);
 	*fired = failmalloc_disarm();
 	struct template *t = template_get("ci");
-	bool good = rc == 0 ? t != NULL : is_nomem_json(rc, &err) && !t;
+	bool good = rc == 0 ? t && ci_persisted() : is_nomem_json(rc, &err) && !t && !ci_persisted();
+	if (!good)
+		printf("#   rc %d (%s), template %s, %spersisted\n", rc, err.msg, t ? "kept" : "gone",
+		       ci_persisted() ? "" : "not ");
 	template_free(t);
 	if (rc == 0)
-		good = good && template_delete("ci", &err) == 0;
+		good = template_delete("ci", &err) == 0 && good;
+	return good;
+}
+
+static bool step_template_delete(unsigned long n, bool *fired)
+{
+	struct sbx_err err = { 0 };
+	if (template_define("ci", tpl_json, sizeof(tpl_json) - 1, 0, &err) < 0)
+		return false;
+	failmalloc_arm(n);
+	int rc = template_delete("ci", &err);
+	*fired = failmalloc_disarm();
+	struct template *t = template_get("ci");
+	bool good = rc == 0 ? !t && !ci_persisted() : is_nomem(rc, &err) && t && ci_persisted();
+	if (!good)
+		printf("#   rc %d (%s), template %s, %spersisted\n", rc, err.msg, t ? "kept" : "gone",
+		       ci_persisted() ? "" : "not ");
+	template_free(t);
+	if (rc < 0)
+		good = template_delete("ci", &err) == 0 && good;
 	return good;
 }
 
@@ -539,6 +573,7 @@ static void test_model(const char *fake)
 	sandbox_setting_apply(alpha, SETTING_WORKDIR, "", 0, true, &err);
 	sweep("run_start, run_file_text", step_run);
 	sweep("template_define", step_template_define);
+	sweep("template_delete", step_template_delete);
 
 	sandbox_put(alpha);
 	ok(sandbox_remove("alpha", &err) == 0, "rmdir alpha");
