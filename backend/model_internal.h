@@ -124,6 +124,8 @@ void run_put_locked(struct run *r) SBX_REQUIRES(model_lock);
 /* Closes an ended run's spool fds (nobody reads it). */
 void run_close_fds_locked(struct run *r) SBX_REQUIRES(model_lock);
 void run_status_line_locked(struct run *r, char *buf, size_t len) SBX_REQUIRES(model_lock);
+/* The status line of an ended run with this outcome. */
+void outcome_status_line(enum run_outcome outcome, int code, char *buf, size_t len);
 /* Who hears that a run changed (the model passes fs/'s callback on). */
 void runs_set_listener(void (*fn)(struct run *r));
 void notify_run_changed(struct run *r) SBX_EXCLUDES(model_lock);

@@ -364,6 +364,10 @@ static void test_lifecycle(const char *fake)
 	text = run_file_text(r, "status", &n);
 	is_bytes(text, n, "exited 3\n", "spool keeps the status");
 	free(text);
+	/* Seen ended means its files are written (they come first). */
+	text = run_file_text(r, "ended", &n);
+	ok(text && n == 25 && text[24] == '\n', "ended file written: %s", text ? text : "(null)");
+	free(text);
 	ok(v.ended_at.tv_sec >= v.started_at.tv_sec && v.started_at.tv_sec > 0,
 	   "started/ended times");
 	run_put(r);
