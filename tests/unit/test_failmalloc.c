@@ -294,6 +294,21 @@ static int containers_on_engine(void)
 	return n;
 }
 
+/* How many `ps` calls of the fake engine have finished. */
+static int ps_done(void)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "%s/calls.done", engine_dir);
+	FILE *f = fopen(path, "re");
+	int n = 0, c;
+	if (!f)
+		return 0;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
 static bool listed(const char *name)
 {
 	struct sandbox_listing l;
@@ -556,7 +571,12 @@ static void test_model(const char *fake)
 	ok(model_start(&err) == 0, "model_start: %s", err.msg);
 	if (!alpha)
 		return;
-	usleep(300000); /* the events stream's first reconciliation */
+	/* The events stream's first reconciliation (a second `ps`) must be
+	 * over before sandboxes come and go: a listing taken before a
+	 * container is made forgets its sandbox. */
+	for (int i = 0; i < 500 && ps_done() < 2; i++)
+		usleep(20000);
+	usleep(100000);
 
 	sweep("sandbox_create", step_create);
 	sweep("sandbox_remove", step_remove);
