@@ -231,8 +231,9 @@ static int start_model(const char *fake)
 	is_call(model_init(&cfg, &cb, &err), 0, "model_init");
 	is_call(model_start(&err), 0, "model_start");
 	/* The events stream's first connection reconciles once more, on the
-	 * task thread.  Let it finish: a listing taken before a container is
-	 * made forgets its sandbox (see the report of this test's commit). */
+	 * task thread.  Let it finish: a reconciliation whose `ps` ran before
+	 * a container was made forgets that sandbox (model.c's reconcile does
+	 * not know how old its listing is). */
 	for (int i = 0; i < 200 && ps_done() < before + 2; i++)
 		usleep(20000);
 	usleep(100000);
