@@ -100,6 +100,9 @@ struct sandbox {
 	struct timespec last_error_at SBX_GUARDED_BY(model_lock);
 	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
 	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
+	/* The table's generation when we last made, started or stopped its
+	 * container: an engine listing older than that says nothing of it. */
+	uint64_t changed_gen SBX_GUARDED_BY(model_lock);
 };
 
 /* ---- model_base.c ---- */
@@ -115,6 +118,8 @@ char *sandbox_container_dup(struct sandbox *s) SBX_EXCLUDES(model_lock);
 /* Marks its live runs killed (rmdir) or lost with the container. */
 void sandbox_mark_runs_locked(struct sandbox *s, bool killed) SBX_REQUIRES(model_lock);
 bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
+/* We changed s's container (create, ctl start/stop): see changed_gen. */
+void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
 
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */
