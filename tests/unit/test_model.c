@@ -201,11 +201,12 @@ static void write_mode(const char *mode)
 		unlink(path);
 }
 
-/* How many `ps` calls of the fake engine have finished. */
-static int ps_done(void)
+/* How many `ps` calls of the fake engine have started (calls.started) or
+ * finished (calls.done). */
+static int ps_calls(const char *which)
 {
 	char path[300];
-	snprintf(path, sizeof(path), "%s/calls.done", engine_dir);
+	snprintf(path, sizeof(path), "%s/%s", engine_dir, which);
 	FILE *f = fopen(path, "re");
 	int n = 0, c;
 	if (!f)
@@ -216,7 +217,13 @@ static int ps_done(void)
 	return n;
 }
 
-static int start_model(const char *fake)
+static int ps_done(void)
+{
+	return ps_calls("calls.done");
+}
+
+/* settle: wait for the reconciliation that follows the start. */
+static int start_model(const char *fake, bool settle)
 {
 	struct sbx_err err = { 0 };
 	struct model_config cfg = {
@@ -230,10 +237,11 @@ static int start_model(const char *fake)
 	int before = ps_done();
 	is_call(model_init(&cfg, &cb, &err), 0, "model_init");
 	is_call(model_start(&err), 0, "model_start");
+	if (!settle)
+		return 0;
 	/* The events stream's first connection reconciles once more, on the
-	 * task thread.  Let it finish: a reconciliation whose `ps` ran before
-	 * a container was made forgets that sandbox (model.c's reconcile does
-	 * not know how old its listing is). */
+	 * task thread.  Let it finish, so that it does not race what the test
+	 * does next (test_stale_listing races it on purpose). */
 	for (int i = 0; i < 200 && ps_done() < before + 2; i++)
 		usleep(20000);
 	usleep(100000);
@@ -290,7 +298,7 @@ static void test_lifecycle(const char *fake)
 	char buf[4096];
 	size_t n;
 
-	start_model(fake);
+	start_model(fake, true);
 	is_int(nlisted(), 0, "a fresh state lists no sandbox");
 
 	is_call(sandbox_create("alpha", &s, &err), 0, "mkdir alpha");
@@ -505,7 +513,7 @@ static void test_adopt(const char *fake)
 	write_file_in(dir, "ended", "", 0, NULL);
 	write_file_in(dir, "output", "", 0, NULL);
 
-	start_model(fake);
+	start_model(fake, true);
 	ok(listed("alpha") && nlisted() == 1, "alpha is adopted");
 	struct sandbox *s = model_find("alpha");
 	if (!s)
@@ -584,6 +592,39 @@ static void test_adopt(const char *fake)
 	is_int(left, 0, "no container left on the engine");
 }
 
+/* ---- a listing older than a sandbox ---- */
+
+static void test_stale_listing(const char *fake)
+{
+	struct sbx_err err = { 0 };
+	struct sandbox *s = NULL;
+	char path[300];
+
+	/* The fake engine answers `ps` a second after taking its listing. */
+	snprintf(path, sizeof(path), "%s/ps_delay", engine_dir);
+	write_file_atomic(path, "1", 1, NULL);
+	int started = ps_calls("calls.started"), done = ps_done();
+	start_model(fake, false);
+	for (int i = 0; i < 500 && ps_calls("calls.started") < started + 2; i++)
+		usleep(20000);
+	usleep(100000); /* the reconciliation's listing is taken, not yet answered */
+	is_call(sandbox_create("late", &s, &err), 0, "mkdir while the engine is listing");
+	for (int i = 0; i < 500 && ps_done() < done + 2; i++)
+		usleep(20000);
+	usleep(200000);
+	unlink(path);
+	ok(ps_done() >= done + 2, "the reconciliation answered");
+	ok(listed("late"), "a listing older than the sandbox does not forget it");
+	if (s) {
+		struct sandbox_view sv;
+		sandbox_view(s, &sv);
+		ok(sv.running, "still running");
+		sandbox_put(s);
+	}
+	is_call(sandbox_remove("late", &err), 0, "rmdir late");
+	model_shutdown();
+}
+
 int main(void)
 {
 	const char *fake = getenv("FAKE_DOCKER");
@@ -602,6 +643,7 @@ int main(void)
 
 	test_lifecycle(fake_abs);
 	test_adopt(fake_abs);
+	test_stale_listing(fake_abs);
 
 	rm_rf(tmpdir);
 	return tap_done();
