@@ -435,6 +435,41 @@ static bool step_setting_text(unsigned long n, bool *fired)
 	return good;
 }
 
+static bool step_check_partial(unsigned long n, bool *fired)
+{
+	struct sbx_err err = { 0 };
+	failmalloc_arm(n);
+	int rc1 = setting_check_partial(SETTING_ENV, "A=1\nB=2\nC", 9, &err);
+	int rc2 = setting_check_partial(SETTING_WORKDIR, "/a/b\n", 5, &err);
+	*fired = failmalloc_disarm();
+	return (rc1 == 0 || rc1 == -ENOMEM) && (rc2 == 0 || rc2 == -ENOMEM) &&
+	       (*fired || (rc1 == 0 && rc2 == 0));
+}
+
+/* ctl stop then start: each either happens or changes nothing. */
+static bool step_ctl(unsigned long n, bool *fired)
+{
+	struct sbx_err err = { 0 };
+	struct sandbox_view v;
+	failmalloc_arm(n);
+	int rc = sandbox_ctl(alpha, "stop", 4, &err);
+	*fired = failmalloc_disarm();
+	sandbox_view(alpha, &v);
+	bool good = rc == 0 ? !v.running : is_nomem(rc, &err) && v.running;
+	if (rc == 0) {
+		failmalloc_arm(n);
+		rc = sandbox_ctl(alpha, "start", 5, &err);
+		*fired |= failmalloc_disarm();
+		sandbox_view(alpha, &v);
+		good = good && (rc == 0 ? v.running : is_nomem(rc, &err) && !v.running);
+		if (rc < 0)
+			good = sandbox_ctl(alpha, "start", 5, &err) == 0 && good;
+	}
+	if (!good)
+		printf("#   rc %d (%s), running %d\n", rc, err.msg, v.running);
+	return good;
+}
+
 static bool step_list_info(unsigned long n, bool *fired)
 {
 	struct sandbox_listing l;
@@ -588,6 +623,8 @@ static void test_model(const char *fake)
 	}
 	sweep("sandbox_setting_text, setting_save", step_setting_text);
 	sweep("model_list, sandbox_info_json", step_list_info);
+	sweep("setting_check_partial", step_check_partial);
+	sweep("sandbox_ctl stop, start", step_ctl);
 	/* No timeout and no workdir left from the cases above. */
 	sandbox_setting_apply(alpha, SETTING_TIMEOUT, "0", 1, true, &err);
 	sandbox_setting_apply(alpha, SETTING_WORKDIR, "", 0, true, &err);
