@@ -15,6 +15,8 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char ring[RING_SIZE];
 static size_t ring_start, ring_len;
 static int log_to_syslog, log_debug_on;
+/* Prefix of every syslog line: one syslog holds the lines of every mount. */
+static char syslog_mountpoint[1024];
 
 void sbx_log_init(int use_syslog, int debug)
 {
@@ -24,6 +26,17 @@ void sbx_log_init(int use_syslog, int debug)
 	if (use_syslog)
 		openlog("sandboxfs", LOG_PID, LOG_DAEMON);
 	pthread_mutex_unlock(&log_lock);
+}
+
+void sbx_log_init_syslog(const char *mountpoint, int debug)
+{
+	pthread_mutex_lock(&log_lock);
+	snprintf(syslog_mountpoint, sizeof(syslog_mountpoint), "%s", mountpoint);
+	for (char *p = syslog_mountpoint; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	pthread_mutex_unlock(&log_lock);
+	sbx_log_init(1, debug);
 }
 
 static void ring_append(const char *s, size_t n)
@@ -76,7 +89,7 @@ void sbx_log(enum sbx_log_level level, const char *fmt, ...)
 	pthread_mutex_lock(&log_lock);
 	if (level != SBX_LOG_DEBUG || log_debug_on) {
 		if (log_to_syslog)
-			syslog(prio[level], "%s", msg);
+			syslog(prio[level], "%s: %s", syslog_mountpoint, msg);
 		else
 			fprintf(stderr, "sandboxfs: %s: %s\n", names[level], msg);
 	}

@@ -9,6 +9,9 @@
 enum sbx_log_level { SBX_LOG_ERROR, SBX_LOG_WARN, SBX_LOG_INFO, SBX_LOG_DEBUG };
 
 void sbx_log_init(int use_syslog, int debug);
+/* Daemonized: from now on to syslog (LOG_DAEMON, ident "sandboxfs", with
+ * the pid), each line "MOUNTPOINT: message". */
+void sbx_log_init_syslog(const char *mountpoint, int debug);
 void sbx_log(enum sbx_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* A malloc'ed copy of the ring (oldest line first); caller frees. */

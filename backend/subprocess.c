@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -51,82 +52,93 @@ static void close_all(int *fds, size_t n)
 		close_fd(&fds[i]);
 }
 
+/* Parent-side copies of sources that sit on a target number, so that no
+ * dup2 in the child clobbers a source another dup2 still needs. */
+static int move_sources(int src[4], int tmp[4], const char *what, struct sbx_err *err)
+{
+	for (int t = 0; t < 4; t++) {
+		if (src[t] >= 0 && src[t] < 4 && src[t] != t) {
+			tmp[t] = fcntl(src[t], F_DUPFD_CLOEXEC, 10);
+			if (tmp[t] < 0)
+				return sbx_err_set(err, errno, "spawn %s: dup: %s", what,
+						   strerror(errno));
+			src[t] = tmp[t];
+		}
+	}
+	return 0;
+}
+
+/* fds 0-3 from src (or /dev/null), nothing else, and "/" as the cwd. */
+static int child_fds(posix_spawn_file_actions_t *fa, const int src[4])
+{
+	int r = 0;
+	for (int t = 0; t < 4 && !r; t++) {
+		if (src[t] >= 0)
+			/* src == t clears FD_CLOEXEC in the child (glibc, POSIX 2017). */
+			r = posix_spawn_file_actions_adddup2(fa, src[t], t);
+		else if (t < 3)
+			r = posix_spawn_file_actions_addopen(fa, t, "/dev/null",
+							     t == 0 ? O_RDONLY : O_WRONLY, 0);
+	}
+	/* Nothing of ours (the FUSE fd above all) may reach the child. */
+	if (!r)
+		r = posix_spawn_file_actions_addclosefrom_np(fa, src[3] >= 0 ? 4 : 3);
+	if (!r)
+		r = posix_spawn_file_actions_addchdir_np(fa, "/");
+	return r;
+}
+
+/* Default signal dispositions, an empty mask, and a session of its own:
+ * terminal signals aimed at the daemon (Ctrl-C) don't hit children, and a
+ * timeout can kill the child's whole group. */
+static int child_attrs(posix_spawnattr_t *attr)
+{
+	sigset_t all, none;
+	sigfillset(&all);
+	sigemptyset(&none);
+	int r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+						       POSIX_SPAWN_SETSID);
+	if (!r)
+		r = posix_spawnattr_setsigdefault(attr, &all);
+	if (!r)
+		r = posix_spawnattr_setsigmask(attr, &none);
+	return r;
+}
+
 pid_t spawn_child(char *const argv[], char *const envp[], const struct spawn_fds *fds,
 		  struct sbx_err *err)
 {
 	int src[4] = { fds ? fds->in : -1, fds ? fds->out : -1, fds ? fds->err : -1,
 		       fds ? fds->fd3 : -1 };
-	/* Parent-side copies of sources that sit on a target number, so that no
-	 * dup2 in the child clobbers a source another dup2 still needs. */
 	int tmp[4] = { -1, -1, -1, -1 };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	sigset_t all, none;
 	pid_t pid = -1;
-	int r;
 
 	if (!argv || !argv[0] || !argv[0][0])
 		return sbx_err_set(err, EINVAL, "spawn: empty command");
-
-	for (int t = 0; t < 4; t++) {
-		if (src[t] >= 0 && src[t] < 4 && src[t] != t) {
-			tmp[t] = fcntl(src[t], F_DUPFD_CLOEXEC, 10);
-			if (tmp[t] < 0) {
-				r = errno;
-				close_all(tmp, 4);
-				return sbx_err_set(err, r, "spawn %s: dup: %s", argv[0], strerror(r));
-			}
-			src[t] = tmp[t];
-		}
+	int r = move_sources(src, tmp, argv[0], err);
+	if (r < 0) {
+		close_all(tmp, 4);
+		return r;
 	}
-
 	r = posix_spawn_file_actions_init(&fa);
 	if (r) {
 		close_all(tmp, 4);
 		return sbx_err_set(err, r, "spawn %s: %s", argv[0], strerror(r));
 	}
 	r = posix_spawnattr_init(&attr);
-	if (r) {
-		posix_spawn_file_actions_destroy(&fa);
-		close_all(tmp, 4);
-		return sbx_err_set(err, r, "spawn %s: %s", argv[0], strerror(r));
-	}
-
-	for (int t = 0; t < 4 && !r; t++) {
-		if (src[t] >= 0)
-			/* src == t clears FD_CLOEXEC in the child (glibc, POSIX 2017). */
-			r = posix_spawn_file_actions_adddup2(&fa, src[t], t);
-		else if (t < 3)
-			r = posix_spawn_file_actions_addopen(&fa, t, "/dev/null",
-							     t == 0 ? O_RDONLY : O_WRONLY, 0);
-	}
-	/* Nothing of ours (the FUSE fd above all) may reach the child. */
-	if (!r)
-		r = posix_spawn_file_actions_addclosefrom_np(&fa, src[3] >= 0 ? 4 : 3);
-	if (!r)
-		r = posix_spawn_file_actions_addchdir_np(&fa, "/");
-
-	sigfillset(&all);
-	sigemptyset(&none);
-	/* Own session: terminal signals aimed at the daemon (Ctrl-C) don't hit
-	 * children, and a timeout can kill the child's whole group. */
-	if (!r)
-		r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
-							    POSIX_SPAWN_SETSID);
-	if (!r)
-		r = posix_spawnattr_setsigdefault(&attr, &all);
-	if (!r)
-		r = posix_spawnattr_setsigmask(&attr, &none);
-
 	if (!r) {
-		char *const *env = envp ? envp : environ;
-		if (strchr(argv[0], '/'))
-			r = posix_spawn(&pid, argv[0], &fa, &attr, argv, env);
-		else
-			r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+		r = child_fds(&fa, src);
+		if (!r)
+			r = child_attrs(&attr);
+		if (!r) {
+			char *const *env = envp ? envp : environ;
+			r = strchr(argv[0], '/') ? posix_spawn(&pid, argv[0], &fa, &attr, argv, env) :
+						   posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+		}
+		posix_spawnattr_destroy(&attr);
 	}
-
-	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	close_all(tmp, 4);
 	if (r)
@@ -257,151 +269,183 @@ static pid_t try_reap(pid_t pid, int *st)
 	return w < 0 ? -errno : w;
 }
 
-int spawn_capture(char *const argv[], char *const envp[], const void *input, size_t input_len,
-		  int fd3, int timeout_ms, struct spawn_result *res, struct sbx_err *err)
+/* One captured child: its pipes, what it wrote, and its input left. */
+struct capture {
+	int in_w, out_r, err_r, pidfd;
+	pid_t pid;      /* -1 once reaped */
+	int status;
+	struct buf out, err;
+	const char *in_p;
+	size_t in_left;
+	int64_t deadline; /* -1: none */
+	const char *what;
+};
+
+static void capture_close(struct capture *c)
 {
-	cleanup_close int in_r = -1, in_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
-	cleanup_close int pidfd = -1;
-	cleanup_pid pid_t child = -1;
-	struct buf out = { 0 }, errb = { 0 };
-	const char *in_p = input;
-	size_t in_left = input ? input_len : 0;
-	int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
-	int p[2], st = 0, r;
+	close_fd(&c->in_w);
+	close_fd(&c->out_r);
+	close_fd(&c->err_r);
+	close_fd(&c->pidfd);
+	if (c->pid > 0)
+		cleanup_pidp(&c->pid);
+	free(c->out.p);
+	free(c->err.p);
+}
 
-	memset(res, 0, sizeof(*res));
-
+/* Pipes for stdin (when there is input), stdout and stderr; the child's
+ * ends in child_fds, ours non-blocking in c. */
+static int capture_pipes(struct capture *c, bool input, int fd3, struct spawn_fds *child,
+			 struct sbx_err *err)
+{
+	int p[2], r;
+	*child = (struct spawn_fds){ .in = -1, .out = -1, .err = -1, .fd3 = fd3 };
 	if (input) {
 		if ((r = make_pipe(p, err)) < 0)
 			return r;
-		in_r = p[0];
-		in_w = p[1];
+		child->in = p[0];
+		c->in_w = p[1];
 	}
 	if ((r = make_pipe(p, err)) < 0)
 		return r;
-	out_r = p[0];
-	out_w = p[1];
+	c->out_r = p[0];
+	child->out = p[1];
 	if ((r = make_pipe(p, err)) < 0)
 		return r;
-	err_r = p[0];
-	err_w = p[1];
-	if ((in_w >= 0 && set_nonblock(in_w) < 0) || set_nonblock(out_r) < 0 ||
-	    set_nonblock(err_r) < 0)
+	c->err_r = p[0];
+	child->err = p[1];
+	if ((c->in_w >= 0 && set_nonblock(c->in_w) < 0) || set_nonblock(c->out_r) < 0 ||
+	    set_nonblock(c->err_r) < 0)
 		return sbx_err_set(err, errno, "fcntl: %s", strerror(errno));
-
-	struct spawn_fds fds = { .in = in_r, .out = out_w, .err = err_w, .fd3 = fd3 };
-	pid_t pid = spawn_child(argv, envp, &fds, err);
-	if (pid < 0)
-		return pid;
-	child = pid;
-	close_fd(&in_r);
-	close_fd(&out_w);
-	close_fd(&err_w);
-	if (in_w >= 0 && in_left == 0)
-		close_fd(&in_w);
-
-	/* A pidfd tells us when the child exits even if a grandchild keeps the
-	 * pipes open; without one (old kernel) we poll waitpid every 50 ms. */
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-
-	for (;;) {
-		struct pollfd pfd[4];
-		int n = 0, i_in = -1, i_out = -1, i_err = -1, i_pid = -1;
-		int wait_ms = -1;
-
-		if (in_w >= 0)
-			i_in = n, pfd[n++] = (struct pollfd){ .fd = in_w, .events = POLLOUT };
-		if (out_r >= 0)
-			i_out = n, pfd[n++] = (struct pollfd){ .fd = out_r, .events = POLLIN };
-		if (err_r >= 0)
-			i_err = n, pfd[n++] = (struct pollfd){ .fd = err_r, .events = POLLIN };
-		if (pidfd >= 0)
-			i_pid = n, pfd[n++] = (struct pollfd){ .fd = pidfd, .events = POLLIN };
-		else
-			wait_ms = 50;
-		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
-			if (left < 0)
-				left = 0;
-			if (wait_ms < 0 || left < wait_ms)
-				wait_ms = (int)left;
-		}
-
-		int pr = poll(pfd, (nfds_t)n, wait_ms);
-		if (pr < 0 && errno != EINTR) {
-			r = sbx_err_set(err, errno, "poll: %s", strerror(errno));
-			goto fail;
-		}
-		if (pr > 0) {
-			if (i_in >= 0 && pfd[i_in].revents) {
-				size_t want = in_left < CHUNK ? in_left : CHUNK;
-				ssize_t w = spawn_write_nosigpipe(in_w, in_p, want);
-				if (w > 0) {
-					in_p += w;
-					in_left -= (size_t)w;
-				}
-				/* EPIPE: the child did not want (all of) its input. */
-				if (in_left == 0 || (w < 0 && errno != EAGAIN))
-					close_fd(&in_w);
-			}
-			if ((i_out >= 0 && pfd[i_out].revents &&
-			     drain(&out_r, &out, DRAIN_STEP) < 0) ||
-			    (i_err >= 0 && pfd[i_err].revents &&
-			     drain(&err_r, &errb, DRAIN_STEP) < 0)) {
-				r = sbx_err_set(err, ENOMEM, "spawn %s: out of memory", argv[0]);
-				goto fail;
-			}
-		}
-		if (i_pid < 0 || (pr > 0 && pfd[i_pid].revents)) {
-			pid_t w = try_reap(pid, &st);
-			if (w < 0) {
-				r = sbx_err_set(err, -w, "waitpid %s: %s", argv[0], strerror(-w));
-				goto fail;
-			}
-			if (w == pid) {
-				child = -1;
-				/* All it wrote is in the pipes now; what comes later is
-				 * from grandchildren, which we don't wait for. */
-				if (drain(&out_r, &out, DRAIN_LAST) < 0 ||
-				    drain(&err_r, &errb, DRAIN_LAST) < 0) {
-					r = sbx_err_set(err, ENOMEM, "spawn %s: out of memory",
-							argv[0]);
-					goto fail;
-				}
-				break;
-			}
-		}
-		if (deadline >= 0 && now_ms() >= deadline) {
-			/* The group first: a shell child's own children die too. */
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			pid_t w;
-			while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-				;
-			child = -1;
-			if (w < 0) {
-				r = sbx_err_set(err, errno, "waitpid %s: %s", argv[0],
-						strerror(errno));
-				goto fail;
-			}
-			drain(&out_r, &out, DRAIN_LAST);
-			drain(&err_r, &errb, DRAIN_LAST);
-			res->timed_out = 1;
-			break;
-		}
-	}
-
-	res->status = spawn_exit_code(st);
-	if (buf_finish(&out, &res->out, &res->out_len) < 0 ||
-	    buf_finish(&errb, &res->errtext, &res->err_len) < 0) {
-		r = sbx_err_set(err, ENOMEM, "spawn %s: out of memory", argv[0]);
-		goto fail;
-	}
 	return 0;
+}
 
-fail:
-	free(out.p);
-	free(errb.p);
-	spawn_result_free(res);
+static void feed_input(struct capture *c)
+{
+	size_t want = c->in_left < CHUNK ? c->in_left : CHUNK;
+	ssize_t w = spawn_write_nosigpipe(c->in_w, c->in_p, want);
+	if (w > 0) {
+		c->in_p += w;
+		c->in_left -= (size_t)w;
+	}
+	/* EPIPE: the child did not want (all of) its input. */
+	if (c->in_left == 0 || (w < 0 && errno != EAGAIN))
+		close_fd(&c->in_w);
+}
+
+/* After the child has gone, all it wrote is in the pipes; what comes later
+ * is from grandchildren, which we don't wait for. */
+static int drain_last(struct capture *c, struct sbx_err *err)
+{
+	if (drain(&c->out_r, &c->out, DRAIN_LAST) < 0 || drain(&c->err_r, &c->err, DRAIN_LAST) < 0)
+		return sbx_err_set(err, ENOMEM, "spawn %s: out of memory", c->what);
+	return 0;
+}
+
+/* The time is up: the group first, so that a shell child's own children
+ * die too. */
+static int capture_kill(struct capture *c, struct spawn_result *res, struct sbx_err *err)
+{
+	kill(-c->pid, SIGKILL);
+	kill(c->pid, SIGKILL);
+	pid_t w;
+	while ((w = waitpid(c->pid, &c->status, 0)) < 0 && errno == EINTR)
+		;
+	c->pid = -1;
+	if (w < 0)
+		return sbx_err_set(err, errno, "waitpid %s: %s", c->what, strerror(errno));
+	drain(&c->out_r, &c->out, DRAIN_LAST);
+	drain(&c->err_r, &c->err, DRAIN_LAST);
+	res->timed_out = 1;
+	return 1;
+}
+
+/* One poll round: returns 1 when the child is done, 0 to go on, or
+ * -errno.  A pidfd tells us when the child exits even if a grandchild
+ * keeps the pipes open; without one (old kernel) we poll every 50 ms. */
+static int capture_round(struct capture *c, struct spawn_result *res, struct sbx_err *err)
+{
+	struct pollfd pfd[4];
+	int n = 0, i_in = -1, i_out = -1, i_err = -1, i_pid = -1, wait_ms = -1;
+	if (c->in_w >= 0)
+		i_in = n, pfd[n++] = (struct pollfd){ .fd = c->in_w, .events = POLLOUT };
+	if (c->out_r >= 0)
+		i_out = n, pfd[n++] = (struct pollfd){ .fd = c->out_r, .events = POLLIN };
+	if (c->err_r >= 0)
+		i_err = n, pfd[n++] = (struct pollfd){ .fd = c->err_r, .events = POLLIN };
+	if (c->pidfd >= 0)
+		i_pid = n, pfd[n++] = (struct pollfd){ .fd = c->pidfd, .events = POLLIN };
+	else
+		wait_ms = 50;
+	if (c->deadline >= 0) {
+		int64_t left = c->deadline - now_ms();
+		left = left < 0 ? 0 : left;
+		if (wait_ms < 0 || left < wait_ms)
+			wait_ms = (int)left;
+	}
+
+	int pr = poll(pfd, (nfds_t)n, wait_ms);
+	if (pr < 0 && errno != EINTR)
+		return sbx_err_set(err, errno, "poll: %s", strerror(errno));
+	if (pr > 0) {
+		if (i_in >= 0 && pfd[i_in].revents)
+			feed_input(c);
+		if ((i_out >= 0 && pfd[i_out].revents && drain(&c->out_r, &c->out, DRAIN_STEP) < 0) ||
+		    (i_err >= 0 && pfd[i_err].revents && drain(&c->err_r, &c->err, DRAIN_STEP) < 0))
+			return sbx_err_set(err, ENOMEM, "spawn %s: out of memory", c->what);
+	}
+	if (i_pid < 0 || (pr > 0 && pfd[i_pid].revents)) {
+		pid_t w = try_reap(c->pid, &c->status);
+		if (w < 0)
+			return sbx_err_set(err, -w, "waitpid %s: %s", c->what, strerror(-w));
+		if (w == c->pid) {
+			c->pid = -1;
+			int r = drain_last(c, err);
+			return r < 0 ? r : 1;
+		}
+	}
+	if (c->deadline >= 0 && now_ms() >= c->deadline)
+		return capture_kill(c, res, err);
+	return 0;
+}
+
+int spawn_capture(char *const argv[], char *const envp[], const void *input, size_t input_len,
+		  int fd3, int timeout_ms, struct spawn_result *res, struct sbx_err *err)
+{
+	struct capture c = {
+		.in_w = -1, .out_r = -1, .err_r = -1, .pidfd = -1, .pid = -1,
+		.in_p = input, .in_left = input ? input_len : 0,
+		.deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1,
+		.what = argv && argv[0] ? argv[0] : "",
+	};
+	struct spawn_fds child;
+	memset(res, 0, sizeof(*res));
+
+	int r = capture_pipes(&c, input != NULL, fd3, &child, err);
+	if (r == 0) {
+		c.pid = spawn_child(argv, envp, &child, err);
+		r = c.pid < 0 ? (int)c.pid : 0;
+	}
+	close_fd(&child.in);
+	close_fd(&child.out);
+	close_fd(&child.err);
+	if (r == 0) {
+		if (c.in_w >= 0 && c.in_left == 0)
+			close_fd(&c.in_w);
+		c.pidfd = (int)syscall(SYS_pidfd_open, c.pid, 0);
+		while ((r = capture_round(&c, res, err)) == 0)
+			;
+	}
+	if (r > 0) {
+		res->status = spawn_exit_code(c.status);
+		if (buf_finish(&c.out, &res->out, &res->out_len) < 0 ||
+		    buf_finish(&c.err, &res->errtext, &res->err_len) < 0)
+			r = sbx_err_set(err, ENOMEM, "spawn %s: out of memory", c.what);
+		else
+			r = 0;
+	}
+	if (r < 0)
+		spawn_result_free(res);
+	capture_close(&c);
 	return r;
 }

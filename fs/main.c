@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "fs.h"
 #include "log.h"
 #include "state.h"
@@ -36,14 +37,26 @@ static const struct fuse_opt cli_spec[] = {
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
-	       "sandboxfs options:\n"
-	       "    -o image=IMAGE         image of new sandboxes (default sandboxfs/base)\n"
-	       "    -o docker=PATH         docker-compatible CLI (default: docker from PATH)\n"
-	       "    -o state=DIR           run history and spooled output\n"
-	       "    -o config=FILE         JSON configuration\n"
-	       "    -o max_output=BYTES    output spooled per run at most (k/m/g; 0 = no limit; default 8g)\n"
-	       "    (each also as --name=value)\n\n", prog);
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n"
+	       "       (SOURCE, as mount(8) passes it, is ignored; see sandboxfs(1))\n\n"
+	       "sandboxfs options (default in brackets):\n"
+	       "    -o image=IMAGE         image of new sandboxes [sandboxfs/base]\n"
+	       "    -o docker=PATH         docker-compatible CLI [docker, looked up in PATH]\n"
+	       "    -o state=DIR           run history and spooled output; not under MOUNTPOINT\n"
+	       "                           [$XDG_STATE_HOME/sandboxfs/MOUNTPOINT with '/' as '_',\n"
+	       "                           else ~/.local/state/..., else /var/lib/sandboxfs/...]\n"
+	       "    -o config=FILE         JSON templates [none]\n"
+	       "    -o max_output=BYTES    output spooled per run at most, k/m/g suffix,\n"
+	       "                           0 = no limit [8g]\n"
+	       "    -o workspace_roots=DIRS  host directories a template may mount as a\n"
+	       "                           workspace, ':'-separated [/home:/srv:/tmp:/var/tmp]\n"
+	       "    (each also as --name=value)\n"
+	       "    -f                     stay in the foreground, log to stderr\n"
+	       "                           [daemonize, log to syslog]\n"
+	       "    -o _netdev,noauto,nofail,auto,user,users,owner,group,defaults,comment=,x-*\n"
+	       "                           fstab options, accepted and ignored\n"
+	       "    --version              also the engine found (docker version, at most 5 s)\n\n",
+	       prog);
 }
 
 /* Resolves a CLI name through PATH, as posix_spawnp would. */
@@ -88,6 +101,7 @@ static int parse_size_option(const char *s, long long *out)
 static char *default_state_dir(const char *mountpoint)
 {
 	const char *base = getenv("XDG_STATE_HOME");
+	/* mount(8) runs helpers without HOME (nor PATH). */
 	const char *home = getenv("HOME");
 	char *escaped = strdup(mountpoint);
 	char *dir = NULL;
@@ -96,9 +110,10 @@ static char *default_state_dir(const char *mountpoint)
 	for (char *p = escaped; *p; p++)
 		if (*p == '/')
 			*p = '_';
-	int rc = base && base[0] == '/' ?
-		asprintf(&dir, "%s/sandboxfs/%s", base, escaped) :
-		asprintf(&dir, "%s/.local/state/sandboxfs/%s", home ? home : "/var/lib", escaped);
+	int rc = base && base[0] == '/' ? asprintf(&dir, "%s/sandboxfs/%s", base, escaped) :
+		 home && home[0] == '/' ?
+			asprintf(&dir, "%s/.local/state/sandboxfs/%s", home, escaped) :
+			asprintf(&dir, "/var/lib/sandboxfs/%s", escaped);
 	free(escaped);
 	return rc < 0 ? NULL : dir;
 }
@@ -206,7 +221,7 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	fcntl(fuse_session_fd(se), F_SETFD, FD_CLOEXEC);
 	fuse_daemonize(cmd->foreground);
 	if (!cmd->foreground)
-		sbx_log_init(1, cmd->debug);
+		sbx_log_init_syslog(mountpoint, cmd->debug);
 
 	if (model_start(&err) < 0) {
 		log_error("%s", err.msg);
@@ -248,7 +263,8 @@ int main(int argc, char *argv[])
 	int ret = 1;
 
 	sbx_log_init(0, 0);
-	if (fuse_opt_parse(&args, &o, cli_spec, NULL) < 0 || fuse_parse_cmdline(&args, &cmd) < 0)
+	if (cli_mount_compat(&args) < 0 || fuse_opt_parse(&args, &o, cli_spec, NULL) < 0 ||
+	    fuse_parse_cmdline(&args, &cmd) < 0)
 		goto out;
 	if (cmd.show_help) {
 		usage(argv[0]);
@@ -256,8 +272,8 @@ int main(int argc, char *argv[])
 		fuse_lowlevel_help();
 		ret = 0;
 	} else if (cmd.show_version) {
-		printf("sandboxfs %s\n", SANDBOXFS_VERSION);
-		ret = 0;
+		cleanup_free char *cli = find_cli(o.docker ? o.docker : "docker");
+		ret = cli_print_version(cli) < 0 ? 1 : 0;
 	} else if (!cmd.mountpoint) {
 		fprintf(stderr, "sandboxfs: no mountpoint given (see --help)\n");
 	} else {
