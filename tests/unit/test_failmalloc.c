@@ -49,14 +49,14 @@ static void sweep(const char *name, step_fn step)
 			break;
 		points++;
 	}
-	ok(bad == 0 && n <= MAX_POINTS, "%s: %lu allocations, each failure clean",
-	   name, points);
+	ok(bad == 0 && n <= MAX_POINTS, "%s: %lu allocations, each failure clean", name, points);
 }
 
 /* A failure is only right when an allocation failed. */
 static bool is_nomem(int rc, const struct sbx_err *err)
 {
-	return failmalloc_last_fired() && rc == -ENOMEM && err->code == ENOMEM && err->msg[0] && !strchr(err->msg, '\n');
+	return failmalloc_last_fired() && rc == -ENOMEM && err->code == ENOMEM && err->msg[0] &&
+	       !strchr(err->msg, '\n');
 }
 
 /* ENOMEM, or EINVAL from a JSON parser that ran out of memory. */
@@ -130,8 +130,8 @@ static bool step_kv_copy(unsigned long n, bool *fired)
 	failmalloc_arm(n);
 	int rc = kv_list_copy(&dst, &src);
 	*fired = failmalloc_disarm();
-	bool good = rc == 0 ? dst.n == 3 && !strcmp(kv_list_get(&dst, "K3"), "v3") :
-			      rc == -ENOMEM && dst.n == 1 && !strcmp(kv_list_get(&dst, "Y"), "1");
+	bool good = rc == 0 ? dst.n == 3 && !strcmp(kv_list_get(&dst, "K3"), "v3")
+			    : rc == -ENOMEM && dst.n == 1 && !strcmp(kv_list_get(&dst, "Y"), "1");
 	kv_list_free(&src);
 	kv_list_free(&dst);
 	return good;
@@ -146,8 +146,9 @@ static bool step_kv_merge(unsigned long n, bool *fired)
 	failmalloc_arm(n);
 	int rc = kv_list_merge(&dst, &src);
 	*fired = failmalloc_disarm();
-	bool good = rc == 0 ? dst.n == 4 && !strcmp(kv_list_get(&dst, "K2"), "v2") :
-			      rc == -ENOMEM && dst.n == 2 && !strcmp(kv_list_get(&dst, "K2"), "old");
+	bool good = rc == 0 ? dst.n == 4 && !strcmp(kv_list_get(&dst, "K2"), "v2")
+			    : rc == -ENOMEM && dst.n == 2 &&
+				      !strcmp(kv_list_get(&dst, "K2"), "old");
 	kv_list_free(&src);
 	kv_list_free(&dst);
 	return good;
@@ -161,8 +162,8 @@ static bool step_kv_set(unsigned long n, bool *fired)
 	int rc1 = kv_list_set(&l, "K2", "replaced");
 	int rc2 = kv_list_set(&l, "K4", "new");
 	*fired = failmalloc_disarm();
-	bool good = (rc1 == 0 ? !strcmp(kv_list_get(&l, "K2"), "replaced") :
-				rc1 == -ENOMEM && !strcmp(kv_list_get(&l, "K2"), "v2")) &&
+	bool good = (rc1 == 0 ? !strcmp(kv_list_get(&l, "K2"), "replaced")
+			      : rc1 == -ENOMEM && !strcmp(kv_list_get(&l, "K2"), "v2")) &&
 		    (rc2 == 0 ? l.n == 4 : rc2 == -ENOMEM && l.n == 3);
 	kv_list_free(&l);
 	return good;
@@ -199,8 +200,8 @@ static bool step_template_parse(unsigned long n, bool *fired)
 	failmalloc_arm(n);
 	int rc = template_parse("ci", tpl_json, sizeof(tpl_json) - 1, &t, &err);
 	*fired = failmalloc_disarm();
-	bool good = rc == 0 ? t && t->nworkspaces == 1 && t->env.n == 2 && t->ncap_add == 1 :
-			      is_nomem_json(rc, &err) && !t;
+	bool good = rc == 0 ? t && t->nworkspaces == 1 && t->env.n == 2 && t->ncap_add == 1
+			    : is_nomem_json(rc, &err) && !t;
 	template_free(t);
 	return good;
 }
@@ -273,8 +274,8 @@ static bool step_engine_json(unsigned long n, bool *fired)
 	int rc2 = engine_parse_ps_line(INSTANCE, ps_line, sizeof(ps_line) - 1, &c);
 	*fired = failmalloc_disarm();
 	bool good = (rc1 == 0 ? ev.kind == ENGINE_EV_DIE && ev.exit_code == 137 : rc1 == -EINVAL) &&
-		    (rc2 == 0 ? c.id && c.sandbox && !strcmp(c.sandbox, "alpha") && c.running :
-				(rc2 == -ENOMEM || rc2 == -EINVAL) && !c.id);
+		    (rc2 == 0 ? c.id && c.sandbox && !strcmp(c.sandbox, "alpha") && c.running
+			      : (rc2 == -ENOMEM || rc2 == -EINVAL) && !c.id);
 	engine_container_clear(&c);
 	return good;
 }
@@ -395,11 +396,12 @@ static bool step_setting(unsigned long n, bool *fired)
 		return false;
 	char *before = text_of(c->which);
 	failmalloc_arm(n);
-	int rc = sandbox_setting_apply(alpha, c->which, c->write, strlen(c->write), c->replace, &err);
+	int rc = sandbox_setting_apply(alpha, c->which, c->write, strlen(c->write), c->replace,
+				       &err);
 	*fired = failmalloc_disarm();
 	char *after = text_of(c->which);
-	bool good = rc == 0 ? !strcmp(after, c->after) :
-			      (c->write[0] == '{' ? is_nomem_json(rc, &err) : is_nomem(rc, &err)) &&
+	bool good = rc == 0 ? !strcmp(after, c->after)
+			    : (c->write[0] == '{' ? is_nomem_json(rc, &err) : is_nomem(rc, &err)) &&
 				      !strcmp(after, before);
 	if (!good)
 		printf("#   rc %d (%s): '%s' after, '%s' before\n", rc, err.msg, after, before);
@@ -477,8 +479,8 @@ static bool step_list_info(unsigned long n, bool *fired)
 	int rc = model_list(&l);
 	char *info = sandbox_info_json(alpha);
 	*fired = failmalloc_disarm();
-	bool good = rc == 0 ? l.n == 1 && !strcmp(l.names[0], "alpha") :
-			      rc == -ENOMEM && l.n == 0 && !l.names;
+	bool good = rc == 0 ? l.n == 1 && !strcmp(l.names[0], "alpha")
+			    : rc == -ENOMEM && l.n == 0 && !l.names;
 	if (rc == 0)
 		sandbox_listing_free(&l);
 	if (info) {
@@ -557,10 +559,11 @@ static bool step_template_define(unsigned long n, bool *fired)
 	int rc = template_define("ci", tpl_json, sizeof(tpl_json) - 1, 0, &err);
 	*fired = failmalloc_disarm();
 	struct template *t = template_get("ci");
-	bool good = rc == 0 ? t && ci_persisted() : is_nomem_json(rc, &err) && !t && !ci_persisted();
+	bool good = rc == 0 ? t && ci_persisted()
+			    : is_nomem_json(rc, &err) && !t && !ci_persisted();
 	if (!good)
-		printf("#   rc %d (%s), template %s, %spersisted\n", rc, err.msg, t ? "kept" : "gone",
-		       ci_persisted() ? "" : "not ");
+		printf("#   rc %d (%s), template %s, %spersisted\n", rc, err.msg,
+		       t ? "kept" : "gone", ci_persisted() ? "" : "not ");
 	template_free(t);
 	if (rc == 0)
 		good = template_delete("ci", &err) == 0 && good;
@@ -578,8 +581,8 @@ static bool step_template_delete(unsigned long n, bool *fired)
 	struct template *t = template_get("ci");
 	bool good = rc == 0 ? !t && !ci_persisted() : is_nomem(rc, &err) && t && ci_persisted();
 	if (!good)
-		printf("#   rc %d (%s), template %s, %spersisted\n", rc, err.msg, t ? "kept" : "gone",
-		       ci_persisted() ? "" : "not ");
+		printf("#   rc %d (%s), template %s, %spersisted\n", rc, err.msg,
+		       t ? "kept" : "gone", ci_persisted() ? "" : "not ");
 	template_free(t);
 	if (rc < 0)
 		good = template_delete("ci", &err) == 0 && good;

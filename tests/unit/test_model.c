@@ -83,7 +83,8 @@ static bool wait_run(struct run *r, bool want_started, int ms)
 		}
 		pthread_cond_timedwait(&cb_cond, &cb_mu, &step);
 		pthread_mutex_unlock(&cb_mu);
-		if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec > end.tv_nsec))
+		if (now.tv_sec > end.tv_sec ||
+		    (now.tv_sec == end.tv_sec && now.tv_nsec > end.tv_nsec))
 			return false;
 	}
 }
@@ -101,26 +102,26 @@ static void show(const char *label, const char *s, size_t n)
 	printf("'\n");
 }
 
-#define is_bytes(got, got_len, want, ...)                                          \
-	do {                                                                       \
-		const char *gb_ = (got), *wb_ = (want);                            \
-		size_t gl_ = (got_len), wl_ = strlen(wb_);                         \
-		int eq_ = gb_ && gl_ == wl_ && memcmp(gb_, wb_, wl_) == 0;         \
-		ok(eq_, __VA_ARGS__);                                              \
-		if (!eq_) {                                                        \
-			show("got", gb_, gb_ ? gl_ : 0);                           \
-			show("want", wb_, wl_);                                    \
-		}                                                                  \
+#define is_bytes(got, got_len, want, ...)                                                          \
+	do {                                                                                       \
+		const char *gb_ = (got), *wb_ = (want);                                            \
+		size_t gl_ = (got_len), wl_ = strlen(wb_);                                         \
+		int eq_ = gb_ && gl_ == wl_ && memcmp(gb_, wb_, wl_) == 0;                         \
+		ok(eq_, __VA_ARGS__);                                                              \
+		if (!eq_) {                                                                        \
+			show("got", gb_, gb_ ? gl_ : 0);                                           \
+			show("want", wb_, wl_);                                                    \
+		}                                                                                  \
 	} while (0)
 
 /* is_int on a call that fills `err`, showing the reason when it differs. */
-#define is_call(expr, want, ...)                                       \
-	do {                                                           \
-		sbx_err_clear(&err);                                   \
-		long long rc_ = (expr);                                \
-		is_int(rc_, want, __VA_ARGS__);                        \
-		if (rc_ != (long long)(want))                          \
-			printf("#   reason: %s\n", err.msg);           \
+#define is_call(expr, want, ...)                                                                   \
+	do {                                                                                       \
+		sbx_err_clear(&err);                                                               \
+		long long rc_ = (expr);                                                            \
+		is_int(rc_, want, __VA_ARGS__);                                                    \
+		if (rc_ != (long long)(want))                                                      \
+			printf("#   reason: %s\n", err.msg);                                       \
 	} while (0)
 
 /* What a reader of stream st sees of r, from offset 0 to the end. */
@@ -154,11 +155,11 @@ static char *setting_text(struct sandbox *s, enum setting which)
 	return t;
 }
 
-#define is_setting(s, which, want, ...)                          \
-	do {                                                     \
-		char *st_ = setting_text((s), (which));          \
-		is_bytes(st_, st_ ? strlen(st_) : 0, (want), __VA_ARGS__); \
-		free(st_);                                       \
+#define is_setting(s, which, want, ...)                                                            \
+	do {                                                                                       \
+		char *st_ = setting_text((s), (which));                                            \
+		is_bytes(st_, st_ ? strlen(st_) : 0, (want), __VA_ARGS__);                         \
+		free(st_);                                                                         \
 	} while (0)
 
 static bool listed(const char *name)
