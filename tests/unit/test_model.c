@@ -311,8 +311,10 @@ static void test_lifecycle(const char *fake)
 	if (dup)
 		sandbox_put(dup);
 	is_str(sandbox_name(s), "alpha", "sandbox_name");
-	ok(model_find_id(sandbox_id(s)) == s, "model_find_id");
-	sandbox_put(s); /* model_find_id's reference */
+	dup = model_find_id(sandbox_id(s));
+	ok(dup == s, "model_find_id");
+	if (dup)
+		sandbox_put(dup);
 	struct sandbox_view sv;
 	sandbox_view(s, &sv);
 	ok(sv.running && sv.nruns == 0, "view: running, no runs");
