@@ -408,16 +408,21 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 	if (r < 0) {
 		spawn_result_free(&res);
 		/* A timeout or an odd failure may leave a created (or even
-		 * running) container behind.  EEXIST: the name is not ours to
-		 * remove; the others happen before anything is created. */
-		if (r == -ETIMEDOUT || r == -EIO || r == -EHOSTDOWN)
+		 * running) container behind, and so may running out of memory
+		 * while reading the CLI's answer (not while building argv).
+		 * EEXIST: the name is not ours to remove; the others happen
+		 * before anything is created. */
+		if (r == -ETIMEDOUT || r == -EIO || r == -EHOSTDOWN || (r == -ENOMEM && !a.oom))
 			remove_quietly(e, cname);
 		return r;
 	}
 	cleanup_free char *id = first_line(res.out);
 	spawn_result_free(&res);
-	if (!id)
+	if (!id) {
+		/* The container exists: without its id nobody would remove it. */
+		remove_quietly(e, cname);
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
+	}
 	if (!is_hex_id(id)) {
 		remove_quietly(e, cname);
 		return sbx_err_set(err, EIO, "%s: garbage output instead of a container id", what);

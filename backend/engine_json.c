@@ -42,8 +42,8 @@ static int only_space(const char *p, const char *end)
  * ",sandboxfs.sandbox=x" (a mountpoint can) fakes a second label.  Sandbox
  * names have no ',', so each candidate is exact; among several, the one the
  * container's name was made from wins. */
-static char *label_from_string(const char *labels, const char *key, const char *names,
-			       const char *instance)
+static int label_from_string(const char *labels, const char *key, const char *names,
+			     const char *instance, char **out)
 {
 	size_t kl = strlen(key);
 	char *pick = NULL;
@@ -54,8 +54,11 @@ static char *label_from_string(const char *labels, const char *key, const char *
 		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
 			char *cand = strndup(p + kl + 1, n - kl - 1);
 			char expect[256];
-			if (!cand)
-				break;
+			if (!cand) {
+				/* Not "unlabelled": that would forget the sandbox. */
+				free(pick);
+				return -ENOMEM;
+			}
 			snprintf(expect, sizeof(expect), "sandboxfs-%s-%s", instance, cand);
 			if (!pick) {
 				pick = cand;
@@ -68,7 +71,8 @@ static char *label_from_string(const char *labels, const char *key, const char *
 		}
 		p = end ? end + 1 : p + n;
 	}
-	return pick;
+	*out = pick;
+	return 0;
 }
 
 int engine_parse_ps_line(const char *instance, const char *line, size_t len,
@@ -90,13 +94,17 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "Labels");
 	char *sandbox = NULL;
 
-	if (cJSON_IsString(labels))
-		sandbox = label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
-					    json_str(o, "Names"), instance);
-	else if (cJSON_IsObject(labels) && json_str(labels, SBX_LABEL_SANDBOX))
+	if (cJSON_IsString(labels)) {
+		if (label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
+				      json_str(o, "Names"), instance, &sandbox) < 0)
+			return -ENOMEM;
+	} else if (cJSON_IsObject(labels) && json_str(labels, SBX_LABEL_SANDBOX)) {
 		sandbox = strdup(json_str(labels, SBX_LABEL_SANDBOX));
-	else if (!cJSON_IsNull(labels) && labels)
+		if (!sandbox)
+			return -ENOMEM;
+	} else if (!cJSON_IsNull(labels) && labels) {
 		return -EINVAL;
+	}
 
 	c->id = strdup(id);
 	c->image = strdup(image ? image : "");

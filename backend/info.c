@@ -40,76 +40,88 @@ static const char *latest_error_locked(struct sandbox *s) SBX_REQUIRES(model_loc
 	return s->last_error;
 }
 
+/* Every part of the document, or no document: a cJSON call that ran out
+ * of memory must not leave a silent hole in what the info file shows. */
+#define PUT(x)                       \
+	do {                         \
+		if (!(x))            \
+			full = false; \
+	} while (0)
+
 char *sandbox_info_json(struct sandbox *s)
 {
+	bool full = true;
 	cleanup_cjson cJSON *root = cJSON_CreateObject();
 	char when[40], line[64];
 
 	if (!root)
 		return NULL;
 	sbx_lock(&model_lock);
-	cJSON_AddStringToObject(root, "name", s->name);
-	cJSON_AddStringToObject(root, "container", s->container);
+	PUT(cJSON_AddStringToObject(root, "name", s->name));
+	PUT(cJSON_AddStringToObject(root, "container", s->container));
 	if (s->container_id)
-		cJSON_AddStringToObject(root, "id", s->container_id);
+		PUT(cJSON_AddStringToObject(root, "id", s->container_id));
 	else
-		cJSON_AddNullToObject(root, "id");
-	cJSON_AddStringToObject(root, "image", s->image);
-	cJSON_AddStringToObject(root, "template", s->template_name ? s->template_name : "");
-	cJSON *eff = s->effective ? cJSON_Parse(s->effective) : NULL;
-	if (eff)
-		cJSON_AddItemToObject(root, "effective", eff);
+		PUT(cJSON_AddNullToObject(root, "id"));
+	PUT(cJSON_AddStringToObject(root, "image", s->image));
+	PUT(cJSON_AddStringToObject(root, "template", s->template_name ? s->template_name : ""));
+	if (s->effective)
+		PUT(json_put_item(root, "effective", cJSON_Parse(s->effective)));
 	else
-		cJSON_AddNullToObject(root, "effective");
-	cJSON_AddStringToObject(root, "state", s->paused && s->state == SBX_RUNNING ?
-				"paused" : state_name(s->state));
+		PUT(cJSON_AddNullToObject(root, "effective"));
+	PUT(cJSON_AddStringToObject(root, "state", s->paused && s->state == SBX_RUNNING ?
+				    "paused" : state_name(s->state)));
 	format_time(&s->created, when, sizeof(when));
-	cJSON_AddStringToObject(root, "created", when);
-	cJSON_AddNumberToObject(root, "runs", s->nruns);
+	PUT(cJSON_AddStringToObject(root, "created", when));
+	PUT(cJSON_AddNumberToObject(root, "runs", s->nruns));
 
 	struct run *r = s->nruns ? s->runs[s->nruns - 1] : NULL;
 	if (r) {
 		cJSON *latest = cJSON_AddObjectToObject(root, "latest");
+		PUT(latest);
 		sandbox_status_line_locked(s, r, line, sizeof(line));
 		line[strcspn(line, "\n")] = '\0';
-		cJSON_AddNumberToObject(latest, "run", r->number);
-		cJSON_AddStringToObject(latest, "status", line);
+		PUT(cJSON_AddNumberToObject(latest, "run", r->number));
+		PUT(cJSON_AddStringToObject(latest, "status", line));
 		format_time(&r->started, when, sizeof(when));
-		cJSON_AddStringToObject(latest, "started", when);
+		PUT(cJSON_AddStringToObject(latest, "started", when));
 		if (r->phase == RUN_ENDED) {
 			format_time(&r->ended, when, sizeof(when));
-			cJSON_AddStringToObject(latest, "ended", when);
+			PUT(cJSON_AddStringToObject(latest, "ended", when));
 		}
-		cJSON_AddBoolToObject(latest, "truncated", r->truncated);
+		PUT(cJSON_AddBoolToObject(latest, "truncated", r->truncated));
 		if (r->reason)
-			cJSON_AddStringToObject(latest, "reason", r->reason);
+			PUT(cJSON_AddStringToObject(latest, "reason", r->reason));
 	} else {
-		cJSON_AddNullToObject(root, "latest");
+		PUT(cJSON_AddNullToObject(root, "latest"));
 	}
 
 	cJSON *settings = cJSON_AddObjectToObject(root, "settings");
 	cJSON *env = cJSON_AddObjectToObject(settings, "env");
+	PUT(env);
 	for (size_t i = 0; i < s->env.n; i++)
-		cJSON_AddStringToObject(env, s->env.keys[i], s->env.values[i]);
-	cJSON_AddStringToObject(settings, "workdir", s->workdir);
-	cJSON_AddNumberToObject(settings, "timeout", (double)s->timeout);
+		PUT(cJSON_AddStringToObject(env, s->env.keys[i], s->env.values[i]));
+	PUT(cJSON_AddStringToObject(settings, "workdir", s->workdir));
+	PUT(cJSON_AddNumberToObject(settings, "timeout", (double)s->timeout));
 
 	cJSON *auth = cJSON_AddObjectToObject(root, "auth");
 	cJSON *names = cJSON_AddArrayToObject(auth, "env");
+	PUT(names);
 	for (size_t i = 0; i < s->auth.n; i++)
-		cJSON_AddItemToArray(names, cJSON_CreateString(s->auth.keys[i]));
+		PUT(json_put_item(names, NULL, cJSON_CreateString(s->auth.keys[i])));
 	cJSON *files = cJSON_AddArrayToObject(auth, "files");
+	PUT(files);
 	for (size_t i = 0; i < s->nauth_files; i++)
-		cJSON_AddItemToArray(files, cJSON_CreateString(s->auth_files[i]));
+		PUT(json_put_item(files, NULL, cJSON_CreateString(s->auth_files[i])));
 
 	const char *error = latest_error_locked(s);
 	if (error)
-		cJSON_AddStringToObject(root, "error", error);
+		PUT(cJSON_AddStringToObject(root, "error", error));
 	else
-		cJSON_AddNullToObject(root, "error");
+		PUT(cJSON_AddNullToObject(root, "error"));
 	sbx_unlock(&model_lock);
 
-	char *text = cJSON_Print(root);
+	char *text = full ? cJSON_Print(root) : NULL;
 	if (!text)
 		return NULL;
 	size_t n = strlen(text);

@@ -105,6 +105,12 @@ void ioloop_stop(void)
 	pthread_cond_signal(&task_cond);
 	pthread_mutex_unlock(&task_lock);
 	pthread_join(task_thread, NULL);
+	/* Ready for another ioloop_start() (the unit tests restart the model
+	 * in one process). */
+	close(stop_fd);
+	close(epfd);
+	stop_fd = epfd = -1;
+	task_stopping = false;
 	started = false;
 }
 

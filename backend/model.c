@@ -18,6 +18,14 @@ static struct sandbox **table SBX_GUARDED_BY(model_lock);
 static size_t ntable SBX_GUARDED_BY(model_lock);
 static size_t captable SBX_GUARDED_BY(model_lock);
 static uint64_t next_id SBX_GUARDED_BY(model_lock) = 1;
+/* Counts our changes to containers (sandbox_changed_locked), so that
+ * reconcile can tell a listing taken before a change from one after. */
+static uint64_t generation SBX_GUARDED_BY(model_lock);
+
+void sandbox_changed_locked(struct sandbox *s)
+{
+	s->changed_gen = ++generation;
+}
 
 static void resync(const struct engine *engine, bool after_outage, double outage_at);
 static void handle_event(const struct engine *engine, const struct engine_event *ev);
@@ -165,7 +173,7 @@ static int take_template(struct sandbox *s, const struct template *t, struct sbx
 		free(s->image);
 		s->image = strdup(t->image);
 	}
-	if (!s->template_name || !s->image)
+	if (!s->template_name || !s->image || !s->effective)
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	return 0;
 }
@@ -250,6 +258,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	}
 	s->container_id = id;
 	s->state = SBX_RUNNING;
+	sandbox_changed_locked(s);
 	if (out)
 		*out = s;
 	else
@@ -285,7 +294,8 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	sbx_unlock(&model_lock);
 
-	int rc = cid ? engine_destroy(s->engine, cid, err) : -ENOMEM;
+	int rc = cid ? engine_destroy(s->engine, cid, err) :
+		       sbx_err_set(err, ENOMEM, "out of memory");
 	free(cid);
 
 	sbx_lock(&model_lock);
@@ -401,15 +411,20 @@ static void string_list_add(struct string_list *l, const char *s)
 		l->n++;
 }
 
-/* Updates the known sandboxes of `engine` from the engine's list; returns
- * in *restart the containers an outage stopped. */
+/* Updates the known sandboxes of `engine` from the engine's list, taken at
+ * generation listed_at; returns in *restart the containers an outage
+ * stopped. */
 static void update_known_locked(const struct engine *engine, const struct engine_container *v,
-				size_t n, bool after_outage, double outage_at,
+				size_t n, uint64_t listed_at, bool after_outage, double outage_at,
 				struct string_list *restart) SBX_REQUIRES(model_lock)
 {
 	for (size_t i = 0; i < ntable; i++) {
 		struct sandbox *s = table[i];
 		if (s->engine != engine || (s->state != SBX_RUNNING && s->state != SBX_STOPPED))
+			continue;
+		/* Made (or started, stopped) while the engine was listing: the
+		 * listing may predate it, and would forget a live sandbox. */
+		if (s->changed_gen > listed_at)
 			continue;
 		const struct engine_container *c = NULL;
 		for (size_t j = 0; j < n && !c; j++)
@@ -481,12 +496,15 @@ static void reconcile(const struct engine *engine, bool after_outage, double out
 	struct sbx_err err = { 0 };
 	struct string_list restart = { 0 };
 
+	sbx_lock(&model_lock);
+	uint64_t listed_at = generation;
+	sbx_unlock(&model_lock);
 	if (engine_list(engine, &v, &n, &err) < 0) {
 		log_warn("listing this mount's containers: %s", err.msg);
 		return;
 	}
 	sbx_lock(&model_lock);
-	update_known_locked(engine, v, n, after_outage, outage_at, &restart);
+	update_known_locked(engine, v, n, listed_at, after_outage, outage_at, &restart);
 	bool *unknown = calloc(n ? n : 1, sizeof(*unknown));
 	for (size_t j = 0; unknown && j < n; j++)
 		unknown[j] = v[j].sandbox && parse_sandbox_name(v[j].sandbox, NULL) == 0 &&

@@ -105,6 +105,9 @@ struct sandbox {
 	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
 	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
 	bool paused SBX_GUARDED_BY(model_lock);         /* docker pause: no exec can start */
+	/* The table's generation when we last made, started or stopped its
+	 * container: an engine listing older than that says nothing of it. */
+	uint64_t changed_gen SBX_GUARDED_BY(model_lock);
 };
 
 /* ---- model_base.c ---- */
@@ -125,6 +128,8 @@ bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
 struct run *sandbox_killable_run_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
 void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, size_t len)
 	SBX_REQUIRES(model_lock);
+/* We changed s's container (create, ctl start/stop): see changed_gen. */
+void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
 
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */
@@ -134,6 +139,8 @@ void run_put_locked(struct run *r) SBX_REQUIRES(model_lock);
 /* Closes an ended run's spool fds (nobody reads it). */
 void run_close_fds_locked(struct run *r) SBX_REQUIRES(model_lock);
 void run_status_line_locked(struct run *r, char *buf, size_t len) SBX_REQUIRES(model_lock);
+/* The status line of an ended run with this outcome. */
+void outcome_status_line(enum run_outcome outcome, int code, char *buf, size_t len);
 /* Who hears that a run changed (the model passes fs/'s callback on). */
 void runs_set_listener(void (*fn)(struct run *r));
 void notify_run_changed(struct run *r) SBX_EXCLUDES(model_lock);

@@ -494,47 +494,34 @@ static void timer_fired(struct io_watch *w, uint32_t events)
 
 /* ---- the end of a run ---- */
 
-/* Records the outcome in memory; returns whether empty stream files are
- * still to be made. */
-static void record_outcome(struct run *r, enum run_outcome outcome, int code, int start_errno,
-			   const char *reason, bool need_files[STREAM_COUNT])
+/* Ends r: the spool's files first, then the model, so that whoever sees
+ * the run ended (status, run_changed) finds its ended, status and reason
+ * files written.  The run's I/O is over: nobody else changes its fds. */
+static void conclude(struct run *r, enum run_outcome outcome, int code, int start_errno,
+		     const char *reason)
 {
-	sbx_lock(&model_lock);
-	r->outcome = outcome;
-	r->exit_code = code;
-	if (start_errno)
-		r->start_errno = start_errno;
-	if (reason && !r->reason)
-		r->reason = strdup(reason);
-	clock_gettime(CLOCK_REALTIME, &r->ended);
-	r->phase = RUN_ENDED;
-	r->local_pid = 0;
-	for (int st = STREAM_OUTPUT; st < STREAM_COUNT; st++)
-		need_files[st] = r->fd[st] < 0 && r->alias != st;
-	sbx_unlock(&model_lock);
-}
-
-/* Writes the ended run's files to the spool, for readers and restarts. */
-static void persist_outcome(struct run *r, const bool need_files[STREAM_COUNT])
-{
+	struct timespec ended;
 	char line[64], when[40], when_line[48];
+	int fds[STREAM_COUNT];
+	bool need[STREAM_COUNT];
+
+	clock_gettime(CLOCK_REALTIME, &ended);
+	outcome_status_line(outcome, code, line, sizeof(line));
+	sbx_lock(&model_lock);
+	char *why = r->reason ? strdup(r->reason) : reason ? strdup(reason) : NULL;
+	for (int st = STREAM_OUTPUT; st < STREAM_COUNT; st++)
+		need[st] = r->fd[st] < 0 && r->alias != st;
+	sbx_unlock(&model_lock);
+
 	/* A stream that never spoke still gets its (empty) file. */
 	for (int st = STREAM_OUTPUT; st < STREAM_COUNT; st++) {
-		if (!need_files[st])
-			continue;
-		int fd = open_in(r->dir, stream_names[st], O_RDWR | O_CREAT, 0600);
-		sbx_lock(&model_lock);
-		r->fd[st] = fd < 0 ? -1 : fd;
-		sbx_unlock(&model_lock);
+		fds[st] = -1;
+		if (need[st]) {
+			int fd = open_in(r->dir, stream_names[st], O_RDWR | O_CREAT, 0600);
+			fds[st] = fd < 0 ? -1 : fd;
+		}
 	}
-	sbx_lock(&model_lock);
-	if (r->readers == 0)
-		run_close_fds_locked(r);
-	run_status_line_locked(r, line, sizeof(line));
-	format_time(&r->ended, when, sizeof(when));
-	char *why = r->reason ? strdup(r->reason) : NULL;
-	sbx_unlock(&model_lock);
-
+	format_time(&ended, when, sizeof(when));
 	snprintf(when_line, sizeof(when_line), "%s\n", when);
 	write_file_in(r->dir, "ended", when_line, strlen(when_line), NULL);
 	if (why) {
@@ -544,14 +531,23 @@ static void persist_outcome(struct run *r, const bool need_files[STREAM_COUNT])
 		free(why);
 	}
 	write_file_in(r->dir, "status", line, strlen(line), NULL);
-}
 
-static void conclude(struct run *r, enum run_outcome outcome, int code, int start_errno,
-		     const char *reason)
-{
-	bool need_files[STREAM_COUNT];
-	record_outcome(r, outcome, code, start_errno, reason, need_files);
-	persist_outcome(r, need_files);
+	sbx_lock(&model_lock);
+	for (int st = STREAM_OUTPUT; st < STREAM_COUNT; st++)
+		if (fds[st] >= 0)
+			r->fd[st] = fds[st];
+	r->outcome = outcome;
+	r->exit_code = code;
+	if (start_errno)
+		r->start_errno = start_errno;
+	if (reason && !r->reason)
+		r->reason = strdup(reason);
+	r->ended = ended;
+	r->phase = RUN_ENDED;
+	r->local_pid = 0;
+	if (r->readers == 0)
+		run_close_fds_locked(r);
+	sbx_unlock(&model_lock);
 	if (reason)
 		log_warn("sandbox %s run %u: %s", r->sandbox_name, r->number, reason);
 	notify_run_changed(r);
@@ -630,10 +626,11 @@ static void finish(struct run_io *io)
 	r->io = NULL;
 	bool timed_out = r->timed_out, killed = r->kill_requested, died = r->container_died;
 	/* Our own kills go through the group inside (docker exec then exits
-	 * 137 by itself); a local docker exec dying of a signal was killed by
-	 * someone else, and says nothing about the command. */
+	 * 137 by itself); a local docker exec dying of a signal nobody here
+	 * asked for was killed by someone else, and says nothing about the
+	 * command. */
 	bool observer_lost = io->marker_done && io->cli_signal && r->pgid > 1 && !died &&
-			     !timed_out;
+			     !timed_out && !killed;
 	if (observer_lost)
 		r->observer_lost = true;
 	long pgid = r->pgid;

@@ -100,19 +100,11 @@ void format_time(const struct timespec *ts, char *buf, size_t len)
 	snprintf(buf, len, "%s.%03ldZ", base, ts->tv_nsec / 1000000);
 }
 
-void run_status_line_locked(struct run *r, char *buf, size_t len)
+void outcome_status_line(enum run_outcome outcome, int code, char *buf, size_t len)
 {
-	if (!r) {
-		snprintf(buf, len, "idle\n");
-		return;
-	}
-	if (r->phase != RUN_ENDED) {
-		snprintf(buf, len, "running\n");
-		return;
-	}
-	switch (r->outcome) {
+	switch (outcome) {
 	case OUTCOME_EXITED:
-		snprintf(buf, len, "exited %d\n", r->exit_code);
+		snprintf(buf, len, "exited %d\n", code);
 		break;
 	case OUTCOME_TIMEOUT:
 		snprintf(buf, len, "timeout\n");
@@ -124,6 +116,16 @@ void run_status_line_locked(struct run *r, char *buf, size_t len)
 		snprintf(buf, len, "lost\n");
 		break;
 	}
+}
+
+void run_status_line_locked(struct run *r, char *buf, size_t len)
+{
+	if (!r)
+		snprintf(buf, len, "idle\n");
+	else if (r->phase != RUN_ENDED)
+		snprintf(buf, len, "running\n");
+	else
+		outcome_status_line(r->outcome, r->exit_code, buf, len);
 }
 
 void run_status_line(struct run *r, char *buf, size_t len)

@@ -168,6 +168,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			sbx_lock(&model_lock);
 			if (s->state == SBX_RUNNING)
 				s->state = SBX_STOPPED;
+			sandbox_changed_locked(s);
 			s->user_stopped = true;
 			sandbox_mark_runs_locked(s, false);
 			sbx_unlock(&model_lock);
@@ -179,6 +180,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			sbx_lock(&model_lock);
 			if (s->state == SBX_STOPPED)
 				s->state = SBX_RUNNING;
+			sandbox_changed_locked(s);
 			s->user_stopped = false;
 			sbx_unlock(&model_lock);
 		}

@@ -251,9 +251,10 @@ static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
 static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 {
 	const char *k = v->string;
+	int rc; /* not -err->code: template_dup() passes no err */
 	if (!strcmp(k, "image")) {
-		if (string_field(v, k, &t->image, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->image, err)) < 0)
+			return rc;
 		if (parse_image_name(t->image, strlen(t->image), err) < 0)
 			return sbx_err_wrap(err, "image");
 	} else if (!strcmp(k, "match")) {
@@ -261,8 +262,8 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	} else if (!strcmp(k, "workspace")) {
 		return parse_workspaces(t, v, err);
 	} else if (!strcmp(k, "workdir")) {
-		if (string_field(v, k, &t->workdir, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->workdir, err)) < 0)
+			return rc;
 		if (t->workdir[0] != '/' || strchr(t->workdir, '\n'))
 			return sbx_err_set(err, EINVAL, "workdir: must be an absolute path");
 	} else if (!strcmp(k, "env")) {
@@ -270,13 +271,13 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	} else if (!strcmp(k, "labels")) {
 		return parse_string_map(v, k, false, &t->labels, err);
 	} else if (!strcmp(k, "user")) {
-		if (string_field(v, k, &t->user, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->user, err)) < 0)
+			return rc;
 		if (!chars_ok(t->user, "_.:-", true))
 			return sbx_err_set(err, EINVAL, "user: not a user name or uid[:gid]");
 	} else if (!strcmp(k, "network")) {
-		if (string_field(v, k, &t->network, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->network, err)) < 0)
+			return rc;
 		if (!chars_ok(t->network, "_.-", true) || !strcmp(t->network, "host"))
 			return sbx_err_set(err, EINVAL,
 					   "network: \"none\", \"bridge\" or a network name (not host)");
@@ -298,8 +299,8 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 			return sbx_err_set(err, EINVAL, "%s: true or false", k);
 		*(!strcmp(k, "init") ? &t->init : &t->read_only) = cJSON_IsTrue(v);
 	} else if (!strcmp(k, "engine")) {
-		if (string_field(v, k, &t->engine, err) < 0)
-			return -err->code;
+		if ((rc = string_field(v, k, &t->engine, err)) < 0)
+			return rc;
 		bool url = strstr(t->engine, "://") != NULL;
 		if (url ? strpbrk(t->engine, " \n\t") != NULL : !chars_ok(t->engine, "_.+-", true))
 			return sbx_err_set(err, EINVAL, "engine: a context name or a host URL");
@@ -429,16 +430,20 @@ static int persist_locked(struct sbx_err *err)
 	cleanup_cjson cJSON *root = cJSON_CreateObject();
 	cJSON *arr = cJSON_AddArrayToObject(root, "templates");
 	cJSON *del = cJSON_AddArrayToObject(root, "deleted");
-	for (size_t i = 0; i < nlist; i++) {
+	/* A file missing a template would lose it at the next start. */
+	bool full = arr && del;
+	for (size_t i = 0; full && i < nlist; i++) {
 		if (!runtime_flags[i])
 			continue;
 		cJSON *e = cJSON_CreateObject();
-		cJSON_AddStringToObject(e, "name", list[i]->name);
-		cJSON_AddItemToObject(e, "template", cJSON_Parse(list[i]->text));
-		cJSON_AddItemToArray(arr, e);
+		full = e && cJSON_AddStringToObject(e, "name", list[i]->name) &&
+		       json_put_item(e, "template", cJSON_Parse(list[i]->text));
+		full = json_put_item(arr, NULL, e) && full;
 	}
-	for (size_t i = 0; i < ndeleted; i++)
-		cJSON_AddItemToArray(del, cJSON_CreateString(deleted[i]));
+	for (size_t i = 0; full && i < ndeleted; i++)
+		full = json_put_item(del, NULL, cJSON_CreateString(deleted[i]));
+	if (!full)
+		return sbx_err_set(err, ENOMEM, "out of memory");
 	cleanup_free char *text = cJSON_Print(root);
 	if (!text)
 		return sbx_err_set(err, ENOMEM, "out of memory");
@@ -589,14 +594,92 @@ void templates_shutdown(void)
 	pthread_mutex_unlock(&templates_lock);
 }
 
+/* What the list held of one name, so that a change that cannot be
+ * persisted is undone (a template must not live in memory only, or be
+ * gone in memory only).  Everything the undo needs is allocated before
+ * the change, so the undo itself cannot fail. */
+struct template_undo {
+	struct template *old; /* a copy of the template, or NULL */
+	size_t pos;           /* where it was in the list */
+	bool runtime;         /* its runtime flag */
+	char *deleted_name;   /* the name, if it was in deleted[] */
+	char *new_deleted;    /* the name, for template_delete to put in deleted[] */
+};
+
+static bool in_deleted_locked(const char *name)
+{
+	for (size_t i = 0; i < ndeleted; i++)
+		if (!strcmp(deleted[i], name))
+			return true;
+	return false;
+}
+
+static int undo_save_locked(const char *name, bool deleting, struct template_undo *u)
+{
+	*u = (struct template_undo){ 0 };
+	ssize_t i = index_of(name);
+	if (i >= 0) {
+		u->old = template_dup(list[i]);
+		u->pos = (size_t)i;
+		u->runtime = runtime_flags && runtime_flags[i];
+		if (!u->old)
+			return -ENOMEM;
+	}
+	/* Room for one more name in deleted[], whichever way it goes. */
+	char **d = realloc(deleted, (ndeleted + 1) * sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	deleted = d;
+	if (in_deleted_locked(name) && !(u->deleted_name = strdup(name)))
+		return -ENOMEM;
+	if (deleting && !(u->new_deleted = strdup(name)))
+		return -ENOMEM;
+	return 0;
+}
+
+static void undo_free(struct template_undo *u)
+{
+	template_free(u->old);
+	free(u->deleted_name);
+	free(u->new_deleted);
+}
+
+static void undo_apply_locked(const char *name, struct template_undo *u)
+{
+	ssize_t i = index_of(name);
+	if (i >= 0)
+		drop_locked((size_t)i);
+	if (u->old) {
+		/* Back at its place: drop_locked kept the arrays' capacity. */
+		memmove(&list[u->pos + 1], &list[u->pos], (nlist - u->pos) * sizeof(*list));
+		if (runtime_flags)
+			memmove(&runtime_flags[u->pos + 1], &runtime_flags[u->pos],
+				(nlist - u->pos) * sizeof(bool));
+		list[u->pos] = steal_pointer(&u->old);
+		if (runtime_flags)
+			runtime_flags[u->pos] = u->runtime;
+		nlist++;
+	}
+	undelete_locked(name);
+	if (u->deleted_name)
+		deleted[ndeleted++] = steal_pointer(&u->deleted_name);
+}
+
 int template_define(const char *name, const char *json, size_t len, uint32_t want_id,
 		    struct sbx_err *err)
 {
+	struct template_undo u;
 	pthread_mutex_lock(&templates_lock);
-	int rc = define_locked(name, json, len, true, want_id, err);
-	if (rc == 0)
-		rc = persist_locked(err);
+	int rc = undo_save_locked(name, false, &u);
+	if (rc < 0)
+		rc = sbx_err_set(err, ENOMEM, "template %s: out of memory", name);
+	else if ((rc = define_locked(name, json, len, true, want_id, err)) == 0 &&
+		 (rc = persist_locked(err)) < 0)
+		undo_apply_locked(name, &u);
+	else if (rc < 0 && rc == -ENOMEM)
+		undo_apply_locked(name, &u); /* define_locked may have half-done it */
 	pthread_mutex_unlock(&templates_lock);
+	undo_free(&u);
 	if (rc == 0)
 		log_info("template %s defined", name);
 	return rc;
@@ -604,25 +687,26 @@ int template_define(const char *name, const char *json, size_t len, uint32_t wan
 
 int template_delete(const char *name, struct sbx_err *err)
 {
+	struct template_undo u;
 	pthread_mutex_lock(&templates_lock);
 	ssize_t i = index_of(name);
 	int rc;
 	if (i < 0) {
 		rc = sbx_err_set(err, ENOENT, "template %s: no such template", name);
+	} else if (undo_save_locked(name, true, &u) < 0) {
+		rc = sbx_err_set(err, ENOMEM, "template %s: out of memory", name);
 	} else {
 		drop_locked((size_t)i);
 		/* Remembered so that a config file's template stays deleted too. */
 		undelete_locked(name);
-		char **d = realloc(deleted, (ndeleted + 1) * sizeof(*d));
-		if (d) {
-			deleted = d;
-			deleted[ndeleted] = strdup(name);
-			if (deleted[ndeleted])
-				ndeleted++;
-		}
+		deleted[ndeleted++] = steal_pointer(&u.new_deleted);
 		rc = persist_locked(err);
+		if (rc < 0)
+			undo_apply_locked(name, &u);
 	}
 	pthread_mutex_unlock(&templates_lock);
+	if (i >= 0)
+		undo_free(&u);
 	if (rc == 0)
 		log_info("template %s deleted", name);
 	return rc;
@@ -717,35 +801,35 @@ char *template_effective_json(const struct template *t, const char *image)
 	cleanup_cjson cJSON *o = cJSON_CreateObject();
 	if (!o)
 		return NULL;
-	cJSON_AddStringToObject(o, "template", t->name);
-	cJSON_AddStringToObject(o, "image", t->image ? t->image : image);
-	cJSON_AddStringToObject(o, "network", t->network);
-	cJSON_AddNumberToObject(o, "memory", (double)t->memory);
-	cJSON_AddNumberToObject(o, "cpus", t->cpus);
-	cJSON_AddNumberToObject(o, "pids", (double)t->pids);
-	cJSON_AddBoolToObject(o, "read_only", t->read_only);
-	cJSON_AddBoolToObject(o, "init", t->init);
-	if (t->user)
-		cJSON_AddStringToObject(o, "user", t->user);
-	if (t->workdir)
-		cJSON_AddStringToObject(o, "workdir", t->workdir);
-	if (t->engine)
-		cJSON_AddStringToObject(o, "engine", t->engine);
+	/* All or nothing: NULL rather than a document with holes. */
+	bool full = cJSON_AddStringToObject(o, "template", t->name) &&
+		    cJSON_AddStringToObject(o, "image", t->image ? t->image : image) &&
+		    cJSON_AddStringToObject(o, "network", t->network) &&
+		    cJSON_AddNumberToObject(o, "memory", (double)t->memory) &&
+		    cJSON_AddNumberToObject(o, "cpus", t->cpus) &&
+		    cJSON_AddNumberToObject(o, "pids", (double)t->pids) &&
+		    cJSON_AddBoolToObject(o, "read_only", t->read_only) &&
+		    cJSON_AddBoolToObject(o, "init", t->init) &&
+		    (!t->user || cJSON_AddStringToObject(o, "user", t->user)) &&
+		    (!t->workdir || cJSON_AddStringToObject(o, "workdir", t->workdir)) &&
+		    (!t->engine || cJSON_AddStringToObject(o, "engine", t->engine));
 	cJSON *ws = cJSON_AddArrayToObject(o, "workspace");
-	for (size_t i = 0; i < t->nworkspaces; i++) {
+	for (size_t i = 0; full && i < t->nworkspaces; i++) {
 		char buf[4200];
 		snprintf(buf, sizeof(buf), "%s%s", t->workspaces[i].path, t->workspaces[i].ro ? ":ro" : "");
-		cJSON_AddItemToArray(ws, cJSON_CreateString(buf));
+		full = json_put_item(ws, NULL, cJSON_CreateString(buf));
 	}
 	cJSON *caps = cJSON_AddArrayToObject(o, "cap_add");
-	for (size_t i = 0; i < t->ncap_add; i++)
-		cJSON_AddItemToArray(caps, cJSON_CreateString(t->cap_add[i]));
+	for (size_t i = 0; full && i < t->ncap_add; i++)
+		full = json_put_item(caps, NULL, cJSON_CreateString(t->cap_add[i]));
 	cJSON *env = cJSON_AddObjectToObject(o, "env");
-	for (size_t i = 0; i < t->env.n; i++)
-		cJSON_AddStringToObject(env, t->env.keys[i], t->env.values[i]);
+	for (size_t i = 0; full && i < t->env.n; i++)
+		full = cJSON_AddStringToObject(env, t->env.keys[i], t->env.values[i]) != NULL;
 	cJSON *labels = cJSON_AddObjectToObject(o, "labels");
-	for (size_t i = 0; i < t->labels.n; i++)
-		cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.values[i]);
+	for (size_t i = 0; full && i < t->labels.n; i++)
+		full = cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.values[i]) != NULL;
+	if (!full || !ws || !caps || !env || !labels)
+		return NULL;
 	return cJSON_PrintUnformatted(o);
 }
 
