@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "json.h"
@@ -209,16 +210,54 @@ static int parse_string_map(const cJSON *v, const char *key, bool env_names,
 			return sbx_err_set(err, EINVAL, "%s.%s: must be a string", key, item->string);
 		if (env_names && parse_env_name(item->string, strlen(item->string), err) < 0)
 			return sbx_err_wrap(err, "%s", key);
-		if (!env_names && (!item->string[0] || !strncmp(item->string, "sandboxfs.", 10) ||
-				   strchr(item->string, '=')))
-			return sbx_err_set(err, EINVAL, "%s: key \"%.60s\" is not allowed", key,
-					   item->string);
-		if (strchr(item->valuestring, '\n'))
-			return sbx_err_set(err, EINVAL, "%s.%s: no newlines", key, item->string);
+		/* Label keys are what docker documents (letters, digits, . _ - /),
+		 * checked here so that the reason is ours; ',' and newlines in
+		 * values would make `docker ps`'s "k=v,k=v" ambiguous. */
+		if (!env_names && (!chars_ok(item->string, "._-/", true) ||
+				   strlen(item->string) > 128 ||
+				   !strncasecmp(item->string, "sandboxfs.", 10)))
+			return sbx_err_set(err, EINVAL,
+					   "%s: key \"%.60s\" is not allowed (letters, digits, "
+					   "'.', '_', '-', '/'; not sandboxfs.*)", key, item->string);
+		if (strchr(item->valuestring, '\n') ||
+		    (!env_names && strchr(item->valuestring, ',')))
+			return sbx_err_set(err, EINVAL, "%s.%s: no newlines%s", key, item->string,
+					   env_names ? "" : " or ','");
 		if (kv_list_set(out, item->string, item->valuestring) < 0)
 			return sbx_err_set(err, ENOMEM, "out of memory");
 	}
 	return 0;
+}
+
+/* Capabilities a template may give back: docker's own default set (moby
+ * oci/caps/defaults.go), nothing more.  An allowlist, because docker
+ * normalises names itself ("CAP_CAP_SYS_ADMIN" is SYS_ADMIN to it): a name
+ * is canonicalised exactly once here and only the canonical kernel spelling
+ * goes to docker. */
+static const char *const allowed_caps[] = {
+	"CAP_AUDIT_WRITE", "CAP_CHOWN",  "CAP_DAC_OVERRIDE",     "CAP_FOWNER",
+	"CAP_FSETID",      "CAP_KILL",   "CAP_MKNOD",            "CAP_NET_BIND_SERVICE",
+	"CAP_NET_RAW",     "CAP_SETFCAP", "CAP_SETGID",          "CAP_SETPCAP",
+	"CAP_SETUID",      "CAP_SYS_CHROOT",
+};
+
+/* The canonical "CAP_XXX" of a name given as XXX or CAP_XXX in any case,
+ * or NULL.  Nothing is trimmed: whitespace, numbers, "ALL" and a repeated
+ * prefix are simply not in the list. */
+const char *template_canonical_cap(const char *name)
+{
+	char buf[40];
+	size_t n = strlen(name);
+	bool prefixed = n >= 4 && !strncasecmp(name, "CAP_", 4);
+	if (n == 0 || n + (prefixed ? 0 : 4) >= sizeof(buf))
+		return NULL;
+	snprintf(buf, sizeof(buf), "%s%s", prefixed ? "" : "CAP_", name);
+	for (char *p = buf; *p; p++)
+		*p = (char)toupper((unsigned char)*p);
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(allowed_caps); i++)
+		if (!strcmp(buf, allowed_caps[i]))
+			return allowed_caps[i];
+	return NULL;
 }
 
 static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
@@ -231,19 +270,17 @@ static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *item;
 	cJSON_ArrayForEach(item, v) {
-		const char *c = cJSON_IsString(item) ? item->valuestring : "";
-		if (!strncasecmp(c, "CAP_", 4))
-			c += 4;
-		if (!chars_ok(c, "_", true) || strlen(c) > 32 || !strcasecmp(c, "ALL") ||
-		    !strcasecmp(c, "SYS_ADMIN"))
-			return sbx_err_set(err, EINVAL, "cap_add: \"%.40s\" is not allowed",
-					   cJSON_IsString(item) ? item->valuestring : "?");
-		char *up = strdup(c);
-		if (!up)
+		if (!cJSON_IsString(item))
+			return sbx_err_set(err, EINVAL, "cap_add: entries must be strings");
+		const char *c = template_canonical_cap(item->valuestring);
+		if (!c)
+			return sbx_err_set(err, EINVAL,
+					   "cap_add: \"%.40s\" is not one of docker's default "
+					   "capabilities (docs/templates.md)", item->valuestring);
+		char *dup = strdup(c);
+		if (!dup)
 			return sbx_err_set(err, ENOMEM, "out of memory");
-		for (char *p = up; *p; p++)
-			*p = (char)toupper((unsigned char)*p);
-		t->cap_add[t->ncap_add++] = up;
+		t->cap_add[t->ncap_add++] = dup;
 	}
 	return 0;
 }
@@ -287,6 +324,12 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 			   cJSON_IsString(v) ? strtod(v->valuestring, NULL) : -1;
 		if (!(c >= 0 && c <= 1024))
 			return sbx_err_set(err, EINVAL, "cpus: a number from 0 to 1024");
+		/* docker's smallest limit is 0.01 CPU; less would round (in our
+		 * "%.3f" or in docker) to 0, which means no limit at all. */
+		if (c > 0 && c < 0.01)
+			return sbx_err_set(err, EINVAL,
+					   "cpus: %g is below docker's smallest limit 0.01 (0 = no limit)",
+					   c);
 		t->cpus = c;
 	} else if (!strcmp(k, "pids")) {
 		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 4194304 ||
