@@ -376,8 +376,9 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 	for (size_t i = 0; i < spec->nworkspaces; i++) {
 		/* --mount, not -v: a missing host path is an error, not a new directory. */
 		strv_add(&a, "--mount");
-		strv_addf(&a, "type=bind,source=%s,target=%s%s", spec->workspaces[i].path,
-			  spec->workspaces[i].path, spec->workspaces[i].ro ? ",readonly" : "");
+		const struct workspace *w = &spec->workspaces[i];
+		strv_addf(&a, "type=bind,source=%s,target=%s%s", w->source ? w->source : w->path,
+			  w->path, w->ro ? ",readonly" : "");
 	}
 	for (size_t i = 0; spec->env && i < spec->env->n; i++) {
 		strv_add(&a, "--env");
@@ -509,6 +510,29 @@ int engine_is_running(const struct engine *e, const char *container, struct sbx_
 	else
 		r = sbx_err_set(err, EIO, "%s container inspect %s: garbage output", cli_name(e),
 				container);
+	spawn_result_free(&res);
+	return r;
+}
+
+int engine_container_pid(const struct engine *e, const char *container, long *pid,
+			 struct sbx_err *err)
+{
+	struct spawn_result res;
+	int r = container_call(e,
+			       (const char *[]){ "container", "inspect", "-f", "{{.State.Pid}}",
+						 NULL },
+			       container, &res, err);
+	*pid = 0;
+	if (r == 0) {
+		char *end;
+		errno = 0;
+		long v = strtol(res.out, &end, 10);
+		if (errno || end == res.out || (*end && *end != '\n') || v < 0)
+			r = sbx_err_set(err, EIO, "%s container inspect %s: garbage output",
+					cli_name(e), container);
+		else
+			*pid = v;
+	}
 	spawn_result_free(&res);
 	return r;
 }

@@ -76,6 +76,10 @@ int engine_commit(const struct engine *e, const char *container, const char *ima
 /* Returns 1 running, 0 not running, or a negative errno (ENOENT if gone). */
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
 
+/* The host pid of the container's init (0 when not running). */
+int engine_container_pid(const struct engine *e, const char *container, long *pid,
+			 struct sbx_err *err);
+
 /* One container of this instance, as listed by engine_list(). */
 struct engine_container {
 	char *id;

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "model_internal.h"
 #include "state.h"
 #include "template.h"
+#include "workspace.h"
 
 pthread_mutex_t model_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -199,6 +201,29 @@ static struct sandbox *sandbox_new(const char *name, const struct engine *engine
 
 /* ---- mkdir / rmdir ---- */
 
+struct ws_hold {
+	int fd;
+	char canon[PATH_MAX];
+};
+
+/* The container must mount the directories that were checked; it is
+ * removed when it does not (a path was changed between check and mount). */
+static int verify_workspaces(const struct engine *engine, const char *id, const struct template *t,
+			     const struct ws_hold *held, struct sbx_err *err)
+{
+	long pid = 0;
+	int rc = engine_container_pid(engine, id, &pid, err);
+	for (size_t i = 0; rc == 0 && i < t->nworkspaces; i++)
+		rc = workspace_verify((pid_t)pid, id, t->workspaces[i].path, held[i].fd, err);
+	if (rc < 0) {
+		struct sbx_err ign = { 0 };
+		log_warn("container %.12s removed: %s", id, err->msg);
+		if (engine_destroy(engine, id, &ign) < 0)
+			log_warn("removing container %.12s: %s", id, ign.msg);
+	}
+	return rc;
+}
+
 int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 {
 	int rc = parse_sandbox_name(name, err);
@@ -250,6 +275,17 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	char *id = NULL;
 	if (rc == 0 && (!s->image || !s->workdir || !s->template_name))
 		rc = sbx_err_set(err, ENOMEM, "out of memory");
+	/* Each workspace is held open from its check until the container has
+	 * been verified to mount that very directory (docs/security.md). */
+	struct ws_hold *held = calloc(t->nworkspaces ? t->nworkspaces : 1, sizeof(*held));
+	if (rc == 0 && !held)
+		rc = sbx_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; held && i < t->nworkspaces; i++)
+		held[i].fd = -1;
+	for (size_t i = 0; rc == 0 && i < t->nworkspaces; i++) {
+		rc = workspace_open(t->workspaces[i].path, &held[i].fd, held[i].canon, err);
+		t->workspaces[i].source = held[i].canon;
+	}
 	if (rc == 0) {
 		struct container_spec spec = {
 			.name = name,
@@ -272,6 +308,14 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 		};
 		rc = engine_create(s->engine, &spec, &id, err);
 	}
+	if (rc == 0 && t->nworkspaces && (rc = verify_workspaces(s->engine, id, t, held, err)) < 0) {
+		free(id);
+		id = NULL;
+	}
+	for (size_t i = 0; held && i < t->nworkspaces; i++)
+		if (held[i].fd >= 0)
+			close(held[i].fd);
+	free(held);
 	template_free(t);
 
 	pthread_mutex_lock(&model_lock);

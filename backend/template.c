@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -14,6 +15,7 @@
 #include "json.h"
 #include "log.h"
 #include "state.h"
+#include "workspace.h"
 
 /* templates_lock guards everything below. */
 static pthread_mutex_t templates_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -23,7 +25,6 @@ static char **deleted;          /* config templates deleted at runtime */
 static size_t ndeleted;
 static uint32_t next_id = 1;
 static char *persist_path;
-static char *mount_real, *state_real;
 
 static const char *const known_keys[] = {
 	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
@@ -75,38 +76,41 @@ static bool chars_ok(const char *s, const char *extra, bool alnum_first)
 	return true;
 }
 
-static bool path_within(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-	if (n == 1 && dir[0] == '/')
-		return true;
-	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
-}
-
-/* A workspace must not expose the mount itself (a container touching it
- * would deadlock the daemon), the state directory, or the engine. */
+/* The engine sockets a workspace must not contain, wherever they are. */
 static int check_workspace(const char *path, struct sbx_err *err)
 {
 	static const char *const sockets[] = { "/run/docker.sock", "/var/run/docker.sock",
 					       "/run/containerd/containerd.sock",
 					       "/run/podman/podman.sock" };
-	if (path[0] != '/')
-		return sbx_err_set(err, EINVAL, "workspace %s: must be an absolute path", path);
+	int rc = workspace_check(path, err);
+	if (rc < 0)
+		return rc;
 	char real[PATH_MAX];
 	if (!realpath(path, real))
 		return sbx_err_set(err, EINVAL, "workspace %s: %s", path, strerror(errno));
-	const char *guarded[] = { mount_real, state_real };
-	for (size_t i = 0; i < SBX_ARRAY_SIZE(guarded); i++) {
-		if (guarded[i] && (path_within(real, guarded[i]) || path_within(guarded[i], real)))
-			return sbx_err_set(err, EINVAL,
-					   "workspace %s: overlaps sandboxfs' own %s %s", path,
-					   i == 0 ? "mount" : "state directory", guarded[i]);
-	}
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(sockets); i++) {
 		char sock[PATH_MAX];
-		if (realpath(sockets[i], sock) && path_within(sock, real))
+		if (realpath(sockets[i], sock) && workspace_path_within(sock, real))
 			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
 					   path, sockets[i]);
+	}
+	return 0;
+}
+
+/* One workspace inside another of the same template would let the sandbox
+ * move the inner one's mount point around from the outer one. */
+static int check_nesting(const struct template *t, struct sbx_err *err)
+{
+	for (size_t i = 0; i < t->nworkspaces; i++) {
+		char a[PATH_MAX], b[PATH_MAX];
+		if (!realpath(t->workspaces[i].path, a))
+			continue;
+		for (size_t j = 0; j < t->nworkspaces; j++)
+			if (j != i && realpath(t->workspaces[j].path, b) && strcmp(a, b) != 0 &&
+			    workspace_path_within(a, b))
+				return sbx_err_set(err, EINVAL, "workspace %s: inside workspace %s of "
+						   "the same template", t->workspaces[i].path,
+						   t->workspaces[j].path);
 	}
 	return 0;
 }
@@ -127,7 +131,7 @@ static int check_workspace_vs_socket(const struct template *t, const char *sockp
 		return 0;
 	for (size_t i = 0; i < t->nworkspaces; i++) {
 		char real[PATH_MAX];
-		if (realpath(t->workspaces[i].path, real) && path_within(sock, real))
+		if (realpath(t->workspaces[i].path, real) && workspace_path_within(sock, real))
 			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
 					   t->workspaces[i].path, sockpath);
 	}
@@ -392,6 +396,8 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 			rc = parse_key(t, v, err);
 	}
 	if (rc == 0)
+		rc = check_nesting(t, err);
+	if (rc == 0)
 		rc = check_workspace_vs_socket(t, unix_socket(t->engine), err);
 	if (rc == 0)
 		rc = check_workspace_vs_socket(t, unix_socket(getenv("DOCKER_HOST")), err);
@@ -600,8 +606,7 @@ int templates_init(const char *config_path, const char *state_dir, const char *m
 		   struct sbx_err *err)
 {
 	pthread_mutex_lock(&templates_lock);
-	mount_real = mountpoint ? strdup(mountpoint) : NULL;
-	state_real = state_dir ? strdup(state_dir) : NULL;
+	workspace_set_guarded(mountpoint, state_dir);
 	int rc = asprintf(&persist_path, "%s/templates.json", state_dir) < 0 ? -ENOMEM : 0;
 	if (rc == 0 && config_path)
 		rc = load_config(config_path, err);
@@ -622,13 +627,11 @@ void templates_shutdown(void)
 		free(deleted[i]);
 	free(deleted);
 	free(persist_path);
-	free(mount_real);
-	free(state_real);
 	list = NULL;
 	runtime_flags = NULL;
 	deleted = NULL;
 	ndeleted = 0;
-	persist_path = mount_real = state_real = NULL;
+	persist_path = NULL;
 	pthread_mutex_unlock(&templates_lock);
 }
 

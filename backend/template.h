@@ -14,8 +14,9 @@
 #include "parse.h"
 
 struct workspace {
-	char *path; /* absolute host path, mounted at the same path inside */
+	char *path;   /* absolute host path, mounted at the same path inside */
 	bool ro;
+	char *source; /* at create: the checked, resolved path docker mounts (not owned) */
 };
 
 struct template {

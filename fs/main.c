@@ -19,9 +19,10 @@
 #include "log.h"
 #include "state.h"
 #include "template.h"
+#include "workspace.h"
 
 struct cli_options {
-	char *image, *docker, *state, *config, *max_output;
+	char *image, *docker, *state, *config, *max_output, *workspace_roots;
 };
 
 #define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
@@ -31,6 +32,7 @@ static const struct fuse_opt cli_spec[] = {
 	OPT("state=%s", state),   OPT("--state=%s", state),
 	OPT("config=%s", config), OPT("--config=%s", config),
 	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
+	OPT("workspace_roots=%s", workspace_roots), OPT("--workspace_roots=%s", workspace_roots),
 	FUSE_OPT_END
 };
 
@@ -43,6 +45,7 @@ static void usage(const char *prog)
 	       "    -o state=DIR           run history and spooled output\n"
 	       "    -o config=FILE         JSON configuration\n"
 	       "    -o max_output=BYTES    output spooled per run at most (k/m/g; 0 = no limit; default 8g)\n"
+	       "    -o workspace_roots=DIR[:DIR...]  where workspaces may be (default " WORKSPACE_DEFAULT_ROOTS ")\n"
 	       "    (each also as --name=value)\n\n", prog);
 }
 
@@ -184,6 +187,10 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 
+	if (workspace_set_roots(o->workspace_roots, &err) < 0) {
+		fprintf(stderr, "sandboxfs: %s\n", err.msg);
+		return 1;
+	}
 	if (templates_init(o->config, state_real, mountpoint, &err) < 0) {
 		fprintf(stderr, "sandboxfs: %s\n", err.msg);
 		return 1;
@@ -229,6 +236,7 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	fuse_loop_cfg_destroy(lc);
 	model_shutdown();
 	templates_shutdown();
+	workspace_shutdown();
 	log_info("unmounted %s", mountpoint);
 
 out_unmount:
