@@ -559,7 +559,10 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 	cli_begin(&a, e);
 	ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	ARGS(&a, "--format", "{{json .}}");
+	/* .Labels is "k=v,k=v", unescaped: the sandbox label is asked for
+	 * exactly (docker and podman both have .Label). */
+	ARGS(&a, "--format",
+	     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
 	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	if (r < 0) {
 		spawn_result_free(&res);

@@ -1,5 +1,6 @@
 /* The engine's JSON, parsed with cJSON: `ps` lines and `events` lines. */
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -39,34 +40,46 @@ static int only_space(const char *p, const char *end)
 }
 
 /* docker prints Labels as "k=v,k=v" without escaping, so a value holding
- * ",sandboxfs.sandbox=x" (a mountpoint can) fakes a second label.  Sandbox
- * names have no ',', so each candidate is exact; among several, the one the
- * container's name was made from wins. */
+ * ",sandboxfs.sandbox=x" fakes a second label.  engine_list() asks for the
+ * label exactly (the "Sandbox" of its line); this is the fallback for a CLI
+ * that printed the plain shape: a candidate counts only if the container's
+ * name is exactly the one made from it, and only one may. */
 static char *label_from_string(const char *labels, const char *key, const char *names,
 			       const char *instance)
 {
 	size_t kl = strlen(key);
 	char *pick = NULL;
+	int npick = 0;
 
 	for (const char *p = labels; p && *p;) {
 		const char *end = strchr(p, ',');
 		size_t n = end ? (size_t)(end - p) : strlen(p);
 		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
-			char *cand = strndup(p + kl + 1, n - kl - 1);
+			cleanup_free char *cand = strndup(p + kl + 1, n - kl - 1);
 			char expect[256];
 			if (!cand)
 				break;
 			snprintf(expect, sizeof(expect), "sandboxfs-%s-%s", instance, cand);
-			if (!pick) {
-				pick = cand;
-			} else if (names && strstr(names, expect)) {
+			bool named = false;
+			for (const char *q = names; q && *q;) {
+				const char *e2 = strchr(q, ',');
+				size_t m = e2 ? (size_t)(e2 - q) : strlen(q);
+				if (*q == '/')
+					q++, m--;
+				named |= m == strlen(expect) && !strncmp(q, expect, m);
+				q = e2 ? e2 + 1 : q + m;
+			}
+			if (named) {
+				npick++;
 				free(pick);
-				pick = cand;
-			} else {
-				free(cand);
+				pick = steal_pointer(&cand);
 			}
 		}
 		p = end ? end + 1 : p + n;
+	}
+	if (npick != 1) {
+		free(pick);
+		return NULL;
 	}
 	return pick;
 }
@@ -75,9 +88,16 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 			  struct engine_container *c)
 {
 	const char *endp = NULL;
-	cleanup_cjson cJSON *o = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
+	cleanup_cjson cJSON *whole = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
 
-	if (!cJSON_IsObject(o) || !only_space(endp, line + len))
+	if (!cJSON_IsObject(whole) || !only_space(endp, line + len))
+		return -EINVAL;
+	/* engine_list()'s shape: {"Sandbox": exact label value, "Ps": {{json .}}}. */
+	const cJSON *o = cJSON_GetObjectItemCaseSensitive(whole, "Ps");
+	const cJSON *exact = cJSON_GetObjectItemCaseSensitive(whole, "Sandbox");
+	if (!o)
+		o = whole;
+	else if (!cJSON_IsObject(o) || !cJSON_IsString(exact))
 		return -EINVAL;
 	const char *id = json_str(o, "ID");
 	if (!id)
@@ -90,7 +110,9 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "Labels");
 	char *sandbox = NULL;
 
-	if (cJSON_IsString(labels))
+	if (o != whole)
+		sandbox = exact->valuestring[0] ? strdup(exact->valuestring) : NULL;
+	else if (cJSON_IsString(labels))
 		sandbox = label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
 					    json_str(o, "Names"), instance);
 	else if (cJSON_IsObject(labels) && json_str(labels, SBX_LABEL_SANDBOX))

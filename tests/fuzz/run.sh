@@ -19,7 +19,7 @@ flags="-std=gnu11 -D_GNU_SOURCE -g -O1 -Wall -Wextra
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -I$root/backend -I$here"
 backend="$root/backend/err.c $root/backend/log.c $root/backend/parse.c $root/backend/mask.c
-         $root/backend/template.c $root/backend/state.c $root/backend/engine.c $root/backend/engine_json.c $root/backend/subprocess.c"
+         $root/backend/template.c $root/backend/workspace.c $root/backend/state.c $root/backend/engine.c $root/backend/engine_json.c $root/backend/subprocess.c"
 
 for t in $targets; do
 	echo "== build fuzz_$t"
