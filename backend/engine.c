@@ -515,23 +515,47 @@ int engine_is_running(const struct engine *e, const char *container, struct sbx_
 }
 
 int engine_container_pid(const struct engine *e, const char *container, long *pid,
-			 struct sbx_err *err)
+			 char id[65], struct sbx_err *err)
 {
 	struct spawn_result res;
 	int r = container_call(e,
-			       (const char *[]){ "container", "inspect", "-f", "{{.State.Pid}}",
-						 NULL },
+			       (const char *[]){ "container", "inspect", "-f",
+						 "{{.State.Pid}} {{.Id}}", NULL },
 			       container, &res, err);
 	*pid = 0;
+	id[0] = '\0';
 	if (r == 0) {
 		char *end;
 		errno = 0;
 		long v = strtol(res.out, &end, 10);
-		if (errno || end == res.out || (*end && *end != '\n') || v < 0)
+		cleanup_free char *rest = *end == ' ' ? first_line(end + 1) : NULL;
+		if (errno || end == res.out || v < 0 || !rest || !is_hex_id(rest))
 			r = sbx_err_set(err, EIO, "%s container inspect %s: garbage output",
 					cli_name(e), container);
-		else
+		else {
 			*pid = v;
+			memcpy(id, rest, 65);
+		}
+	}
+	spawn_result_free(&res);
+	return r;
+}
+
+int engine_container_binds(const struct engine *e, const char *container,
+			   struct engine_bind **out, size_t *n, struct sbx_err *err)
+{
+	struct spawn_result res;
+	*out = NULL;
+	*n = 0;
+	int r = container_call(e,
+			       (const char *[]){ "container", "inspect", "-f",
+						 "{{json .HostConfig.Mounts}}", NULL },
+			       container, &res, err);
+	if (r == 0) {
+		r = engine_parse_binds(res.out, res.out_len, out, n);
+		if (r < 0)
+			r = sbx_err_set(err, -r, "%s container inspect %s: %s", cli_name(e),
+					container, r == -ENOMEM ? "out of memory" : "garbage output");
 	}
 	spawn_result_free(&res);
 	return r;

@@ -76,9 +76,19 @@ int engine_commit(const struct engine *e, const char *container, const char *ima
 /* Returns 1 running, 0 not running, or a negative errno (ENOENT if gone). */
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
 
-/* The host pid of the container's init (0 when not running). */
+/* The host pid of the container's init (0 when not running) and its id. */
 int engine_container_pid(const struct engine *e, const char *container, long *pid,
-			 struct sbx_err *err);
+			 char id[65], struct sbx_err *err);
+
+/* A bind mount of a container, as the engine keeps it. */
+struct engine_bind {
+	char *source;
+	char *target;
+	int ro;
+};
+void engine_binds_free(struct engine_bind *v, size_t n);
+int engine_container_binds(const struct engine *e, const char *container,
+			   struct engine_bind **out, size_t *n, struct sbx_err *err);
 
 /* One container of this instance, as listed by engine_list(). */
 struct engine_container {

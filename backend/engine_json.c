@@ -245,3 +245,55 @@ int engine_parse_event(const char *line, size_t len, struct engine_event *ev)
 	return 0;
 }
 
+
+void engine_binds_free(struct engine_bind *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++) {
+		free(v[i].source);
+		free(v[i].target);
+	}
+	free(v);
+}
+
+int engine_parse_binds(const char *text, size_t len, struct engine_bind **out, size_t *n)
+{
+	const char *endp = NULL;
+	*out = NULL;
+	*n = 0;
+	cleanup_cjson cJSON *arr = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
+	if (cJSON_IsNull(arr) && only_space(endp, text + len))
+		return 0; /* no mounts at all */
+	if (!cJSON_IsArray(arr) || !only_space(endp, text + len))
+		return -EINVAL;
+	size_t cnt = (size_t)cJSON_GetArraySize(arr), k = 0;
+	struct engine_bind *v = calloc(cnt ? cnt : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	const cJSON *m;
+	cJSON_ArrayForEach(m, arr) {
+		const char *type = json_str(m, "Type");
+		const char *src = json_str(m, "Source");
+		const char *dst = json_str(m, "Target");
+		if (!cJSON_IsObject(m) || !type) {
+			engine_binds_free(v, k);
+			return -EINVAL;
+		}
+		if (strcmp(type, "bind") != 0)
+			continue;
+		if (!src || !dst || src[0] != '/' || dst[0] != '/') {
+			engine_binds_free(v, k);
+			return -EINVAL;
+		}
+		v[k].source = strdup(src);
+		v[k].target = strdup(dst);
+		v[k].ro = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ReadOnly"));
+		k++;
+		if (!v[k - 1].source || !v[k - 1].target) {
+			engine_binds_free(v, k);
+			return -ENOMEM;
+		}
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}

@@ -212,9 +212,10 @@ static int verify_workspaces(const struct engine *engine, const char *id, const 
 			     const struct ws_hold *held, struct sbx_err *err)
 {
 	long pid = 0;
-	int rc = engine_container_pid(engine, id, &pid, err);
+	char full[65];
+	int rc = engine_container_pid(engine, id, &pid, full, err);
 	for (size_t i = 0; rc == 0 && i < t->nworkspaces; i++)
-		rc = workspace_verify((pid_t)pid, id, t->workspaces[i].path, held[i].fd, err);
+		rc = workspace_verify((pid_t)pid, full, t->workspaces[i].path, held[i].fd, err);
 	if (rc < 0) {
 		struct sbx_err ign = { 0 };
 		log_warn("container %.12s removed: %s", id, err->msg);
@@ -586,7 +587,7 @@ static void reconcile(struct engine *engine, bool after_outage, double outage_at
 	engine_containers_free(v, n);
 
 	for (size_t i = 0; i < nrestart; i++) {
-		if (engine_start(engine, restart[i], &err) < 0)
+		if (workspace_start_container(engine, restart[i], &err) < 0)
 			log_warn("restarting container %.12s after the engine came back: %s",
 				 restart[i], err.msg);
 		else

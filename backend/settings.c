@@ -4,6 +4,7 @@
 
 #include "log.h"
 #include "model.h"
+#include "workspace.h"
 
 int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace,
 		    struct sbx_err *err)
@@ -169,7 +170,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		}
 		break;
 	case CTL_START:
-		rc = engine_start(s->engine, cid, err);
+		rc = workspace_start_container(s->engine, cid, err);
 		if (rc == 0) {
 			pthread_mutex_lock(&model_lock);
 			if (s->state == SBX_STOPPED)

@@ -1,5 +1,7 @@
 /* Workspaces: policy and proof (workspace.h, docs/security.md). */
 #include "workspace.h"
+#include "engine.h"
+#include "log.h"
 #include "state.h"
 
 #include <fcntl.h>
@@ -374,4 +376,49 @@ int workspace_verify(pid_t pid, const char *container_id, const char *target, in
 		return sbx_err_set(err, EINVAL, "workspace %s: the engine mounted another directory "
 				   "than the one checked (the path changed meanwhile)", target);
 	return 0;
+}
+
+/* ---- starting again ---- */
+
+int workspace_start_container(const struct engine *e, const char *container,
+			      struct sbx_err *err)
+{
+	struct engine_bind *b = NULL;
+	size_t n = 0;
+	int rc = engine_container_binds(e, container, &b, &n, err);
+	int *fds = rc == 0 ? calloc(n ? n : 1, sizeof(int)) : NULL;
+	if (rc == 0 && !fds)
+		rc = sbx_err_set(err, ENOMEM, "start: out of memory");
+	for (size_t i = 0; fds && i < n; i++)
+		fds[i] = -1;
+	/* The source docker keeps is the resolved path that was checked: it
+	 * must still resolve to itself and pass the check. */
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char canon[PATH_MAX];
+		rc = workspace_open(b[i].source, &fds[i], canon, err);
+		if (rc == 0 && strcmp(canon, b[i].source) != 0)
+			rc = sbx_err_set(err, EINVAL, "workspace %s: now resolves to %s",
+					 b[i].source, canon);
+	}
+	if (rc == 0)
+		rc = engine_start(e, container, err);
+	if (rc == 0 && n) {
+		long pid = 0;
+		char id[65];
+		rc = engine_container_pid(e, container, &pid, id, err);
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			rc = workspace_verify((pid_t)pid, id, b[i].target, fds[i], err);
+		if (rc < 0) {
+			struct sbx_err ign = { 0 };
+			log_warn("container %.12s stopped again: %s", container, err->msg);
+			if (engine_stop(e, container, &ign) < 0)
+				log_warn("stopping container %.12s: %s", container, ign.msg);
+		}
+	}
+	for (size_t i = 0; fds && i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(fds);
+	engine_binds_free(b, n);
+	return rc;
 }

@@ -12,7 +12,7 @@ root=$(cd "$here/../.." && pwd)
 out=${FUZZ_OUT:-${TMPDIR:-/tmp}/sandboxfs-fuzz}
 cc=${CC:-clang}
 jobs=${FUZZ_JOBS:-1}
-targets="parse_auth parse_ctl parse_kv mask template event ps"
+targets="parse_auth parse_ctl parse_kv mask template event ps binds"
 
 mkdir -p "$out"
 flags="-std=gnu11 -D_GNU_SOURCE -g -O1 -Wall -Wextra
