@@ -232,7 +232,49 @@ static int walk_nofollow(int start, const char *path, int *out)
 	return 0;
 }
 
-static int check_policy(const char *path, const char *canon, int fd, struct sbx_err *err)
+/* The reasons in the order a reader expects them: where, then what. */
+static int check_place(const char *path, const char *canon, struct sbx_err *err)
+{
+	pthread_mutex_lock(&ws_lock);
+	bool unset = !roots;
+	pthread_mutex_unlock(&ws_lock);
+	int rc = unset ? workspace_set_roots(NULL, err) : 0;
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&ws_lock);
+	bool under = false;
+	for (size_t i = 0; i < nroots; i++)
+		under |= workspace_path_within(canon, roots[i]);
+	if (!under) {
+		char list[512] = "";
+		size_t off = 0;
+		for (size_t i = 0; i < nroots && off < sizeof(list); i++)
+			off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+						i ? ":" : "", roots[i]);
+		rc = sbx_err_set(err, EINVAL, "workspace %s: %s is not under the workspace roots %s",
+				 path, canon, list);
+	}
+	const char *guarded[] = { guard_mount, guard_state };
+	const char *what[] = { "mount", "state directory" };
+	for (size_t i = 0; rc == 0 && i < SBX_ARRAY_SIZE(guarded); i++)
+		if (guarded[i] && (workspace_path_within(canon, guarded[i]) ||
+				   workspace_path_within(guarded[i], canon)))
+			rc = sbx_err_set(err, EINVAL, "workspace %s: overlaps sandboxfs' own %s %s",
+					 path, what[i], guarded[i]);
+	pthread_mutex_unlock(&ws_lock);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(system_dirs); i++)
+		if (workspace_path_within(canon, system_dirs[i]) ||
+		    workspace_path_within(system_dirs[i], canon))
+			return sbx_err_set(err, EINVAL, "workspace %s: %s %s the system directory %s",
+					   path, canon,
+					   workspace_path_within(canon, system_dirs[i]) ? "is in" :
+					   "contains", system_dirs[i]);
+	return 0;
+}
+
+static int check_fs(const char *path, const char *canon, int fd, struct sbx_err *err)
 {
 	struct statfs sfs;
 	if (fstatfs(fd, &sfs) < 0)
@@ -258,44 +300,13 @@ static int check_policy(const char *path, const char *canon, int fd, struct sbx_
 	if (bad[0])
 		return sbx_err_set(err, EINVAL, "workspace %s: contains a %s mount at %s", path,
 				   badtype, bad);
+	return 0;
+}
 
-	for (size_t i = 0; i < SBX_ARRAY_SIZE(system_dirs); i++)
-		if (workspace_path_within(canon, system_dirs[i]) ||
-		    workspace_path_within(system_dirs[i], canon))
-			return sbx_err_set(err, EINVAL, "workspace %s: %s %s the system directory %s",
-					   path, canon,
-					   workspace_path_within(canon, system_dirs[i]) ? "is in" :
-					   "contains", system_dirs[i]);
-
-	pthread_mutex_lock(&ws_lock);
-	bool unset = !roots;
-	pthread_mutex_unlock(&ws_lock);
-	int r0 = unset ? workspace_set_roots(NULL, err) : 0;
-	if (r0 < 0)
-		return r0;
-	pthread_mutex_lock(&ws_lock);
-	const char *guarded[] = { guard_mount, guard_state };
-	const char *what[] = { "mount", "state directory" };
-	int rc = 0;
-	for (size_t i = 0; rc == 0 && i < SBX_ARRAY_SIZE(guarded); i++)
-		if (guarded[i] && (workspace_path_within(canon, guarded[i]) ||
-				   workspace_path_within(guarded[i], canon)))
-			rc = sbx_err_set(err, EINVAL, "workspace %s: overlaps sandboxfs' own %s %s",
-					 path, what[i], guarded[i]);
-	bool under = false;
-	for (size_t i = 0; rc == 0 && i < nroots; i++)
-		under |= workspace_path_within(canon, roots[i]);
-	if (rc == 0 && !under) {
-		char list[512] = "";
-		size_t off = 0;
-		for (size_t i = 0; i < nroots && off < sizeof(list); i++)
-			off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
-						i ? ":" : "", roots[i]);
-		rc = sbx_err_set(err, EINVAL, "workspace %s: %s is not under the workspace roots %s",
-				 path, canon, list);
-	}
-	pthread_mutex_unlock(&ws_lock);
-	return rc;
+static int check_policy(const char *path, const char *canon, int fd, struct sbx_err *err)
+{
+	int rc = check_place(path, canon, err);
+	return rc < 0 ? rc : check_fs(path, canon, fd, err);
 }
 
 int workspace_open(const char *path, int *fd, char canon[PATH_MAX], struct sbx_err *err)
