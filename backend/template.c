@@ -76,27 +76,6 @@ static bool chars_ok(const char *s, const char *extra, bool alnum_first)
 	return true;
 }
 
-/* The engine sockets a workspace must not contain, wherever they are. */
-static int check_workspace(const char *path, struct sbx_err *err)
-{
-	static const char *const sockets[] = { "/run/docker.sock", "/var/run/docker.sock",
-					       "/run/containerd/containerd.sock",
-					       "/run/podman/podman.sock" };
-	int rc = workspace_check(path, err);
-	if (rc < 0)
-		return rc;
-	char real[PATH_MAX];
-	if (!realpath(path, real))
-		return sbx_err_set(err, EINVAL, "workspace %s: %s", path, strerror(errno));
-	for (size_t i = 0; i < SBX_ARRAY_SIZE(sockets); i++) {
-		char sock[PATH_MAX];
-		if (realpath(sockets[i], sock) && workspace_path_within(sock, real))
-			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
-					   path, sockets[i]);
-	}
-	return 0;
-}
-
 /* One workspace inside another of the same template would let the sandbox
  * move the inner one's mount point around from the outer one. */
 static int check_nesting(const struct template *t, struct sbx_err *err)
@@ -196,7 +175,7 @@ static int parse_workspaces(struct template *t, const cJSON *v, struct sbx_err *
 		}
 		if (strchr(p, ':') || strchr(p, ','))
 			return sbx_err_set(err, EINVAL, "workspace %s: ':' and ',' are not allowed", p);
-		int rc = check_workspace(p, err);
+		int rc = workspace_check(p, err);
 		if (rc < 0)
 			return rc;
 	}

@@ -264,6 +264,16 @@ static int check_place(const char *path, const char *canon, struct sbx_err *err)
 	pthread_mutex_unlock(&ws_lock);
 	if (rc < 0)
 		return rc;
+	/* The usual engine sockets, wherever their links point. */
+	static const char *const sockets[] = { "/run/docker.sock", "/var/run/docker.sock",
+					       "/run/containerd/containerd.sock",
+					       "/run/podman/podman.sock" };
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(sockets); i++) {
+		char sock[PATH_MAX];
+		if (realpath(sockets[i], sock) && workspace_path_within(sock, canon))
+			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
+					   path, sockets[i]);
+	}
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(system_dirs); i++)
 		if (workspace_path_within(canon, system_dirs[i]) ||
 		    workspace_path_within(system_dirs[i], canon))
@@ -303,12 +313,6 @@ static int check_fs(const char *path, const char *canon, int fd, struct sbx_err 
 	return 0;
 }
 
-static int check_policy(const char *path, const char *canon, int fd, struct sbx_err *err)
-{
-	int rc = check_place(path, canon, err);
-	return rc < 0 ? rc : check_fs(path, canon, fd, err);
-}
-
 int workspace_open(const char *path, int *fd, char canon[PATH_MAX], struct sbx_err *err)
 {
 	*fd = -1;
@@ -316,16 +320,22 @@ int workspace_open(const char *path, int *fd, char canon[PATH_MAX], struct sbx_e
 		return sbx_err_set(err, EINVAL, "workspace %s: must be an absolute path", path);
 	if (!realpath(path, canon))
 		return sbx_err_set(err, EINVAL, "workspace %s: %s", path, strerror(errno));
+	int r = check_place(path, canon, err);
+	if (r < 0)
+		return r;
+	struct stat st;
+	if (stat(canon, &st) == 0 && !S_ISDIR(st.st_mode))
+		return sbx_err_set(err, EINVAL, "workspace %s: not a directory", path);
 	int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0)
 		return sbx_err_set(err, EINVAL, "workspace %s: /: %s", path, strerror(errno));
 	int d = -1;
-	int r = walk_nofollow(root, canon, &d);
+	r = walk_nofollow(root, canon, &d);
 	close(root);
 	if (r < 0)
 		return sbx_err_set(err, EINVAL, "workspace %s: %s changed while it was checked (%s)",
 				   path, canon, strerror(-r));
-	r = check_policy(path, canon, d, err);
+	r = check_fs(path, canon, d, err);
 	if (r < 0) {
 		close(d);
 		return r;
