@@ -280,6 +280,7 @@ out:
 	free(o.state);
 	free(o.config);
 	free(o.max_output);
+	free(o.workspace_roots);
 	state_close();
 	return ret;
 }
