@@ -549,7 +549,7 @@ int engine_container_binds(const struct engine *e, const char *container,
 	*n = 0;
 	int r = container_call(e,
 			       (const char *[]){ "container", "inspect", "-f",
-						 "{{json .HostConfig.Mounts}}", NULL },
+						 "{{json .Mounts}}", NULL },
 			       container, &res, err);
 	if (r == 0) {
 		r = engine_parse_binds(res.out, res.out_len, out, n);

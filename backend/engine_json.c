@@ -273,7 +273,9 @@ int engine_parse_binds(const char *text, size_t len, struct engine_bind **out, s
 	cJSON_ArrayForEach(m, arr) {
 		const char *type = json_str(m, "Type");
 		const char *src = json_str(m, "Source");
-		const char *dst = json_str(m, "Target");
+		const char *dst = json_str(m, "Destination");
+		if (!dst)
+			dst = json_str(m, "Target");
 		if (!cJSON_IsObject(m) || !type) {
 			engine_binds_free(v, k);
 			return -EINVAL;
@@ -286,7 +288,8 @@ int engine_parse_binds(const char *text, size_t len, struct engine_bind **out, s
 		}
 		v[k].source = strdup(src);
 		v[k].target = strdup(dst);
-		v[k].ro = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ReadOnly"));
+		v[k].ro = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ReadOnly")) ||
+			  cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(m, "RW"));
 		k++;
 		if (!v[k - 1].source || !v[k - 1].target) {
 			engine_binds_free(v, k);

@@ -1,4 +1,4 @@
-/* libFuzzer target: `container inspect -f '{{json .HostConfig.Mounts}}'`,
+/* libFuzzer target: `container inspect -f '{{json .Mounts}}'`,
  * parsed as workspace_start_container() does before a start. */
 #include <errno.h>
 #include <string.h>
