@@ -314,6 +314,27 @@ int engine_check(const struct engine *e, char **version, struct sbx_err *err)
 	return 0;
 }
 
+int engine_data_root(const struct engine *e, char **dir, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	struct spawn_result res;
+	*dir = NULL;
+	int r = check_engine(e, err);
+	if (r < 0)
+		return r;
+	cli_begin(&a, e);
+	ARGS(&a, "info", "--format", "{{.DockerRootDir}}");
+	r = cli_run(e, "info", &a, NULL, 0, &res, err);
+	cleanup_free char *v = r == 0 ? first_line(res.out) : NULL;
+	spawn_result_free(&res);
+	if (r < 0)
+		return r;
+	if (!v || v[0] != '/')
+		return sbx_err_set(err, EIO, "info: no data root directory");
+	*dir = steal_pointer(&v);
+	return 0;
+}
+
 static void remove_quietly(const struct engine *e, const char *container)
 {
 	struct sbx_err ign;

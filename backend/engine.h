@@ -63,6 +63,10 @@ int engine_classify_error(const char *cli_stderr, int exit_code);
  * not answer (ECONNREFUSED); on success *version is the server version. */
 int engine_check(const struct engine *e, char **version, struct sbx_err *err);
 
+/* The engine's data root (`info`'s DockerRootDir), to keep it out of
+ * workspaces when it is not in a system directory. */
+int engine_data_root(const struct engine *e, char **dir, struct sbx_err *err);
+
 /* docker run -d ... ; on success *container_id is the full id (malloc'ed). */
 int engine_create(const struct engine *e, const struct container_spec *spec,
 		  char **container_id, struct sbx_err *err);

@@ -20,6 +20,8 @@ static pthread_mutex_t ws_lock = PTHREAD_MUTEX_INITIALIZER;
 static char **roots; /* resolved; guarded by ws_lock */
 static size_t nroots;
 static char *guard_mount, *guard_state;
+static char **guard_engine; /* engines' data roots */
+static size_t nguard_engine;
 
 /* Never a workspace, nor anything under or containing one of these: the
  * system, the engines' data and run directories (/var/lib, /run). */
@@ -119,9 +121,29 @@ void workspace_set_guarded(const char *mountpoint, const char *state_dir)
 	pthread_mutex_unlock(&ws_lock);
 }
 
+int workspace_add_guarded(const char *dir)
+{
+	char *c = real_or_copy(dir);
+	pthread_mutex_lock(&ws_lock);
+	char **v = c ? realloc(guard_engine, (nguard_engine + 1) * sizeof(*v)) : NULL;
+	if (v) {
+		guard_engine = v;
+		guard_engine[nguard_engine++] = c;
+	}
+	pthread_mutex_unlock(&ws_lock);
+	if (!v)
+		free(c);
+	return v ? 0 : -ENOMEM;
+}
+
 void workspace_shutdown(void)
 {
 	pthread_mutex_lock(&ws_lock);
+	for (size_t i = 0; i < nguard_engine; i++)
+		free(guard_engine[i]);
+	free(guard_engine);
+	guard_engine = NULL;
+	nguard_engine = 0;
 	free_roots_locked();
 	free(guard_mount);
 	free(guard_state);
@@ -261,6 +283,11 @@ static int check_place(const char *path, const char *canon, struct sbx_err *err)
 				   workspace_path_within(guarded[i], canon)))
 			rc = sbx_err_set(err, EINVAL, "workspace %s: overlaps sandboxfs' own %s %s",
 					 path, what[i], guarded[i]);
+	for (size_t i = 0; rc == 0 && i < nguard_engine; i++)
+		if (workspace_path_within(canon, guard_engine[i]) ||
+		    workspace_path_within(guard_engine[i], canon))
+			rc = sbx_err_set(err, EINVAL, "workspace %s: overlaps the engine's data root %s",
+					 path, guard_engine[i]);
 	pthread_mutex_unlock(&ws_lock);
 	if (rc < 0)
 		return rc;

@@ -23,6 +23,8 @@
 int workspace_set_roots(const char *spec, struct sbx_err *err);
 /* sandboxfs' own mount and state directory (copied; NULL to forget). */
 void workspace_set_guarded(const char *mountpoint, const char *state_dir);
+/* An engine's data or run directory found at start-up (copied). */
+int workspace_add_guarded(const char *dir);
 void workspace_shutdown(void);
 
 /* Resolves `path`, opens the directory it names with a no-symlink walk

@@ -183,6 +183,13 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 		}
 		log_warn("the engine does not answer (%s); mounting anyway, mkdir will fail until it does",
 			 err.msg);
+	} else {
+		/* A data root moved out of /var/lib must stay out of workspaces too. */
+		cleanup_free char *root = NULL;
+		if (engine_data_root(&mc.engine, &root, &err) == 0)
+			workspace_add_guarded(root);
+		else
+			log_debug("engine data root unknown: %s", err.msg);
 	}
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);

@@ -340,3 +340,14 @@ def test_a_label_value_cannot_rename_a_sandbox_across_a_restart(make_mount):
     for n in names:
         assert json.loads(read(m2.p(n, "info")))["name"] == n
         assert inspect(m2.container(n))["Config"]["Labels"]["sandboxfs.sandbox"] == n
+
+
+@pytest.mark.timeout_s(180)
+def test_the_engines_data_root_is_refused_wherever_it_is(make_dockerd, make_mount):
+    """A data root moved out of /var/lib (here under /tmp, a workspace root)
+    is still the engine's: `docker info` names it at start-up."""
+    eng = make_dockerd(load=False)
+    m = make_mount(env={"DOCKER_HOST": eng.host})
+    data = os.path.join(eng.dir, "data")
+    assert_refused(m, "d", {"workspace": data}, "data root")
+    assert_refused(m, "d", {"workspace": os.path.join(data, "containers")}, "data root")
