@@ -325,6 +325,27 @@ int engine_check(const struct engine *e, char **version, struct sbx_err *err)
 	return 0;
 }
 
+int engine_data_root(const struct engine *e, char **dir, struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	struct spawn_result res;
+	*dir = NULL;
+	int r = check_engine(e, err);
+	if (r < 0)
+		return r;
+	cli_begin(&a, e);
+	ARGS(&a, "info", "--format", "{{.DockerRootDir}}");
+	r = cli_run(e, "info", &a, NULL, 0, &res, err);
+	cleanup_free char *v = r == 0 ? first_line(res.out) : NULL;
+	spawn_result_free(&res);
+	if (r < 0)
+		return r;
+	if (!v || v[0] != '/')
+		return sbx_err_set(err, EIO, "info: no data root directory");
+	*dir = steal_pointer(&v);
+	return 0;
+}
+
 static void remove_quietly(const struct engine *e, const char *container)
 {
 	struct sbx_err ign;
@@ -387,8 +408,9 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 	for (size_t i = 0; i < spec->nworkspaces; i++) {
 		/* --mount, not -v: a missing host path is an error, not a new directory. */
 		strv_add(&a, "--mount");
-		strv_addf(&a, "type=bind,source=%s,target=%s%s", spec->workspaces[i].path,
-			  spec->workspaces[i].path, spec->workspaces[i].ro ? ",readonly" : "");
+		const struct workspace *w = &spec->workspaces[i];
+		strv_addf(&a, "type=bind,source=%s,target=%s%s", w->source ? w->source : w->path,
+			  w->path, w->ro ? ",readonly" : "");
 	}
 	for (size_t i = 0; spec->env && i < spec->env->n; i++) {
 		strv_add(&a, "--env");
@@ -529,6 +551,53 @@ int engine_is_running(const struct engine *e, const char *container, struct sbx_
 	return r;
 }
 
+int engine_container_pid(const struct engine *e, const char *container, long *pid,
+			 char id[65], struct sbx_err *err)
+{
+	struct spawn_result res;
+	int r = container_call(e,
+			       (const char *[]){ "container", "inspect", "-f",
+						 "{{.State.Pid}} {{.Id}}", NULL },
+			       container, &res, err);
+	*pid = 0;
+	id[0] = '\0';
+	if (r == 0) {
+		char *end;
+		errno = 0;
+		long v = strtol(res.out, &end, 10);
+		cleanup_free char *rest = *end == ' ' ? first_line(end + 1) : NULL;
+		if (errno || end == res.out || v < 0 || !rest || !is_hex_id(rest))
+			r = sbx_err_set(err, EIO, "%s container inspect %s: garbage output",
+					cli_name(e), container);
+		else {
+			*pid = v;
+			memcpy(id, rest, 65);
+		}
+	}
+	spawn_result_free(&res);
+	return r;
+}
+
+int engine_container_binds(const struct engine *e, const char *container,
+			   struct engine_bind **out, size_t *n, struct sbx_err *err)
+{
+	struct spawn_result res;
+	*out = NULL;
+	*n = 0;
+	int r = container_call(e,
+			       (const char *[]){ "container", "inspect", "-f",
+						 "{{json .Mounts}}", NULL },
+			       container, &res, err);
+	if (r == 0) {
+		r = engine_parse_binds(res.out, res.out_len, out, n);
+		if (r < 0)
+			r = sbx_err_set(err, -r, "%s container inspect %s: %s", cli_name(e),
+					container, r == -ENOMEM ? "out of memory" : "garbage output");
+	}
+	spawn_result_free(&res);
+	return r;
+}
+
 /* ---- listing ---- */
 
 int engine_list(const struct engine *e, struct engine_container **out, size_t *n,
@@ -551,7 +620,10 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 	cli_begin(&a, e);
 	ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	ARGS(&a, "--format", "{{json .}}");
+	/* .Labels is "k=v,k=v", unescaped: the sandbox label is asked for
+	 * exactly (docker and podman both have .Label). */
+	ARGS(&a, "--format",
+	     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
 	r = cli_run(e, what, &a, NULL, 0, &res, err);
 	if (r < 0) {
 		spawn_result_free(&res);

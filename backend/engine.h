@@ -63,6 +63,10 @@ int engine_classify_error(const char *cli_stderr, int exit_code);
  * not answer (ECONNREFUSED); on success *version is the server version. */
 int engine_check(const struct engine *e, char **version, struct sbx_err *err);
 
+/* The engine's data root (`info`'s DockerRootDir), to keep it out of
+ * workspaces when it is not in a system directory. */
+int engine_data_root(const struct engine *e, char **dir, struct sbx_err *err);
+
 /* docker run -d ... ; on success *container_id is the full id (malloc'ed). */
 int engine_create(const struct engine *e, const struct container_spec *spec,
 		  char **container_id, struct sbx_err *err);
@@ -75,6 +79,20 @@ int engine_commit(const struct engine *e, const char *container, const char *ima
 		  struct sbx_err *err);
 /* Returns 1 running, 0 not running, or a negative errno (ENOENT if gone). */
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
+
+/* The host pid of the container's init (0 when not running) and its id. */
+int engine_container_pid(const struct engine *e, const char *container, long *pid,
+			 char id[65], struct sbx_err *err);
+
+/* A bind mount of a container, as the engine keeps it. */
+struct engine_bind {
+	char *source;
+	char *target;
+	int ro;
+};
+void engine_binds_free(struct engine_bind *v, size_t n);
+int engine_container_binds(const struct engine *e, const char *container,
+			   struct engine_bind **out, size_t *n, struct sbx_err *err);
 
 /* One container of this instance, as listed by engine_list(). */
 struct engine_container {

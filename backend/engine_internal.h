@@ -13,4 +13,9 @@ void engine_container_clear(struct engine_container *c);
  * it into docker's shape, one object per line.  NULL if not an array. */
 char *engine_ps_array_to_lines(const char *text, size_t len, size_t *out_len);
 
+/* `container inspect -f '{{json .Mounts}}'` (docker and podman: Source,
+ * Destination, RW; HostConfig's shape, Target/ReadOnly, is taken too): the
+ * bind mounts (Type "bind"), in order.  0, -EINVAL for anything else, or -ENOMEM. */
+int engine_parse_binds(const char *text, size_t len, struct engine_bind **out, size_t *n);
+
 #endif

@@ -1,5 +1,6 @@
 /* The engine's JSON, parsed with cJSON: `ps` lines and `events` lines. */
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -39,20 +40,22 @@ static int only_space(const char *p, const char *end)
 }
 
 /* docker prints Labels as "k=v,k=v" without escaping, so a value holding
- * ",sandboxfs.sandbox=x" (a mountpoint can) fakes a second label.  Sandbox
- * names have no ',', so each candidate is exact; among several, the one the
- * container's name was made from wins. */
+ * ",sandboxfs.sandbox=x" fakes a second label.  engine_list() asks for the
+ * label exactly (the "Sandbox" of its line); this is the fallback for a CLI
+ * that printed the plain shape: a candidate counts only if the container's
+ * name is exactly the one made from it, and only one may. */
 static int label_from_string(const char *labels, const char *key, const char *names,
 			     const char *instance, char **out)
 {
 	size_t kl = strlen(key);
 	char *pick = NULL;
+	int npick = 0;
 
 	for (const char *p = labels; p && *p;) {
 		const char *end = strchr(p, ',');
 		size_t n = end ? (size_t)(end - p) : strlen(p);
 		if (n > kl && strncmp(p, key, kl) == 0 && p[kl] == '=') {
-			char *cand = strndup(p + kl + 1, n - kl - 1);
+			cleanup_free char *cand = strndup(p + kl + 1, n - kl - 1);
 			char expect[256];
 			if (!cand) {
 				/* Not "unlabelled": that would forget the sandbox. */
@@ -60,18 +63,28 @@ static int label_from_string(const char *labels, const char *key, const char *na
 				return -ENOMEM;
 			}
 			snprintf(expect, sizeof(expect), "sandboxfs-%s-%s", instance, cand);
-			if (!pick) {
-				pick = cand;
-			} else if (names && strstr(names, expect)) {
+			bool named = false;
+			for (const char *q = names; q && *q;) {
+				const char *e2 = strchr(q, ',');
+				size_t m = e2 ? (size_t)(e2 - q) : strlen(q);
+				if (*q == '/')
+					q++, m--;
+				named |= m == strlen(expect) && !strncmp(q, expect, m);
+				q = e2 ? e2 + 1 : q + m;
+			}
+			if (named) {
+				npick++;
 				free(pick);
-				pick = cand;
-			} else {
-				free(cand);
+				pick = steal_pointer(&cand);
 			}
 		}
 		p = end ? end + 1 : p + n;
 	}
-	*out = pick;
+	*out = NULL;
+	if (npick != 1)
+		free(pick);
+	else
+		*out = pick;
 	return 0;
 }
 
@@ -79,9 +92,16 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 			  struct engine_container *c)
 {
 	const char *endp = NULL;
-	cleanup_cjson cJSON *o = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
+	cleanup_cjson cJSON *whole = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
 
-	if (!cJSON_IsObject(o) || !only_space(endp, line + len))
+	if (!cJSON_IsObject(whole) || !only_space(endp, line + len))
+		return -EINVAL;
+	/* engine_list()'s shape: {"Sandbox": exact label value, "Ps": {{json .}}}. */
+	const cJSON *o = cJSON_GetObjectItemCaseSensitive(whole, "Ps");
+	const cJSON *exact = cJSON_GetObjectItemCaseSensitive(whole, "Sandbox");
+	if (!o)
+		o = whole;
+	else if (!cJSON_IsObject(o) || !cJSON_IsString(exact))
 		return -EINVAL;
 	const char *id = json_str(o, "ID");
 	if (!id)
@@ -94,7 +114,10 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 	const cJSON *labels = cJSON_GetObjectItemCaseSensitive(o, "Labels");
 	char *sandbox = NULL;
 
-	if (cJSON_IsString(labels)) {
+	if (o != whole) {
+		if (exact->valuestring[0] && !(sandbox = strdup(exact->valuestring)))
+			return -ENOMEM;
+	} else if (cJSON_IsString(labels)) {
 		if (label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
 				      json_str(o, "Names"), instance, &sandbox) < 0)
 			return -ENOMEM;
@@ -239,3 +262,64 @@ int engine_parse_event(const char *line, size_t len, struct engine_event *ev)
 	return 0;
 }
 
+
+void engine_binds_free(struct engine_bind *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++) {
+		free(v[i].source);
+		free(v[i].target);
+	}
+	free(v);
+}
+
+int engine_parse_binds(const char *text, size_t len, struct engine_bind **out, size_t *n)
+{
+	const char *endp = NULL;
+	*out = NULL;
+	*n = 0;
+	/* The common answer, without a parse (that could only fail for want
+	 * of memory, and would read as garbage). */
+	while (len > 0 && strchr(" \t\r\n", text[len - 1]))
+		len--;
+	if ((len == 2 && !memcmp(text, "[]", 2)) || (len == 4 && !memcmp(text, "null", 4)))
+		return 0;
+	cleanup_cjson cJSON *arr = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
+	if (cJSON_IsNull(arr) && only_space(endp, text + len))
+		return 0; /* no mounts at all */
+	if (!cJSON_IsArray(arr) || !only_space(endp, text + len))
+		return -EINVAL;
+	size_t cnt = (size_t)cJSON_GetArraySize(arr), k = 0;
+	struct engine_bind *v = calloc(cnt ? cnt : 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	const cJSON *m;
+	cJSON_ArrayForEach(m, arr) {
+		const char *type = json_str(m, "Type");
+		const char *src = json_str(m, "Source");
+		const char *dst = json_str(m, "Destination");
+		if (!dst)
+			dst = json_str(m, "Target");
+		if (!cJSON_IsObject(m) || !type) {
+			engine_binds_free(v, k);
+			return -EINVAL;
+		}
+		if (strcmp(type, "bind") != 0)
+			continue;
+		if (!src || !dst || src[0] != '/' || dst[0] != '/') {
+			engine_binds_free(v, k);
+			return -EINVAL;
+		}
+		v[k].source = strdup(src);
+		v[k].target = strdup(dst);
+		v[k].ro = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ReadOnly")) ||
+			  cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(m, "RW"));
+		k++;
+		if (!v[k - 1].source || !v[k - 1].target) {
+			engine_binds_free(v, k);
+			return -ENOMEM;
+		}
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}

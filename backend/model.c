@@ -12,6 +12,7 @@
 #include "model_internal.h"
 #include "state.h"
 #include "template.h"
+#include "workspace.h"
 
 /* The table of listed sandboxes (and CREATING/REMOVING ones). */
 static struct sandbox **table SBX_GUARDED_BY(model_lock);
@@ -189,8 +190,68 @@ static int spool_fresh(const struct sandbox *s, struct sbx_err *err)
 	return mkdir_p(runs_dir, err);
 }
 
-static int create_container(const struct sandbox *s, const struct template *t, char **id,
+static int engine_create_spec(const struct sandbox *s, const struct template *t, char **id,
+			      struct sbx_err *err);
+
+struct ws_hold {
+	int fd;
+	char canon[PATH_MAX];
+};
+
+/* The container must mount the directories that were checked; it is
+ * removed when it does not (a path was changed between check and mount). */
+static int verify_workspaces(const struct engine *engine, const char *id, const struct template *t,
+			     const struct ws_hold *held, struct sbx_err *err)
+{
+	long pid = 0;
+	char full[65];
+	int rc = engine_container_pid(engine, id, &pid, full, err);
+	for (size_t i = 0; rc == 0 && i < t->nworkspaces; i++)
+		rc = workspace_verify((pid_t)pid, full, t->workspaces[i].path, held[i].fd, err);
+	if (rc < 0) {
+		struct sbx_err ign = { 0 };
+		log_warn("container %.12s removed: %s", id, err->msg);
+		if (engine_destroy(engine, id, &ign) < 0)
+			log_warn("removing container %.12s: %s", id, ign.msg);
+	}
+	return rc;
+}
+
+static void ws_holds_free(struct ws_hold *held, size_t n)
+{
+	for (size_t i = 0; held && i < n; i++)
+		if (held[i].fd >= 0)
+			close(held[i].fd);
+	free(held);
+}
+
+/* Each workspace is held open from its check until the container has been
+ * verified to mount that very directory (docs/security.md). */
+static int create_container(const struct sandbox *s, struct template *t, char **id,
 			    struct sbx_err *err)
+{
+	struct ws_hold *held = calloc(t->nworkspaces ? t->nworkspaces : 1, sizeof(*held));
+	if (!held)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < t->nworkspaces; i++)
+		held[i].fd = -1;
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < t->nworkspaces; i++) {
+		rc = workspace_open(t->workspaces[i].path, &held[i].fd, held[i].canon, err);
+		t->workspaces[i].source = held[i].canon;
+	}
+	if (rc == 0)
+		rc = engine_create_spec(s, t, id, err);
+	if (rc == 0 && t->nworkspaces && (rc = verify_workspaces(s->engine, *id, t, held, err)) < 0) {
+		free(*id);
+		*id = NULL;
+	}
+	ws_holds_free(held, t->nworkspaces);
+	return rc;
+}
+
+static int engine_create_spec(const struct sandbox *s, const struct template *t, char **id,
+			      struct sbx_err *err)
 {
 	struct container_spec spec = {
 		.name = s->name,
@@ -518,7 +579,7 @@ static void reconcile(const struct engine *engine, bool after_outage, double out
 	engine_containers_free(v, n);
 
 	for (size_t i = 0; i < restart.n; i++) {
-		if (engine_start(engine, restart.v[i], &err) < 0)
+		if (workspace_start_container(engine, restart.v[i], &err) < 0)
 			log_warn("restarting container %.12s after the engine came back: %s",
 				 restart.v[i], err.msg);
 		else

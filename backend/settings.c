@@ -5,6 +5,7 @@
 
 #include "log.h"
 #include "model_internal.h"
+#include "workspace.h"
 
 static int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace,
 		    struct sbx_err *err)
@@ -175,7 +176,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		}
 		break;
 	case CTL_START:
-		rc = engine_start(s->engine, cid, err);
+		rc = workspace_start_container(s->engine, cid, err);
 		if (rc == 0) {
 			sbx_lock(&model_lock);
 			if (s->state == SBX_STOPPED)

@@ -6,13 +6,16 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "json.h"
 #include "log.h"
 #include "state.h"
+#include "workspace.h"
 
 /* templates_lock guards everything below. */
 static pthread_mutex_t templates_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -22,7 +25,6 @@ static char **deleted;          /* config templates deleted at runtime */
 static size_t ndeleted;
 static uint32_t next_id = 1;
 static char *persist_path;
-static char *mount_real, *state_real;
 
 static const char *const known_keys[] = {
 	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
@@ -74,38 +76,20 @@ static bool chars_ok(const char *s, const char *extra, bool alnum_first)
 	return true;
 }
 
-static bool path_within(const char *path, const char *dir)
+/* One workspace inside another of the same template would let the sandbox
+ * move the inner one's mount point around from the outer one. */
+static int check_nesting(const struct template *t, struct sbx_err *err)
 {
-	size_t n = strlen(dir);
-	if (n == 1 && dir[0] == '/')
-		return true;
-	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
-}
-
-/* A workspace must not expose the mount itself (a container touching it
- * would deadlock the daemon), the state directory, or the engine. */
-static int check_workspace(const char *path, struct sbx_err *err)
-{
-	static const char *const sockets[] = { "/run/docker.sock", "/var/run/docker.sock",
-					       "/run/containerd/containerd.sock",
-					       "/run/podman/podman.sock" };
-	if (path[0] != '/')
-		return sbx_err_set(err, EINVAL, "workspace %s: must be an absolute path", path);
-	char real[PATH_MAX];
-	if (!realpath(path, real))
-		return sbx_err_set(err, EINVAL, "workspace %s: %s", path, strerror(errno));
-	const char *guarded[] = { mount_real, state_real };
-	for (size_t i = 0; i < SBX_ARRAY_SIZE(guarded); i++) {
-		if (guarded[i] && (path_within(real, guarded[i]) || path_within(guarded[i], real)))
-			return sbx_err_set(err, EINVAL,
-					   "workspace %s: overlaps sandboxfs' own %s %s", path,
-					   i == 0 ? "mount" : "state directory", guarded[i]);
-	}
-	for (size_t i = 0; i < SBX_ARRAY_SIZE(sockets); i++) {
-		char sock[PATH_MAX];
-		if (realpath(sockets[i], sock) && path_within(sock, real))
-			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
-					   path, sockets[i]);
+	for (size_t i = 0; i < t->nworkspaces; i++) {
+		char a[PATH_MAX], b[PATH_MAX];
+		if (!realpath(t->workspaces[i].path, a))
+			continue;
+		for (size_t j = 0; j < t->nworkspaces; j++)
+			if (j != i && realpath(t->workspaces[j].path, b) && strcmp(a, b) != 0 &&
+			    workspace_path_within(a, b))
+				return sbx_err_set(err, EINVAL, "workspace %s: inside workspace %s of "
+						   "the same template", t->workspaces[i].path,
+						   t->workspaces[j].path);
 	}
 	return 0;
 }
@@ -126,7 +110,7 @@ static int check_workspace_vs_socket(const struct template *t, const char *sockp
 		return 0;
 	for (size_t i = 0; i < t->nworkspaces; i++) {
 		char real[PATH_MAX];
-		if (realpath(t->workspaces[i].path, real) && path_within(sock, real))
+		if (realpath(t->workspaces[i].path, real) && workspace_path_within(sock, real))
 			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
 					   t->workspaces[i].path, sockpath);
 	}
@@ -191,7 +175,7 @@ static int parse_workspaces(struct template *t, const cJSON *v, struct sbx_err *
 		}
 		if (strchr(p, ':') || strchr(p, ','))
 			return sbx_err_set(err, EINVAL, "workspace %s: ':' and ',' are not allowed", p);
-		int rc = check_workspace(p, err);
+		int rc = workspace_check(p, err);
 		if (rc < 0)
 			return rc;
 	}
@@ -209,16 +193,54 @@ static int parse_string_map(const cJSON *v, const char *key, bool env_names,
 			return sbx_err_set(err, EINVAL, "%s.%s: must be a string", key, item->string);
 		if (env_names && parse_env_name(item->string, strlen(item->string), err) < 0)
 			return sbx_err_wrap(err, "%s", key);
-		if (!env_names && (!item->string[0] || !strncmp(item->string, "sandboxfs.", 10) ||
-				   strchr(item->string, '=')))
-			return sbx_err_set(err, EINVAL, "%s: key \"%.60s\" is not allowed", key,
-					   item->string);
-		if (strchr(item->valuestring, '\n'))
-			return sbx_err_set(err, EINVAL, "%s.%s: no newlines", key, item->string);
+		/* Label keys are what docker documents (letters, digits, . _ - /),
+		 * checked here so that the reason is ours; ',' and newlines in
+		 * values would make `docker ps`'s "k=v,k=v" ambiguous. */
+		if (!env_names && (!chars_ok(item->string, "._-/", true) ||
+				   strlen(item->string) > 128 ||
+				   !strncasecmp(item->string, "sandboxfs.", 10)))
+			return sbx_err_set(err, EINVAL,
+					   "%s: key \"%.60s\" is not allowed (letters, digits, "
+					   "'.', '_', '-', '/'; not sandboxfs.*)", key, item->string);
+		if (strchr(item->valuestring, '\n') ||
+		    (!env_names && strchr(item->valuestring, ',')))
+			return sbx_err_set(err, EINVAL, "%s.%s: no newlines%s", key, item->string,
+					   env_names ? "" : " or ','");
 		if (kv_list_set(out, item->string, item->valuestring) < 0)
 			return sbx_err_set(err, ENOMEM, "out of memory");
 	}
 	return 0;
+}
+
+/* Capabilities a template may give back: docker's own default set (moby
+ * oci/caps/defaults.go), nothing more.  An allowlist, because docker
+ * normalises names itself ("CAP_CAP_SYS_ADMIN" is SYS_ADMIN to it): a name
+ * is canonicalised exactly once here and only the canonical kernel spelling
+ * goes to docker. */
+static const char *const allowed_caps[] = {
+	"CAP_AUDIT_WRITE", "CAP_CHOWN",  "CAP_DAC_OVERRIDE",     "CAP_FOWNER",
+	"CAP_FSETID",      "CAP_KILL",   "CAP_MKNOD",            "CAP_NET_BIND_SERVICE",
+	"CAP_NET_RAW",     "CAP_SETFCAP", "CAP_SETGID",          "CAP_SETPCAP",
+	"CAP_SETUID",      "CAP_SYS_CHROOT",
+};
+
+/* The canonical "CAP_XXX" of a name given as XXX or CAP_XXX in any case,
+ * or NULL.  Nothing is trimmed: whitespace, numbers, "ALL" and a repeated
+ * prefix are simply not in the list. */
+const char *template_canonical_cap(const char *name)
+{
+	char buf[40];
+	size_t n = strlen(name);
+	bool prefixed = n >= 4 && !strncasecmp(name, "CAP_", 4);
+	if (n == 0 || n + (prefixed ? 0 : 4) >= sizeof(buf))
+		return NULL;
+	snprintf(buf, sizeof(buf), "%s%s", prefixed ? "" : "CAP_", name);
+	for (char *p = buf; *p; p++)
+		*p = (char)toupper((unsigned char)*p);
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(allowed_caps); i++)
+		if (!strcmp(buf, allowed_caps[i]))
+			return allowed_caps[i];
+	return NULL;
 }
 
 static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
@@ -231,19 +253,17 @@ static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *item;
 	cJSON_ArrayForEach(item, v) {
-		const char *c = cJSON_IsString(item) ? item->valuestring : "";
-		if (!strncasecmp(c, "CAP_", 4))
-			c += 4;
-		if (!chars_ok(c, "_", true) || strlen(c) > 32 || !strcasecmp(c, "ALL") ||
-		    !strcasecmp(c, "SYS_ADMIN"))
-			return sbx_err_set(err, EINVAL, "cap_add: \"%.40s\" is not allowed",
-					   cJSON_IsString(item) ? item->valuestring : "?");
-		char *up = strdup(c);
-		if (!up)
+		if (!cJSON_IsString(item))
+			return sbx_err_set(err, EINVAL, "cap_add: entries must be strings");
+		const char *c = template_canonical_cap(item->valuestring);
+		if (!c)
+			return sbx_err_set(err, EINVAL,
+					   "cap_add: \"%.40s\" is not one of docker's default "
+					   "capabilities (docs/templates.md)", item->valuestring);
+		char *dup = strdup(c);
+		if (!dup)
 			return sbx_err_set(err, ENOMEM, "out of memory");
-		for (char *p = up; *p; p++)
-			*p = (char)toupper((unsigned char)*p);
-		t->cap_add[t->ncap_add++] = up;
+		t->cap_add[t->ncap_add++] = dup;
 	}
 	return 0;
 }
@@ -288,6 +308,12 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 			   cJSON_IsString(v) ? strtod(v->valuestring, NULL) : -1;
 		if (!(c >= 0 && c <= 1024))
 			return sbx_err_set(err, EINVAL, "cpus: a number from 0 to 1024");
+		/* docker's smallest limit is 0.01 CPU; less would round (in our
+		 * "%.3f" or in docker) to 0, which means no limit at all. */
+		if (c > 0 && c < 0.01)
+			return sbx_err_set(err, EINVAL,
+					   "cpus: %g is below docker's smallest limit 0.01 (0 = no limit)",
+					   c);
 		t->cpus = c;
 	} else if (!strcmp(k, "pids")) {
 		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 4194304 ||
@@ -349,6 +375,8 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 		else
 			rc = parse_key(t, v, err);
 	}
+	if (rc == 0)
+		rc = check_nesting(t, err);
 	if (rc == 0)
 		rc = check_workspace_vs_socket(t, unix_socket(t->engine), err);
 	if (rc == 0)
@@ -562,8 +590,7 @@ int templates_init(const char *config_path, const char *state_dir, const char *m
 		   struct sbx_err *err)
 {
 	pthread_mutex_lock(&templates_lock);
-	mount_real = mountpoint ? strdup(mountpoint) : NULL;
-	state_real = state_dir ? strdup(state_dir) : NULL;
+	workspace_set_guarded(mountpoint, state_dir);
 	int rc = asprintf(&persist_path, "%s/templates.json", state_dir) < 0 ? -ENOMEM : 0;
 	if (rc == 0 && config_path)
 		rc = load_config(config_path, err);
@@ -584,13 +611,11 @@ void templates_shutdown(void)
 		free(deleted[i]);
 	free(deleted);
 	free(persist_path);
-	free(mount_real);
-	free(state_real);
 	list = NULL;
 	runtime_flags = NULL;
 	deleted = NULL;
 	ndeleted = 0;
-	persist_path = mount_real = state_real = NULL;
+	persist_path = NULL;
 	pthread_mutex_unlock(&templates_lock);
 }
 

@@ -14,8 +14,9 @@
 #include "parse.h"
 
 struct workspace {
-	char *path; /* absolute host path, mounted at the same path inside */
+	char *path;   /* absolute host path, mounted at the same path inside */
 	bool ro;
+	char *source; /* at create: the checked, resolved path docker mounts (not owned) */
 };
 
 struct template {
@@ -84,6 +85,8 @@ int template_names(char ***names, uint32_t **ids, size_t *n);
 struct template *template_for(const char *sandbox_name, struct sbx_err *err);
 /* The settings a sandbox made from t really gets, defaults filled in. */
 char *template_effective_json(const struct template *t, const char *default_image);
+/* The kernel spelling ("CAP_CHOWN") of an allowed capability name, or NULL. */
+const char *template_canonical_cap(const char *name);
 /* Every distinct engine that templates name (for events and adoption). */
 int template_engines(char ***engines, size_t *n);
 

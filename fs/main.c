@@ -20,9 +20,10 @@
 #include "log.h"
 #include "state.h"
 #include "template.h"
+#include "workspace.h"
 
 struct cli_options {
-	char *image, *docker, *state, *config, *max_output;
+	char *image, *docker, *state, *config, *max_output, *workspace_roots;
 };
 
 #define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
@@ -32,6 +33,7 @@ static const struct fuse_opt cli_spec[] = {
 	OPT("state=%s", state),   OPT("--state=%s", state),
 	OPT("config=%s", config), OPT("--config=%s", config),
 	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
+	OPT("workspace_roots=%s", workspace_roots), OPT("--workspace_roots=%s", workspace_roots),
 	FUSE_OPT_END
 };
 
@@ -195,9 +197,21 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 		}
 		log_warn("the engine does not answer (%s); mounting anyway, mkdir will fail until it does",
 			 err.msg);
+	} else {
+		/* A data root moved out of /var/lib must stay out of workspaces too. */
+		cleanup_free char *root = NULL;
+		if (engine_data_root(&mc.engine, &root, &err) == 0)
+			workspace_add_guarded(root);
+		else
+			log_debug("engine data root unknown: %s", err.msg);
 	}
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
+
+	if (workspace_set_roots(o->workspace_roots, &err) < 0) {
+		fprintf(stderr, "sandboxfs: %s\n", err.msg);
+		return 1;
+	}
 
 	if (templates_init(o->config, state_real, mountpoint, &err) < 0) {
 		fprintf(stderr, "sandboxfs: %s\n", err.msg);
@@ -244,6 +258,7 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	fuse_loop_cfg_destroy(lc);
 	model_shutdown();
 	templates_shutdown();
+	workspace_shutdown();
 	log_info("unmounted %s", mountpoint);
 
 out_unmount:
@@ -288,6 +303,7 @@ out:
 	free(o.state);
 	free(o.config);
 	free(o.max_output);
+	free(o.workspace_roots);
 	state_close();
 	return ret;
 }

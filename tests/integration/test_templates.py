@@ -276,7 +276,7 @@ def test_template_settings_reach_docker(mount):
     eff = s.info()["effective"]
     assert eff == {**DEFAULT_EFFECTIVE, "template": "hard", "network": "bridge",
                    "memory": 256 * MIB, "cpus": 0.5, "pids": 64, "read_only": True,
-                   "cap_add": ["NET_BIND_SERVICE"], "user": "1000:1000",
+                   "cap_add": ["CAP_NET_BIND_SERVICE"], "user": "1000:1000",
                    "labels": {"team": "x"}, "env": {"FOO": "bar"}}
 
 

@@ -498,6 +498,32 @@ static void test_fake_ok(void)
 		   strcmp(v[1].sandbox, "pod") == 0 && v[1].running,
 	   "label spoofed by a value loses to the container name; podman labels object");
 	engine_containers_free(v, n);
+	/* engine_list()'s own shape: the exact label wins over the string;
+	 * the fallback takes only a candidate the name was exactly made from. */
+	setenv("FAKE_DOCKER_PS",
+	       "{\"Sandbox\":\"pfx\",\"Ps\":{\"ID\":\"a1\",\"Image\":\"i\",\"Labels\":"
+	       "\"note=x,sandboxfs.sandbox=pf,sandboxfs.sandbox=pfx\",\"Names\":\"sandboxfs-" INSTANCE
+	       "-pfx\",\"State\":\"running\"}}\n"
+	       "{\"ID\":\"b2\",\"Image\":\"i\",\"Labels\":\"note=x,sandboxfs.sandbox=pf,"
+	       "sandboxfs.sandbox=pfy\",\"Names\":\"sandboxfs-" INSTANCE "-pfy\",\"State\":\"running\"}\n"
+	       "{\"ID\":\"c3\",\"Image\":\"i\",\"Labels\":\"sandboxfs.sandbox=q\",\"Names\":\"other\","
+	       "\"State\":\"running\"}\n"
+	       "{\"Sandbox\":7,\"Ps\":{\"ID\":\"d4\"}}",
+	       1);
+	is_call(engine_list(&e, &v, &n, &err), -EIO, "wrapper with a non-string label");
+	setenv("FAKE_DOCKER_PS",
+	       "{\"Sandbox\":\"pfx\",\"Ps\":{\"ID\":\"a1\",\"Image\":\"i\",\"Labels\":"
+	       "\"note=x,sandboxfs.sandbox=pf,sandboxfs.sandbox=pfx\",\"Names\":\"sandboxfs-" INSTANCE
+	       "-pfx\",\"State\":\"running\"}}\n"
+	       "{\"ID\":\"b2\",\"Image\":\"i\",\"Labels\":\"note=x,sandboxfs.sandbox=pf,"
+	       "sandboxfs.sandbox=pfy\",\"Names\":\"sandboxfs-" INSTANCE "-pfy\",\"State\":\"running\"}\n"
+	       "{\"ID\":\"c3\",\"Image\":\"i\",\"Labels\":\"sandboxfs.sandbox=q\",\"Names\":\"other\","
+	       "\"State\":\"running\"}",
+	       1);
+	is_call(engine_list(&e, &v, &n, &err), 0, "exact labels list");
+	ok(n == 2 && strcmp(v[0].sandbox, "pfx") == 0 && strcmp(v[1].sandbox, "pfy") == 0,
+	   "a label value cannot rename a sandbox (exact label; exact name in the fallback)");
+	engine_containers_free(v, n);
 	setenv("FAKE_DOCKER_PS", "{\"ID\":\"a1\"}\nnot json", 1);
 	is_call(engine_list(&e, &v, &n, &err), -EIO, "garbage line in ps");
 	setenv("FAKE_DOCKER_PS", "", 1);

@@ -200,11 +200,11 @@ static bool step_kv_text(unsigned long n, bool *fired)
 }
 
 static const char tpl_json[] =
-	"{\"image\":\"busybox:1.36\",\"match\":\"ci-*\",\"workspace\":[\"/usr/share\"],"
+	"{\"image\":\"busybox:1.36\",\"match\":\"ci-*\",\"workspace\":[\"/var/tmp\"],"
 	"\"workdir\":\"/work\",\"env\":{\"A\":\"1\",\"B\":\"2\"},\"user\":\"1000:1000\","
 	"\"network\":\"bridge\",\"memory\":\"512m\",\"cpus\":1.5,\"pids\":100,"
 	"\"read_only\":true,\"init\":false,\"labels\":{\"team\":\"x\"},"
-	"\"cap_add\":[\"NET_ADMIN\"]}";
+	"\"cap_add\":[\"NET_BIND_SERVICE\"]}";
 
 static bool step_template_parse(unsigned long n, bool *fired)
 {
