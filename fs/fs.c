@@ -432,6 +432,16 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			refuse(req, EPERM, "setattr on a template refused");
 			return;
 		}
+		struct template *t = template_get_id((uint32_t)(ino - TEMPLATE_INO_BASE));
+		bool defined = t != NULL;
+		template_free(t);
+		if (!defined) {
+			/* `touch templates/NEW`: a template exists only once its
+			 * JSON is written and the file closed. */
+			refuse(req, EINVAL, "templates: a template is defined by writing its JSON, "
+					    "not by touch or truncate");
+			return;
+		}
 		tpl_getattr(req, ino);
 		return;
 	}
@@ -449,10 +459,16 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			e = EACCES;
 		else if (attr->st_size != 0)
 			e = EINVAL;
-		else if (!fi && n.kind != K_EXEC) {
-			/* truncate(2) by path: like an open with O_TRUNC and no write. */
+		else if (n.kind != K_EXEC) {
+			/* truncate(2) and ftruncate(2) clear at once, like `: > FILE`;
+			 * what this open had written so far is dropped with it. */
 			struct sbx_err err = { 0 };
 			struct handle tmp = { .kind = n.kind, .sbx = n.sbx };
+			struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+			if (h && h->sbx == n.sbx && h->kind == n.kind && h->wbuf) {
+				explicit_bzero(h->wbuf, h->wlen);
+				h->wlen = 0;
+			}
 			if (apply_setting(&tmp, "", 0, true, &err) < 0)
 				e = err.code;
 		}

@@ -22,6 +22,7 @@
 
 struct cli_options {
 	char *image, *docker, *state, *config, *max_output;
+	int shared; /* allow_other or allow_root was asked for: refused */
 };
 
 #define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
@@ -31,6 +32,9 @@ static const struct fuse_opt cli_spec[] = {
 	OPT("state=%s", state),   OPT("--state=%s", state),
 	OPT("config=%s", config), OPT("--config=%s", config),
 	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
+	/* Consumed here so that libfuse never sees them (docs/security.md). */
+	{ "allow_other", offsetof(struct cli_options, shared), 1 },
+	{ "allow_root", offsetof(struct cli_options, shared), 1 },
 	FUSE_OPT_END
 };
 
@@ -258,6 +262,12 @@ int main(int argc, char *argv[])
 	} else if (cmd.show_version) {
 		printf("sandboxfs %s\n", SANDBOXFS_VERSION);
 		ret = 0;
+	} else if (o.shared) {
+		/* Other users would run commands as root in our sandboxes. */
+		fprintf(stderr, "sandboxfs: allow_other and allow_root are refused: every "
+				"local user could run commands in the sandboxes and read their "
+				"output (see docs/security.md)\n");
+		ret = 1;
 	} else if (!cmd.mountpoint) {
 		fprintf(stderr, "sandboxfs: no mountpoint given (see --help)\n");
 	} else {
