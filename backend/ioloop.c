@@ -27,6 +27,23 @@ static pthread_cond_t task_cond = PTHREAD_COND_INITIALIZER;
 static struct task *task_head, *task_tail;
 static bool task_stopping;
 
+/* Only the I/O thread touches it. */
+static void **later;
+static size_t nlater, caplater;
+
+void ioloop_free_later(void *p)
+{
+	if (nlater == caplater) {
+		size_t cap = caplater ? caplater * 2 : 8;
+		void **v = realloc(later, cap * sizeof(*v));
+		if (!v)
+			return; /* leaked rather than freed too early */
+		later = v;
+		caplater = cap;
+	}
+	later[nlater++] = p;
+}
+
 static void *io_main(void *arg)
 {
 	struct epoll_event evs[64];
@@ -46,6 +63,9 @@ static void *io_main(void *arg)
 				return NULL; /* stop_fd */
 			w->fn(w, evs[i].events);
 		}
+		for (size_t i = 0; i < nlater; i++)
+			free(later[i]);
+		nlater = 0;
 	}
 }
 

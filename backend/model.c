@@ -25,6 +25,7 @@ static uint64_t next_id = 1; /* (L) */
 
 static struct model_config config;
 static struct engine *engine_for_locked(const char *endpoint);
+static void engine_use_locked(const struct engine *e, int delta);
 const struct model_callbacks *model_cb;
 
 const struct model_config *model_config(void)
@@ -138,6 +139,7 @@ void sandbox_put_locked(struct sandbox *s)
 {
 	if (!s || --s->refs > 0)
 		return;
+	engine_use_locked(s->engine, -1);
 	for (unsigned i = 0; i < s->nruns; i++)
 		run_free_locked(s->runs[i]);
 	free(s->runs);
@@ -182,6 +184,7 @@ static struct sandbox *sandbox_new(const char *name, const struct engine *engine
 		return NULL;
 	s->refs = 1;
 	s->engine = engine;
+	engine_use_locked(engine, +1);
 	s->name = strdup(name);
 	s->image = strdup(config.image);
 	s->workdir = strdup("");
@@ -360,8 +363,15 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 /* ---- engines ---- */
 
 /* One slot per engine endpoint: the default one, and each one a template
- * names.  Each has its own events stream.  Slots are never freed while the
- * daemon runs, so sandboxes point at their engine without a reference. */
+ * names.  Each has its own events stream, reconnected with a backoff of 1 s
+ * doubling up to 60 s.  A slot that no template names and no sandbox uses
+ * is freed (by the I/O thread, which owns its stream); `users` counts the
+ * sandboxes (and reconciliations) that point at it. */
+enum engine_health { ENGINE_UNKNOWN, ENGINE_UP, ENGINE_DOWN };
+
+#define BACKOFF_MAX 60
+#define STREAM_STABLE 30 /* seconds a stream must have lived to reset the backoff */
+
 struct engine_slot {
 	struct engine engine;
 	struct io_watch out, retry;
@@ -371,6 +381,14 @@ struct engine_slot {
 	bool overflow;
 	bool outage; /* the stream broke: the engine may have restarted */
 	double outage_mono;
+	/* I/O thread only: */
+	int backoff;            /* seconds before the next attempt */
+	double next_try;        /* monotonic time of the next attempt */
+	double connected_at;
+	bool dead;              /* freed at the end of the I/O batch */
+	/* (L): */
+	unsigned users;
+	enum engine_health health;
 };
 
 static double mono_now(void)
@@ -386,6 +404,54 @@ static size_t nslots;                          /* (L) */
 static bool model_started;                     /* (L) */
 
 static void slot_start(struct engine_slot *e);
+
+static struct engine_slot *slot_of(const struct engine *e)
+{
+	return (struct engine_slot *)((char *)e - offsetof(struct engine_slot, engine));
+}
+
+/* Makes the slot's timer fire now: the I/O thread then checks whether the
+ * slot is still needed (and when not, frees it). */
+static void slot_poke(struct engine_slot *e)
+{
+	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
+	if (e->retry.fd >= 0)
+		timerfd_settime(e->retry.fd, 0, &its, NULL);
+}
+
+static void engine_use_locked(const struct engine *e, int delta)
+{
+	if (!e)
+		return;
+	struct engine_slot *slot = slot_of(e);
+	slot->users += delta;
+	if (slot->users == 0 && model_started)
+		slot_poke(slot);
+}
+
+void model_engines_changed(void)
+{
+	pthread_mutex_lock(&model_lock);
+	for (size_t i = 1; model_started && i < nslots; i++)
+		slot_poke(slots[i]);
+	pthread_mutex_unlock(&model_lock);
+}
+
+static const char *slot_name(const struct engine_slot *e)
+{
+	return e->engine.endpoint ? e->engine.endpoint : "default";
+}
+
+/* Logs an engine's reachability once per change (not per attempt). */
+static void engine_health_locked(struct engine_slot *e, bool up, const char *why)
+{
+	if (up && e->health == ENGINE_DOWN)
+		log_info("engine %s answers again", slot_name(e));
+	else if (!up && e->health != ENGINE_DOWN)
+		log_warn("engine %s does not answer (%s); retrying every 1 to %d s", slot_name(e),
+			 why, BACKOFF_MAX);
+	e->health = up ? ENGINE_UP : ENGINE_DOWN;
+}
 
 static bool same_endpoint(const char *a, const char *b)
 {
@@ -406,6 +472,7 @@ static struct engine *engine_for_locked(const char *endpoint)
 	e->engine = config.engine;
 	e->engine.endpoint = endpoint && endpoint[0] ? strdup(endpoint) : NULL;
 	e->out.fd = e->retry.fd = -1;
+	e->backoff = 1;
 	slots[nslots++] = e;
 	if (model_started)
 		slot_start(e);
@@ -476,10 +543,14 @@ static void reconcile(struct engine *engine, bool after_outage, double outage_at
 	size_t nrestart = 0;
 
 	if (engine_list(engine, &v, &n, &err) < 0) {
-		log_warn("listing this mount's containers: %s", err.msg);
+		pthread_mutex_lock(&model_lock);
+		engine_health_locked(slot_of(engine), false, err.msg);
+		pthread_mutex_unlock(&model_lock);
+		log_debug("listing this mount's containers: %s", err.msg);
 		return;
 	}
 	pthread_mutex_lock(&model_lock);
+	engine_health_locked(slot_of(engine), true, NULL);
 	for (size_t i = 0; i < ntable; i++) {
 		struct sandbox *s = table[i];
 		if (s->engine != engine || (s->state != SBX_RUNNING && s->state != SBX_STOPPED))
@@ -564,6 +635,9 @@ static void reconcile_task(void *ctx)
 {
 	struct reconcile_req *r = ctx;
 	reconcile(r->engine, r->after_outage, r->outage_at);
+	pthread_mutex_lock(&model_lock);
+	engine_use_locked(r->engine, -1);
+	pthread_mutex_unlock(&model_lock);
 	free(r);
 }
 
@@ -571,18 +645,90 @@ static void reconcile_task(void *ctx)
 
 static void events_connect(struct engine_slot *e);
 
+static void arm_at(struct engine_slot *e, double when)
+{
+	double d = when - mono_now();
+	if (d < 1e-6)
+		d = 1e-6;
+	struct itimerspec its = { .it_value = { .tv_sec = (time_t)d,
+						 .tv_nsec = (long)((d - (double)(time_t)d) * 1e9) } };
+	if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+		its.it_value.tv_nsec = 1;
+	timerfd_settime(e->retry.fd, 0, &its, NULL);
+}
+
+/* The I/O thread's half of freeing a slot that nothing needs any more. */
+static void slot_free(struct engine_slot *e)
+{
+	log_info("engine %s: no template or sandbox uses it any more; its events stream is "
+		 "closed", slot_name(e));
+	e->dead = true;
+	if (e->out.fd >= 0) {
+		ioloop_del(&e->out);
+		close(e->out.fd);
+		e->out.fd = -1;
+	}
+	if (e->pid > 0)
+		cleanup_pidp(&e->pid);
+	ioloop_del(&e->retry);
+	close(e->retry.fd);
+	e->retry.fd = -1;
+	free(e->engine.endpoint);
+	e->engine.endpoint = NULL;
+	ioloop_free_later(e);
+}
+
+/* Removes the slot from the table when nothing uses it; true if it did. */
+static bool slot_collect(struct engine_slot *e)
+{
+	char **names = NULL;
+	size_t n = 0;
+	bool named = false, gone = false;
+	/* Before model_lock: template locks are never taken under it. */
+	if (template_engines(&names, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		named |= e->engine.endpoint && !strcmp(names[i], e->engine.endpoint);
+		free(names[i]);
+	}
+	free(names);
+	pthread_mutex_lock(&model_lock);
+	if (!named && e->users == 0 && nslots > 1 && slots[0] != e) {
+		for (size_t i = 1; i < nslots; i++) {
+			if (slots[i] == e) {
+				memmove(&slots[i], &slots[i + 1], (nslots - i - 1) * sizeof(*slots));
+				nslots--;
+				gone = true;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&model_lock);
+	if (gone)
+		slot_free(e);
+	return gone;
+}
+
 static void events_retry_fired(struct io_watch *w, uint32_t mask)
 {
+	struct engine_slot *e = w->ctx;
 	uint64_t ticks;
-	if (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
+	if (e->dead || (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN))
 		return;
-	events_connect(w->ctx);
+	if (slot_collect(e) || e->out.fd >= 0)
+		return; /* freed, or a poke while the stream is up */
+	if (mono_now() < e->next_try) {
+		arm_at(e, e->next_try); /* a poke during the backoff */
+		return;
+	}
+	events_connect(e);
 }
 
 static void events_schedule_retry(struct engine_slot *e)
 {
-	struct itimerspec its = { .it_value = { .tv_sec = 1 } };
-	timerfd_settime(e->retry.fd, 0, &its, NULL);
+	e->next_try = mono_now() + e->backoff;
+	arm_at(e, e->next_try);
+	e->backoff = e->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : e->backoff * 2;
 }
 
 static void events_line(const char *line, size_t len)
@@ -599,6 +745,8 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 {
 	struct engine_slot *e = w->ctx;
 	char buf[16384];
+	if (e->dead)
+		return;
 	ssize_t n = read(w->fd, buf, sizeof(buf));
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -608,8 +756,14 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 		w->fd = -1;
 		cleanup_pidp(&e->pid);
 		e->pid = 0;
-		log_warn("docker events stream of engine %s ended; reconnecting",
-			 e->engine.endpoint ? e->engine.endpoint : "default");
+		if (mono_now() - e->connected_at >= STREAM_STABLE)
+			e->backoff = 1;
+		pthread_mutex_lock(&model_lock);
+		bool was_up = e->health == ENGINE_UP;
+		pthread_mutex_unlock(&model_lock);
+		if (was_up)
+			log_warn("docker events stream of engine %s ended; reconnecting",
+				 slot_name(e));
 		e->outage = true;
 		e->outage_mono = mono_now();
 		events_schedule_retry(e);
@@ -634,10 +788,13 @@ static void events_connect(struct engine_slot *e)
 	struct sbx_err err = { 0 };
 	int fd;
 	if (engine_events_start(&e->engine, &e->pid, &fd, &err) < 0) {
-		log_warn("docker events: %s", err.msg);
+		pthread_mutex_lock(&model_lock);
+		engine_health_locked(e, false, err.msg);
+		pthread_mutex_unlock(&model_lock);
 		events_schedule_retry(e);
 		return;
 	}
+	e->connected_at = mono_now();
 	e->out.fd = fd;
 	e->out.fn = events_readable;
 	e->out.ctx = e;
@@ -650,8 +807,15 @@ static void events_connect(struct engine_slot *e)
 		r->after_outage = e->outage;
 		r->outage_at = e->outage_mono;
 		e->outage = false;
-		if (task_queue(reconcile_task, r) < 0)
+		pthread_mutex_lock(&model_lock);
+		engine_use_locked(r->engine, +1);
+		pthread_mutex_unlock(&model_lock);
+		if (task_queue(reconcile_task, r) < 0) {
+			pthread_mutex_lock(&model_lock);
+			engine_use_locked(r->engine, -1);
+			pthread_mutex_unlock(&model_lock);
 			free(r);
+		}
 	}
 }
 

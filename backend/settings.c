@@ -203,7 +203,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		}
 		break;
 	case CTL_SAVE:
-		rc = engine_commit(s->engine, cid, cmd.image, err);
+		rc = sandbox_save(s, cid, cmd.image, err);
 		if (rc == 0)
 			log_info("sandbox %s: saved as %s", s->name, cmd.image);
 		break;

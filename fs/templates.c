@@ -7,6 +7,7 @@
 
 #include "handle.h"
 #include "log.h"
+#include "model.h"
 #include "template.h"
 
 #define TEMPLATE_MODE (S_IFREG | 0644)
@@ -159,6 +160,7 @@ void tpl_flush(fuse_req_t req, struct handle *h)
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	model_engines_changed(); /* a replaced template may have let an engine go */
 	fuse_reply_err(req, 0);
 }
 
@@ -168,5 +170,7 @@ void tpl_unlink(fuse_req_t req, const char *name)
 	int rc = template_delete(name, &err);
 	if (rc < 0)
 		log_error("%s", err.msg);
+	else
+		model_engines_changed();
 	fuse_reply_err(req, rc < 0 ? -rc : 0);
 }
