@@ -167,7 +167,16 @@ static void test_kv_line_limit(void)
 	struct kv_list l = { 0 };
 	struct sbx_err e = { 0 };
 	char *buf = malloc(SBX_ENV_LINE_MAX + 2);
+	size_t n = 100000;
+	char *big = malloc(n + 64);
 	char json[128];
+
+	if (!buf || !big) {
+		ok(0, "out of memory");
+		free(buf);
+		free(big);
+		return;
+	}
 
 	memcpy(buf, "BIG=", 4);
 	memset(buf + 4, 's', SBX_ENV_LINE_MAX - 4);
@@ -184,8 +193,6 @@ static void test_kv_line_limit(void)
 	kv_list_free(&l);
 
 	struct auth_doc d = { 0 };
-	size_t n = 100000;
-	char *big = malloc(n + 64);
 	int off = snprintf(json, sizeof(json), "{\"env\": {\"BIG\": \"");
 	memcpy(big, json, (size_t)off);
 	memset(big + off, 's', n);
