@@ -57,15 +57,23 @@ static void *io_main(void *arg)
 			log_error("epoll_wait: %m");
 			return NULL;
 		}
-		for (int i = 0; i < n; i++) {
+		bool stop = false;
+		for (int i = 0; i < n && !stop; i++) {
 			struct io_watch *w = evs[i].data.ptr;
 			if (!w)
-				return NULL; /* stop_fd */
-			w->fn(w, evs[i].events);
+				stop = true; /* stop_fd */
+			else
+				w->fn(w, evs[i].events);
 		}
 		for (size_t i = 0; i < nlater; i++)
 			free(later[i]);
 		nlater = 0;
+		if (stop) {
+			free(later);
+			later = NULL;
+			caplater = 0;
+			return NULL;
+		}
 	}
 }
 
