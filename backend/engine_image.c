@@ -24,14 +24,19 @@ static int check_ref(const char *what, const char *s, struct sbx_err *err)
 	return 0;
 }
 
-/* An image id as `docker commit` prints it: sha256:<64 hex>. */
+/* An image id as `docker commit` prints it (sha256:<64 hex>), or as
+ * podman does (the last line, 64 hex, after its progress lines). */
 static char *image_id_of(const char *out)
 {
-	const char *s = out ? out : "";
-	size_t n = strcspn(s, "\r\n");
-	if (n != 71 || strncmp(s, "sha256:", 7) != 0 || strspn(s + 7, "0123456789abcdef") != 64)
+	const char *s = out ? out : "", *last = s;
+	for (const char *p = s; *p; p++)
+		if (*p == '\n' && p[1])
+			last = p + 1;
+	size_t n = strcspn(last, "\r\n");
+	size_t hex = n == 71 && !strncmp(last, "sha256:", 7) ? 7 : 0;
+	if (n - hex != 64 || strspn(last + hex, "0123456789abcdef") != 64)
 		return NULL;
-	return strndup(s, n);
+	return strndup(last, n);
 }
 
 int engine_commit(const struct engine *e, const char *container, char **image_id,
