@@ -173,12 +173,9 @@ int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct s
 	}
 	if (rc == 0 && x.n > 0) {
 		rc = engine_image_contains(e, id, x.v, x.n, err);
-		if (rc > 0) {
-			log_error("sandbox %s: save %s: the image held a credential value; removed",
-				  s->name, image);
+		if (rc > 0) /* the caller logs it; the image goes below */
 			rc = sbx_err_set(err, EACCES, "save %s: the sandbox's file system holds a "
 					 "credential value; no image was saved", image);
-		}
 	}
 	/* Checked again just before the tag: it must not replace one made
 	 * meanwhile. */
