@@ -289,6 +289,11 @@ def test_truncate_clears_auth_and_env(sbx):
         os.close(fd)
     assert read(sbx.p("auth")) == b""
     assert sbx.run('echo "${TOK:-none} ${MORE:-none}"\n') == (b"none none\n", b"exited 0\n")
+    # open(O_TRUNC) and close, nothing written: the same.
+    write(sbx.p("auth"), "TOK=secret-value-4\n")
+    os.close(os.open(sbx.p("auth"), os.O_WRONLY | os.O_TRUNC))
+    assert read(sbx.p("auth")) == b""
+    assert sbx.run('echo "${TOK:-none}"\n') == (b"none\n", b"exited 0\n")
 
 
 # ------------------------------------------------------------------ templates
