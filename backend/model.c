@@ -693,7 +693,7 @@ static bool slot_collect(struct engine_slot *e)
 	}
 	free(names);
 	pthread_mutex_lock(&model_lock);
-	if (!named && e->users == 0 && nslots > 1 && slots[0] != e) {
+	if (!named && e->users == 0 && e->engine.endpoint && slots[0] != e) {
 		for (size_t i = 1; i < nslots; i++) {
 			if (slots[i] == e) {
 				memmove(&slots[i], &slots[i + 1], (nslots - i - 1) * sizeof(*slots));
