@@ -17,7 +17,8 @@
  * rewrite it. */
 #define STASH_DIR "/dev/shm/.sandboxfs-save"
 #define STASH_SCRIPT                                                                   \
-	"grep -q ' /dev/shm tmpfs ' /proc/mounts || { echo 'no tmpfs on /dev/shm' >&2; exit 3; }; " \
+	"t=; while read -r _ m f _; do [ \"$m\" = /dev/shm ] && t=$f; done < /proc/mounts; "     \
+	"[ \"$t\" = tmpfs ] || { echo 'no tmpfs on /dev/shm' >&2; exit 3; }; "                  \
 	"umask 077; d=" STASH_DIR "; rm -rf \"$d\" && mkdir \"$d\" || exit 4; i=0; "         \
 	"for p in \"$@\"; do i=$((i+1)); case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; " \
 	"if [ -e \"$p\" ] || [ -L \"$p\" ]; then mv -f \"$p\" \"$d/$i\" || exit 5; fi; done"
