@@ -26,6 +26,7 @@ static uint64_t next_id = 1; /* (L) */
 static struct model_config config;
 static struct engine *engine_for_locked(const char *endpoint);
 static void engine_use_locked(const struct engine *e, int delta);
+static void engine_answered_locked(const struct engine *e);
 const struct model_callbacks *model_cb;
 
 const struct model_config *model_config(void)
@@ -287,6 +288,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	}
 	s->container_id = id;
 	s->state = SBX_RUNNING;
+	engine_answered_locked(s->engine);
 	if (out)
 		*out = s;
 	else
@@ -389,6 +391,7 @@ struct engine_slot {
 	/* (L): */
 	unsigned users;
 	enum engine_health health;
+	bool kick; /* a call just worked while the stream is down: retry now */
 };
 
 static double mono_now(void)
@@ -427,6 +430,16 @@ static void engine_use_locked(const struct engine *e, int delta)
 	slot->users += delta;
 	if (slot->users == 0 && model_started)
 		slot_poke(slot);
+}
+
+/* A call just worked: an events stream waiting out its backoff retries now. */
+static void engine_answered_locked(const struct engine *e)
+{
+	struct engine_slot *slot = slot_of(e);
+	if (slot->health == ENGINE_DOWN && !slot->kick && model_started) {
+		slot->kick = true;
+		slot_poke(slot);
+	}
 }
 
 void model_engines_changed(void)
@@ -717,7 +730,13 @@ static void events_retry_fired(struct io_watch *w, uint32_t mask)
 		return;
 	if (slot_collect(e) || e->out.fd >= 0)
 		return; /* freed, or a poke while the stream is up */
-	if (mono_now() < e->next_try) {
+	pthread_mutex_lock(&model_lock);
+	bool kick = e->kick;
+	e->kick = false;
+	pthread_mutex_unlock(&model_lock);
+	if (kick)
+		e->backoff = 1;
+	else if (mono_now() < e->next_try) {
 		arm_at(e, e->next_try); /* a poke during the backoff */
 		return;
 	}
@@ -758,8 +777,11 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 		e->pid = 0;
 		if (mono_now() - e->connected_at >= STREAM_STABLE)
 			e->backoff = 1;
+		/* Said once: until a listing tells, the engine's state is unknown. */
 		pthread_mutex_lock(&model_lock);
 		bool was_up = e->health == ENGINE_UP;
+		if (was_up)
+			e->health = ENGINE_UNKNOWN;
 		pthread_mutex_unlock(&model_lock);
 		if (was_up)
 			log_warn("docker events stream of engine %s ended; reconnecting",

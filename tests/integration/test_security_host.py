@@ -232,6 +232,33 @@ def test_an_engine_down_at_mount_time_logs_once(make_mount):
     assert_errno(errno.ECONNREFUSED, os.mkdir, m.p(unique_name()))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout_s(240)
+def test_an_engine_outage_is_logged_once_down_and_once_back(make_dockerd, make_mount):
+    eng = make_dockerd()
+    m = make_mount(env={"DOCKER_HOST": eng.host})
+    a = m.sandbox()
+    mark = len(m.log().splitlines())
+    eng.stop()
+    # 40 s down: retried about 1, 3, 7, 15, 31 s after (the next one about
+    # 63 s after); each attempt used to add two lines.
+    time.sleep(40)
+    down = m.log().splitlines()[mark:]
+    assert len([x for x in down if "does not answer" in x]) == 1, down
+    assert len([x for x in down if "events stream" in x]) <= 1, down
+    assert len(down) <= 4, down
+    eng.start()
+    b = m.sandbox()
+    wait_for(lambda: any("answers again" in x for x in m.log().splitlines()[mark:]), 10,
+             what="the engine logged back")
+    assert len([x for x in m.log().splitlines()[mark:] if "answers again" in x]) == 1
+    # The events stream works again: a removal outside is reflected.
+    eng.docker("rm", "-f", b.container)
+    wait_for(lambda: b.name not in m.names(), 10, what="the removed sandbox to go")
+    m.sandboxes.remove(b.name)
+    assert a.name in m.names()
+
+
 @pytest.mark.timeout_s(240)
 def test_engine_slots_are_freed(make_mount):
     m = make_mount()
