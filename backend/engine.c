@@ -502,30 +502,6 @@ int engine_start(const struct engine *e, const char *container, struct sbx_err *
 	return container_call(e, (const char *[]){ "start", NULL }, container, NULL, err);
 }
 
-int engine_commit(const struct engine *e, const char *container, const char *image,
-		  struct sbx_err *err)
-{
-	cleanup_strv struct strv a = { 0 };
-	struct spawn_result res;
-	char what[SBX_ERR_MSG_MAX / 2];
-	int r;
-
-	if ((r = check_engine(e, err)) < 0)
-		return r;
-	if ((r = check_operand("commit", container, err)) < 0 ||
-	    (r = check_operand("commit: image", image, err)) < 0)
-		return r;
-	snprintf(what, sizeof(what), "%s commit %s", cli_name(e), image);
-	cli_begin(&a, e);
-	/* The sandbox's labels would make a container of the image look ours. */
-	ARGS(&a, "commit", "--change", "LABEL " SBX_LABEL_INSTANCE "=", "--change",
-	     "LABEL " SBX_LABEL_SANDBOX "=", "--change", "LABEL " SBX_LABEL_MOUNTPOINT "=",
-	     container, image);
-	r = cli_run(e, what, &a, NULL, 0, &res, err);
-	spawn_result_free(&res);
-	return r;
-}
-
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err)
 {
 	struct spawn_result res;
@@ -905,3 +881,40 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 
 /* Copies a string that must fit; too long is an error, never truncation
  * (a truncated label could name another sandbox). */
+
+/* ---- for engine_image.c ---- */
+
+char **engine_argv(const struct engine *e, const char *const *words)
+{
+	struct strv a = { 0 };
+	cli_begin(&a, e);
+	strv_addn(&a, words);
+	if (a.oom) {
+		strv_free(&a);
+		return NULL;
+	}
+	return a.v;
+}
+
+void engine_argv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+int engine_cli(const struct engine *e, const char *what, const char *const *words,
+	       const void *input, size_t input_len, struct spawn_result *res,
+	       struct sbx_err *err)
+{
+	cleanup_strv struct strv a = { 0 };
+	int r = check_engine(e, err);
+	if (r < 0) {
+		if (res)
+			memset(res, 0, sizeof(*res));
+		return r;
+	}
+	cli_begin(&a, e);
+	strv_addn(&a, words);
+	return cli_run(e, what, &a, input, input_len, res, err);
+}

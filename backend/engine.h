@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "err.h"
+#include "mask.h"
 #include "template.h"
 
 struct engine {
@@ -74,9 +75,23 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_stop(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_start(const struct engine *e, const char *container, struct sbx_err *err);
-/* docker commit: the container's filesystem becomes IMAGE[:TAG]. */
-int engine_commit(const struct engine *e, const char *container, const char *image,
+/* docker commit, untagged: *image_id is the new image's id (malloc'ed).
+ * The sandbox's labels are cleared in it. */
+int engine_commit(const struct engine *e, const char *container, char **image_id,
 		  struct sbx_err *err);
+/* 1 if `docker image inspect REF` finds an image, 0 if not, or -errno. */
+int engine_image_exists(const struct engine *e, const char *ref, struct sbx_err *err);
+int engine_image_tag(const struct engine *e, const char *id, const char *ref,
+		     struct sbx_err *err);
+/* docker image rm; best effort when err is NULL. */
+int engine_image_remove(const struct engine *e, const char *id, struct sbx_err *err);
+/* Streams `docker save ID` through a search for each (value, len): 1 when
+ * one occurs anywhere in the archive, 0 when none, or -errno. */
+int engine_image_contains(const struct engine *e, const char *id,
+			  const struct mask_secret *values, size_t n, struct sbx_err *err);
+/* Runs script (sh -c) in a container with args as $1...; stdin empty. */
+int engine_exec_script(const struct engine *e, const char *container, const char *script,
+		       char *const *args, size_t nargs, struct sbx_err *err);
 /* Returns 1 running, 0 not running, or a negative errno (ENOENT if gone). */
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
 

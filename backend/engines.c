@@ -2,6 +2,7 @@
  * names, each with its own `docker events` stream.  What a stream reports
  * goes to the sink the model registered; this file knows no sandbox. */
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -12,9 +13,20 @@
 #include "ioloop.h"
 #include "lock.h"
 #include "log.h"
+#include "template.h"
 
-/* Slots are never freed while the daemon runs, so sandboxes point at
- * their engine without a reference. */
+/* One slot per engine endpoint.  Each has its own events stream,
+ * reconnected with a backoff of 1 s doubling up to 60 s.  A slot that no
+ * template names and no sandbox uses is freed (by the I/O thread, which
+ * owns its stream); `users` counts the sandboxes (and reconciliations)
+ * that point at it. */
+enum engine_health { ENGINE_UNKNOWN, ENGINE_UP, ENGINE_DOWN };
+
+static sbx_mutex slots_lock = SBX_MUTEX_INIT;
+
+#define BACKOFF_MAX 60
+#define STREAM_STABLE 30 /* seconds a stream must have lived to reset the backoff */
+
 struct engine_slot {
 	struct engine engine;
 	/* The I/O thread's alone once started. */
@@ -25,10 +37,17 @@ struct engine_slot {
 	bool overflow;
 	bool outage; /* the stream broke: the engine may have restarted */
 	double outage_mono;
+	int backoff;            /* seconds before the next attempt */
+	double next_try;        /* monotonic time of the next attempt */
+	double connected_at;
+	bool dead;              /* freed at the end of the I/O batch */
+
+	unsigned users SBX_GUARDED_BY(slots_lock);
+	enum engine_health health SBX_GUARDED_BY(slots_lock);
+	bool kick SBX_GUARDED_BY(slots_lock); /* a call worked while the stream is down */
 };
 
 #define MAX_ENGINES 32
-static sbx_mutex slots_lock = SBX_MUTEX_INIT;
 static struct engine_slot *slots[MAX_ENGINES] SBX_GUARDED_BY(slots_lock);
 static size_t nslots SBX_GUARDED_BY(slots_lock);
 static bool started SBX_GUARDED_BY(slots_lock);
@@ -73,6 +92,7 @@ const struct engine *engine_for(const char *endpoint)
 		e->engine = base;
 		e->engine.endpoint = endpoint && endpoint[0] ? strdup(endpoint) : NULL;
 		e->out.fd = e->retry.fd = -1;
+		e->backoff = 1;
 		if (endpoint && endpoint[0] && !e->engine.endpoint) {
 			free(e);
 			e = NULL;
@@ -97,22 +117,171 @@ size_t engines_list(const struct engine **out, size_t max)
 	return n;
 }
 
+/* ---- who uses an engine, and whether it answers ---- */
+
+static struct engine_slot *slot_of(const struct engine *e)
+{
+	return (struct engine_slot *)((char *)e - offsetof(struct engine_slot, engine));
+}
+
+static const char *slot_name(const struct engine_slot *e)
+{
+	return e->engine.endpoint ? e->engine.endpoint : "default";
+}
+
+/* Makes the slot's timer fire now: the I/O thread then checks whether the
+ * slot is still needed (and when not, frees it). */
+static void slot_poke(struct engine_slot *e)
+{
+	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
+	if (e->retry.fd >= 0)
+		timerfd_settime(e->retry.fd, 0, &its, NULL);
+}
+
+void engine_use(const struct engine *e, int delta)
+{
+	if (!e)
+		return;
+	struct engine_slot *slot = slot_of(e);
+	sbx_lock(&slots_lock);
+	slot->users += delta;
+	if (slot->users == 0 && started)
+		slot_poke(slot);
+	sbx_unlock(&slots_lock);
+}
+
+void engine_answered(const struct engine *e)
+{
+	struct engine_slot *slot = slot_of(e);
+	sbx_lock(&slots_lock);
+	if (slot->health == ENGINE_DOWN && !slot->kick && started) {
+		slot->kick = true;
+		slot_poke(slot);
+	}
+	sbx_unlock(&slots_lock);
+}
+
+void engines_poke_all(void)
+{
+	sbx_lock(&slots_lock);
+	for (size_t i = 1; started && i < nslots; i++)
+		slot_poke(slots[i]);
+	sbx_unlock(&slots_lock);
+}
+
+/* Logs an engine's reachability once per change (not per attempt). */
+static void health_locked(struct engine_slot *e, bool up, const char *why)
+	SBX_REQUIRES(slots_lock)
+{
+	if (up && e->health == ENGINE_DOWN)
+		log_info("engine %s answers again", slot_name(e));
+	else if (!up && e->health != ENGINE_DOWN)
+		log_warn("engine %s does not answer (%s); retrying every 1 to %d s", slot_name(e),
+			 why, BACKOFF_MAX);
+	e->health = up ? ENGINE_UP : ENGINE_DOWN;
+}
+
+void engine_health(const struct engine *e, bool up, const char *why)
+{
+	sbx_lock(&slots_lock);
+	health_locked(slot_of(e), up, why);
+	sbx_unlock(&slots_lock);
+}
+
 /* ---- the events streams (I/O thread) ---- */
 
 static void events_connect(struct engine_slot *e);
 
+static void arm_at(struct engine_slot *e, double when)
+{
+	double d = when - mono_now();
+	if (d < 1e-6)
+		d = 1e-6;
+	struct itimerspec its = { .it_value = { .tv_sec = (time_t)d,
+						 .tv_nsec = (long)((d - (double)(time_t)d) * 1e9) } };
+	if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+		its.it_value.tv_nsec = 1;
+	timerfd_settime(e->retry.fd, 0, &its, NULL);
+}
+
+/* The I/O thread's half of freeing a slot that nothing needs any more. */
+static void slot_free(struct engine_slot *e)
+{
+	log_info("engine %s: no template or sandbox uses it any more; its events stream is "
+		 "closed", slot_name(e));
+	e->dead = true;
+	if (e->out.fd >= 0) {
+		ioloop_del(&e->out);
+		close(e->out.fd);
+		e->out.fd = -1;
+	}
+	if (e->pid > 0)
+		cleanup_pidp(&e->pid);
+	ioloop_del(&e->retry);
+	close(e->retry.fd);
+	e->retry.fd = -1;
+	free(e->engine.endpoint);
+	e->engine.endpoint = NULL;
+	ioloop_free_later(e);
+}
+
+/* Removes the slot from the table when nothing uses it; true if it did. */
+static bool slot_collect(struct engine_slot *e)
+{
+	char **names = NULL;
+	size_t n = 0;
+	bool named = false, gone = false;
+	/* Before slots_lock: the templates' lock is never taken under it. */
+	if (template_engines(&names, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		named |= e->engine.endpoint && !strcmp(names[i], e->engine.endpoint);
+		free(names[i]);
+	}
+	free(names);
+	sbx_lock(&slots_lock);
+	if (!named && e->users == 0 && e->engine.endpoint && slots[0] != e) {
+		for (size_t i = 1; i < nslots; i++) {
+			if (slots[i] == e) {
+				memmove(&slots[i], &slots[i + 1], (nslots - i - 1) * sizeof(*slots));
+				nslots--;
+				gone = true;
+				break;
+			}
+		}
+	}
+	sbx_unlock(&slots_lock);
+	if (gone)
+		slot_free(e);
+	return gone;
+}
+
 static void events_retry_fired(struct io_watch *w, uint32_t mask)
 {
+	struct engine_slot *e = w->ctx;
 	uint64_t ticks;
-	if (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN)
+	if (e->dead || (read(w->fd, &ticks, sizeof(ticks)) < 0 && errno == EAGAIN))
 		return;
-	events_connect(w->ctx);
+	if (slot_collect(e) || e->out.fd >= 0)
+		return; /* freed, or a poke while the stream is up */
+	sbx_lock(&slots_lock);
+	bool kick = e->kick;
+	e->kick = false;
+	sbx_unlock(&slots_lock);
+	if (kick) {
+		e->backoff = 1;
+	} else if (mono_now() < e->next_try) {
+		arm_at(e, e->next_try); /* a poke during the backoff */
+		return;
+	}
+	events_connect(e);
 }
 
 static void events_schedule_retry(struct engine_slot *e)
 {
-	struct itimerspec its = { .it_value = { .tv_sec = 1 } };
-	timerfd_settime(e->retry.fd, 0, &its, NULL);
+	e->next_try = mono_now() + e->backoff;
+	arm_at(e, e->next_try);
+	e->backoff = e->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : e->backoff * 2;
 }
 
 static void events_line(struct engine_slot *e, const char *line, size_t len)
@@ -132,8 +301,16 @@ static void events_ended(struct engine_slot *e, struct io_watch *w)
 	w->fd = -1;
 	cleanup_pidp(&e->pid);
 	e->pid = 0;
-	log_warn("docker events stream of engine %s ended; reconnecting",
-		 e->engine.endpoint ? e->engine.endpoint : "default");
+	if (mono_now() - e->connected_at >= STREAM_STABLE)
+		e->backoff = 1;
+	/* Said once: until a listing tells, the engine's state is unknown. */
+	sbx_lock(&slots_lock);
+	bool was_up = e->health == ENGINE_UP;
+	if (was_up)
+		e->health = ENGINE_UNKNOWN;
+	sbx_unlock(&slots_lock);
+	if (was_up)
+		log_warn("docker events stream of engine %s ended; reconnecting", slot_name(e));
 	e->outage = true;
 	e->outage_mono = mono_now();
 	events_schedule_retry(e);
@@ -143,6 +320,8 @@ static void events_readable(struct io_watch *w, uint32_t mask)
 {
 	struct engine_slot *e = w->ctx;
 	char buf[16384];
+	if (e->dead)
+		return;
 	ssize_t n = read(w->fd, buf, sizeof(buf));
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -169,10 +348,11 @@ static void events_connect(struct engine_slot *e)
 	struct sbx_err err = { 0 };
 	int fd;
 	if (engine_events_start(&e->engine, &e->pid, &fd, &err) < 0) {
-		log_warn("docker events: %s", err.msg);
+		engine_health(&e->engine, false, err.msg);
 		events_schedule_retry(e);
 		return;
 	}
+	e->connected_at = mono_now();
 	e->out.fd = fd;
 	e->out.fn = events_readable;
 	e->out.ctx = e;

@@ -25,5 +25,15 @@ void engines_start(void);
 /* After the I/O thread stopped: ends the streams and frees the slots. */
 void engines_shutdown(void);
 double mono_now(void);
+/* A sandbox (or a reconciliation) starts or stops using e (lock order:
+ * the model's lock may be held; slots_lock is taken inside). */
+void engine_use(const struct engine *e, int delta);
+/* A call on e just worked: an events stream waiting out its backoff
+ * retries now. */
+void engine_answered(const struct engine *e);
+/* Whether e answers, logged once per change. */
+void engine_health(const struct engine *e, bool up, const char *why);
+/* Templates changed: each engine's slot checks whether it is still used. */
+void engines_poke_all(void);
 
 #endif

@@ -27,6 +27,23 @@ static pthread_cond_t task_cond = PTHREAD_COND_INITIALIZER;
 static struct task *task_head, *task_tail;
 static bool task_stopping;
 
+/* Only the I/O thread touches it. */
+static void **later;
+static size_t nlater, caplater;
+
+void ioloop_free_later(void *p)
+{
+	if (nlater == caplater) {
+		size_t cap = caplater ? caplater * 2 : 8;
+		void **v = realloc(later, cap * sizeof(*v));
+		if (!v)
+			return; /* leaked rather than freed too early */
+		later = v;
+		caplater = cap;
+	}
+	later[nlater++] = p;
+}
+
 static void *io_main(void *arg)
 {
 	struct epoll_event evs[64];
@@ -40,11 +57,22 @@ static void *io_main(void *arg)
 			log_error("epoll_wait: %m");
 			return NULL;
 		}
-		for (int i = 0; i < n; i++) {
+		bool stop = false;
+		for (int i = 0; i < n && !stop; i++) {
 			struct io_watch *w = evs[i].data.ptr;
 			if (!w)
-				return NULL; /* stop_fd */
-			w->fn(w, evs[i].events);
+				stop = true; /* stop_fd */
+			else
+				w->fn(w, evs[i].events);
+		}
+		for (size_t i = 0; i < nlater; i++)
+			free(later[i]);
+		nlater = 0;
+		if (stop) {
+			free(later);
+			later = NULL;
+			caplater = 0;
+			return NULL;
 		}
 	}
 }

@@ -18,6 +18,9 @@ void ioloop_stop(void);
 int ioloop_add(struct io_watch *w, uint32_t events);
 int ioloop_mod(struct io_watch *w, uint32_t events);
 void ioloop_del(struct io_watch *w);
+/* For handlers on the I/O thread: frees p once the current batch of events
+ * is handled, since another event of the batch may still point into it. */
+void ioloop_free_later(void *p);
 
 /* Runs fn(ctx) on the task thread, in order.  Returns 0 or -ENOMEM. */
 int task_queue(void (*fn)(void *ctx), void *ctx);

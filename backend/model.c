@@ -319,6 +319,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	}
 	s->container_id = id;
 	s->state = SBX_RUNNING;
+	engine_answered(s->engine);
 	sandbox_changed_locked(s);
 	if (out)
 		*out = s;
@@ -561,9 +562,11 @@ static void reconcile(const struct engine *engine, bool after_outage, double out
 	uint64_t listed_at = generation;
 	sbx_unlock(&model_lock);
 	if (engine_list(engine, &v, &n, &err) < 0) {
-		log_warn("listing this mount's containers: %s", err.msg);
+		engine_health(engine, false, err.msg);
+		log_debug("listing this mount's containers: %s", err.msg);
 		return;
 	}
+	engine_health(engine, true, NULL);
 	sbx_lock(&model_lock);
 	update_known_locked(engine, v, n, listed_at, after_outage, outage_at, &restart);
 	bool *unknown = calloc(n ? n : 1, sizeof(*unknown));
@@ -601,6 +604,7 @@ static void reconcile_task(void *ctx)
 {
 	struct reconcile_req *r = ctx;
 	reconcile(r->engine, r->after_outage, r->outage_at);
+	engine_use(r->engine, -1);
 	free(r);
 }
 
@@ -611,8 +615,11 @@ static void resync(const struct engine *engine, bool after_outage, double outage
 	if (!r)
 		return;
 	*r = (struct reconcile_req){ engine, after_outage, outage_at };
-	if (task_queue(reconcile_task, r) < 0)
+	engine_use(engine, +1);
+	if (task_queue(reconcile_task, r) < 0) {
+		engine_use(engine, -1);
 		free(r);
+	}
 }
 
 /* ---- start and shutdown ---- */
@@ -641,6 +648,11 @@ int model_start(struct sbx_err *err)
 		reconcile(engines[i], false, 0);
 	engines_start();
 	return 0;
+}
+
+void model_engines_changed(void)
+{
+	engines_poke_all();
 }
 
 const struct engine *model_default_engine(void)

@@ -47,6 +47,10 @@ int model_start(struct sbx_err *err);
 void model_shutdown(void);
 const struct model_config *model_config(void);
 const struct engine *model_default_engine(void);
+/* Templates changed: engines no template or sandbox uses are let go. */
+void model_engines_changed(void);
+/* Templates changed: engines no template or sandbox uses are let go. */
+void model_engines_changed(void);
 
 /* ---- sandboxes ---- */
 
@@ -103,6 +107,8 @@ struct setting_undo {
 	char *workdir;
 	long timeout;
 };
+/* ctl save IMAGE: commits the container (cid) without its credentials to a
+ * new image; EPERM/EEXIST/EACCES as docs/interface.md says. */
 int setting_save(struct sandbox *s, enum setting which, struct setting_undo *u);
 void setting_restore(struct sandbox *s, struct setting_undo *u); /* consumes u */
 void setting_undo_free(struct setting_undo *u);

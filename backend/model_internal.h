@@ -131,6 +131,9 @@ void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, siz
 /* We changed s's container (create, ctl start/stop): see changed_gen. */
 void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
 
+/* ---- save.c ---- */
+int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);
+
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */
 struct run *run_new(const struct sandbox *s, unsigned number, const char *container);

@@ -105,9 +105,12 @@ static int utf8_valid(const char *str, size_t len)
 	return 1;
 }
 
-/* Why a variable's value cannot go into an env-file, or NULL. */
-static const char *value_problem(const char *v, size_t len)
+/* Why a variable's value cannot go into an env-file, or NULL.  docker's
+ * env-file reader (bufio.Scanner) fails every run on a line over 64 KiB. */
+static const char *value_problem(size_t klen, const char *v, size_t len)
 {
+	if (klen + 1 + len > SBX_ENV_LINE_MAX)
+		return "is too long: KEY=VALUE must fit in 65535 bytes";
 	if (memchr(v, '\0', len))
 		return "contains a NUL byte";
 	if (memchr(v, '\n', len))
@@ -228,6 +231,14 @@ int kv_list_set(struct kv_list *l, const char *key, const char *value)
 	return kv_set_n(l, key, strlen(key), value, strlen(value));
 }
 
+size_t kv_list_env_bytes(const struct kv_list *l)
+{
+	size_t n = 0;
+	for (size_t i = 0; l && i < l->n; i++)
+		n += strlen(l->keys[i]) + strlen(l->values[i]) + 2;
+	return n;
+}
+
 int kv_list_copy(struct kv_list *dst, const struct kv_list *src)
 {
 	cleanup_kv_list struct kv_list tmp = { 0 };
@@ -342,7 +353,7 @@ static int kv_line(const char *line, size_t len, size_t lineno, struct kv_list *
 	klen = (size_t)(eq - line);
 	if (parse_env_name(line, klen, &sub) < 0)
 		return sbx_err_set(err, EINVAL, "line %zu: %s", lineno, sub.msg);
-	why = value_problem(eq + 1, len - klen - 1);
+	why = value_problem(klen, eq + 1, len - klen - 1);
 	if (why)
 		return sbx_err_set(err, EINVAL, "line %zu: the value of %.*s %s", lineno,
 				   (int)klen, line, why);
@@ -467,7 +478,7 @@ static int json_env(const cJSON *obj, struct kv_list *env, struct sbx_err *err)
 			return sbx_err_set(err, EINVAL, "env: %s", sub.msg);
 		if (!cJSON_IsString(c) || !c->valuestring)
 			return sbx_err_set(err, EINVAL, "env: the value of %s is not a string", k);
-		why = value_problem(c->valuestring, strlen(c->valuestring));
+		why = value_problem(strlen(k), c->valuestring, strlen(c->valuestring));
 		if (why)
 			return sbx_err_set(err, EINVAL, "env: the value of %s %s", k, why);
 		if (kv_list_set(env, k, c->valuestring) < 0)

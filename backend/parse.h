@@ -40,6 +40,14 @@ char *kv_list_text(const struct kv_list *const *lists, size_t nlists, bool value
 /* The value of key, or NULL. */
 const char *kv_list_get(const struct kv_list *l, const char *key);
 
+/* What the engine can carry (docs/interface.md, "Credentials limits"):
+ * docker reads --env-file with a bufio.Scanner, whose lines end at 64 KiB,
+ * and every variable of a run shares one pipe and the exec's environment. */
+#define SBX_ENV_LINE_MAX 65535u          /* one KEY=VALUE */
+#define SBX_ENV_TOTAL_MAX (256u << 10)   /* env and auth together, KEY=VALUE\n each */
+/* Bytes of l as env-file lines. */
+size_t kv_list_env_bytes(const struct kv_list *l);
+
 /* Variable names: [A-Za-z_][A-Za-z0-9_]*, at most 255 chars. */
 int parse_env_name(const char *s, size_t len, struct sbx_err *err);
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engines.h"
 #include "model_internal.h"
 #include "run.h"
 
@@ -17,6 +18,7 @@ struct sandbox *sandbox_new(const char *name, const struct engine *engine)
 	s->workdir = strdup("");
 	sbx_unlock(&model_lock);
 	s->engine = engine;
+	engine_use(engine, +1);
 	s->name = strdup(name);
 	s->image = strdup(cfg->image);
 	if (asprintf(&s->container, "sandboxfs-%s-%s", cfg->engine.instance, name) < 0)
@@ -51,6 +53,7 @@ void sandbox_put_locked(struct sandbox *s)
 {
 	if (!s || --s->refs > 0)
 		return;
+	engine_use(s->engine, -1);
 	for (unsigned i = 0; i < s->nruns; i++)
 		run_put_locked(s->runs[i]);
 	free(s->runs);

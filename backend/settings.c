@@ -21,6 +21,8 @@ static int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool 
 		rc = kv_list_copy(&next, &s->env);
 	for (size_t i = 0; rc == 0 && i < parsed.n; i++)
 		rc = kv_list_set(&next, parsed.keys[i], parsed.values[i]);
+	if (rc == 0 && kv_list_env_bytes(&next) + kv_list_env_bytes(&s->auth) > SBX_ENV_TOTAL_MAX)
+		rc = -E2BIG;
 	if (rc == 0) {
 		kv_list_free(&s->env);
 		s->env = next;
@@ -30,6 +32,9 @@ static int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool 
 	}
 	sbx_unlock(&model_lock);
 	kv_list_free(&parsed);
+	if (rc == -E2BIG)
+		return sbx_err_set(err, EINVAL, "env: env and auth together would exceed %u bytes",
+				   SBX_ENV_TOTAL_MAX);
 	return rc < 0 ? sbx_err_set(err, -rc, "env: out of memory") : 0;
 }
 
@@ -48,6 +53,25 @@ static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool
 	int rc = parse_auth(buf, len, &doc, err);
 	if (rc < 0)
 		return sbx_err_wrap(err, "auth");
+
+	/* Before anything is placed: what the engine could not carry. */
+	sbx_lock(&model_lock);
+	struct kv_list probe = { 0 };
+	rc = replace ? 0 : kv_list_copy(&probe, &s->auth);
+	if (rc == 0)
+		rc = kv_list_merge(&probe, &doc.env);
+	size_t total = kv_list_env_bytes(&probe) + kv_list_env_bytes(&s->env);
+	sbx_unlock(&model_lock);
+	kv_list_free(&probe);
+	if (rc == 0 && total > SBX_ENV_TOTAL_MAX)
+		rc = sbx_err_set(err, EINVAL, "auth: env and auth together would exceed %u bytes",
+				 SBX_ENV_TOTAL_MAX);
+	else if (rc < 0)
+		rc = sbx_err_set(err, ENOMEM, "auth: out of memory");
+	if (rc < 0) {
+		auth_doc_free(&doc);
+		return rc;
+	}
 
 	/* Files first: if one cannot be placed, no variable changes. */
 	if (doc.nfiles > 0) {
@@ -187,7 +211,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		}
 		break;
 	case CTL_SAVE:
-		rc = engine_commit(s->engine, cid, cmd.image, err);
+		rc = sandbox_save(s, cid, cmd.image, err);
 		if (rc == 0)
 			log_info("sandbox %s: saved as %s", s->name, cmd.image);
 		break;

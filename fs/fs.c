@@ -153,6 +153,11 @@ static void sfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		fuse_reply_attr(req, &st, 0);
 }
 
+static struct handle *fh(struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
 /* ---- setattr: only what changes nothing, and truncation to 0 ---- */
 
 static bool same_time(const struct timespec *want, const struct timespec *have)
@@ -179,7 +184,7 @@ static int setattr_check(const struct stat *want, int to_set, const struct stat 
 	return 0;
 }
 
-static int setattr_size(const struct node *n, off_t size, bool has_handle)
+static int setattr_size(const struct node *n, off_t size, struct handle *h)
 {
 	const struct kind_info *ki = kind_info(n->kind);
 	if (n->kind == K_TEMPLATE)
@@ -188,8 +193,12 @@ static int setattr_size(const struct node *n, off_t size, bool has_handle)
 		return EACCES;
 	if (size != 0)
 		return EINVAL;
-	if (has_handle || !ki->ops->truncate)
-		return 0; /* the open's O_TRUNC (or exec's fresh buffer) already did it */
+	if (!ki->ops->truncate)
+		return 0; /* exec: a command is what is written after the open */
+	/* truncate(2) and ftruncate(2) clear at once, like `: > FILE`; what
+	 * this open had written so far is dropped with it. */
+	if (h && h->kind == n->kind && h->sbx == n->sbx)
+		write_buf_clear(&h->w);
 	struct sbx_err err = { 0 };
 	if (ki->ops->truncate(n->sbx, n->kind, &err) < 0) {
 		log_error("%s", err.msg);
@@ -212,10 +221,20 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		e = -tpl_attr(ino, &st);
 	else
 		node_attr(&n, &st);
+	if (!e && n.kind == K_TEMPLATE && !tpl_defined(ino) &&
+	    (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		       FUSE_SET_ATTR_MTIME_NOW))) {
+		/* `touch templates/NEW`: a template exists only once its JSON
+		 * is written and the file closed. */
+		node_release(&n);
+		refuse(req, EINVAL, "templates: a template is defined by writing its JSON, "
+				    "not by touch");
+		return;
+	}
 	if (!e)
 		e = setattr_check(attr, to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_CTIME), &st);
 	if (!e && (to_set & FUSE_SET_ATTR_SIZE))
-		e = setattr_size(&n, attr->st_size, fi != NULL);
+		e = setattr_size(&n, attr->st_size, fi ? fh(fi) : NULL);
 	if (!e && (to_set & FUSE_SET_ATTR_SIZE)) {
 		if (n.kind == K_TEMPLATE)
 			e = -tpl_attr(ino, &st);
@@ -238,7 +257,54 @@ struct dirlist {
 	size_t *ends; /* where each entry ends: the offsets readdir resumes at */
 	size_t nents;
 	int error;    /* an entry could not be added */
+	struct dirlist *prev, *next; /* (open_lock) on the list of open ones */
 };
+
+/* What is open: a session that ends (unmount) while the kernel still holds
+ * directories or files open never sees their release, so fs_cleanup()
+ * frees what is left. */
+static sbx_mutex open_lock = SBX_MUTEX_INIT;
+static struct dirlist *open_dirs SBX_GUARDED_BY(open_lock);
+static struct handle *open_files SBX_GUARDED_BY(open_lock);
+
+static void dir_track(struct dirlist *d, bool add)
+{
+	sbx_lock(&open_lock);
+	if (add) {
+		d->next = open_dirs;
+		if (open_dirs)
+			open_dirs->prev = d;
+		open_dirs = d;
+	} else {
+		if (d->prev)
+			d->prev->next = d->next;
+		else
+			open_dirs = d->next;
+		if (d->next)
+			d->next->prev = d->prev;
+	}
+	sbx_unlock(&open_lock);
+}
+
+void handle_track(struct handle *h, bool add)
+{
+	sbx_lock(&open_lock);
+	if (add) {
+		h->open_next = open_files;
+		if (open_files)
+			open_files->open_prev = h;
+		open_files = h;
+	} else if (h->open_prev || open_files == h) {
+		if (h->open_prev)
+			h->open_prev->open_next = h->open_next;
+		else
+			open_files = h->open_next;
+		if (h->open_next)
+			h->open_next->open_prev = h->open_prev;
+		h->open_prev = h->open_next = NULL;
+	}
+	sbx_unlock(&open_lock);
+}
 
 static void dir_add(fuse_req_t req, struct dirlist *d, const char *name, fuse_ino_t ino,
 		    mode_t mode)
@@ -359,7 +425,11 @@ static void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		return;
 	}
 	fi->fh = (uintptr_t)d;
-	fuse_reply_open(req, fi);
+	dir_track(d, true);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		dir_track(d, false); /* the opener went away */
+		dirlist_free(d);
+	}
 }
 
 static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -384,7 +454,10 @@ static void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void sfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	dirlist_free((struct dirlist *)(uintptr_t)fi->fh);
+	struct dirlist *d = (struct dirlist *)(uintptr_t)fi->fh;
+	if (d)
+		dir_track(d, false);
+	dirlist_free(d);
 	fuse_reply_err(req, 0);
 }
 
@@ -431,6 +504,7 @@ void handle_free(struct handle *h)
 {
 	if (!h)
 		return;
+	handle_track(h, false);
 	if (h->ops && h->ops->release)
 		h->ops->release(h);
 	if (h->run)
@@ -506,13 +580,9 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
 	fi->nonseekable = h->nonseekable;
+	handle_track(h, true);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_free(h); /* the opener went away */
-}
-
-static struct handle *fh(struct fuse_file_info *fi)
-{
-	return (struct handle *)(uintptr_t)fi->fh;
 }
 
 static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -643,6 +713,25 @@ static const struct fuse_lowlevel_ops ops = {
 	.rename = sfs_rename,
 	.statfs = sfs_statfs,
 };
+
+void fs_cleanup(void)
+{
+	stream_cleanup();
+	for (;;) {
+		sbx_lock(&open_lock);
+		struct dirlist *d = open_dirs;
+		struct handle *h = open_files;
+		sbx_unlock(&open_lock);
+		if (d) {
+			dir_track(d, false);
+			dirlist_free(d);
+		} else if (h) {
+			handle_free(h);
+		} else {
+			break;
+		}
+	}
+}
 
 const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
 {

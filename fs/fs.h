@@ -11,6 +11,8 @@ struct fs_options {
 };
 
 const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o);
+/* After the session ended: frees what the kernel never released. */
+void fs_cleanup(void);
 extern const struct model_callbacks fs_model_callbacks;
 
 #endif

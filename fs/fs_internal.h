@@ -16,11 +16,18 @@ void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off
 
 extern struct fs_options opts;
 
+/* Keeps h on (add) or off the list of open handles freed at unmount. */
+void handle_track(struct handle *h, bool add);
+
 /* stream.c: the model's callback. */
 void stream_run_changed(struct run *r);
+/* After the session ended (and the model stopped): frees parked requests. */
+void stream_cleanup(void);
 
 /* templates.c: .sandboxfs/templates/ */
 void tpl_lookup(fuse_req_t req, const char *name);
+/* Whether a template inode is a defined template (not one being created). */
+bool tpl_defined(fuse_ino_t ino);
 /* Attributes of a template inode; -ENOENT when there is no such template
  * (and no open creating it). */
 int tpl_attr(fuse_ino_t ino, struct stat *st);

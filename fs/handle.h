@@ -51,6 +51,8 @@ struct handle {
 	struct cmd_spool cmd;    /* the command written so far */
 	int poison_errno;        /* a write failed with it: the close runs nothing */
 
+	struct handle *open_prev, *open_next; /* fs.c: the handles still open */
+
 	/* .sandboxfs/templates/NAME (templates.c). */
 	char *tpl_name;
 	uint32_t tpl_id;

@@ -24,6 +24,7 @@
 
 struct cli_options {
 	char *image, *docker, *state, *config, *max_output, *workspace_roots;
+	int shared; /* allow_other or allow_root was asked for: refused */
 };
 
 #define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
@@ -34,6 +35,9 @@ static const struct fuse_opt cli_spec[] = {
 	OPT("config=%s", config), OPT("--config=%s", config),
 	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
 	OPT("workspace_roots=%s", workspace_roots), OPT("--workspace_roots=%s", workspace_roots),
+	/* Consumed here so that libfuse never sees them (docs/security.md). */
+	{ "allow_other", offsetof(struct cli_options, shared), 1 },
+	{ "allow_root", offsetof(struct cli_options, shared), 1 },
 	FUSE_OPT_END
 };
 
@@ -257,6 +261,7 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	ret = cmd->singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
 	fuse_loop_cfg_destroy(lc);
 	model_shutdown();
+	fs_cleanup();
 	templates_shutdown();
 	workspace_shutdown();
 	log_info("unmounted %s", mountpoint);
@@ -289,6 +294,12 @@ int main(int argc, char *argv[])
 	} else if (cmd.show_version) {
 		cleanup_free char *cli = find_cli(o.docker ? o.docker : "docker");
 		ret = cli_print_version(cli) < 0 ? 1 : 0;
+	} else if (o.shared) {
+		/* Other users would run commands as root in our sandboxes. */
+		fprintf(stderr, "sandboxfs: allow_other and allow_root are refused: every "
+				"local user could run commands in the sandboxes and read their "
+				"output (see docs/security.md)\n");
+		ret = 1;
 	} else if (!cmd.mountpoint) {
 		fprintf(stderr, "sandboxfs: no mountpoint given (see --help)\n");
 	} else {

@@ -349,3 +349,17 @@ void stream_run_changed(struct run *r)
 		nnotify = 0;
 	} while (more);
 }
+
+void stream_cleanup(void)
+{
+	sbx_lock(&stream_lock);
+	struct waiter *w = parked;
+	parked = NULL;
+	sbx_unlock(&stream_lock);
+	while (w) {
+		struct waiter *next = w->next;
+		fuse_reply_err(w->req, ENOTCONN); /* frees the request */
+		free(w);
+		w = next;
+	}
+}

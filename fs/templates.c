@@ -9,6 +9,7 @@
 
 #include "fs_internal.h"
 #include "log.h"
+#include "model.h"
 #include "template.h"
 
 #define TEMPLATE_MODE (S_IFREG | 0644)
@@ -75,6 +76,12 @@ int tpl_attr(fuse_ino_t ino, struct stat *st)
 	else if (!is_pending(id))
 		return -ENOENT;
 	return 0;
+}
+
+bool tpl_defined(fuse_ino_t ino)
+{
+	size_t len;
+	return template_text_len((uint32_t)(ino - TEMPLATE_INO_BASE), &len) == 0;
 }
 
 static void reply_template_entry(fuse_req_t req, uint32_t id, struct fuse_file_info *fi)
@@ -148,6 +155,7 @@ void tpl_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
+	handle_track(h, true);
 	/* Nothing is defined until the close: a bad template leaves no trace. */
 	reply_template_entry(req, id, fi);
 }
@@ -223,6 +231,7 @@ static void template_flush(fuse_req_t req, struct handle *h)
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	model_engines_changed(); /* a replaced template may have let an engine go */
 	fuse_reply_err(req, 0);
 }
 
@@ -244,5 +253,7 @@ void tpl_unlink(fuse_req_t req, const char *name)
 	int rc = template_delete(name, &err);
 	if (rc < 0)
 		log_error("%s", err.msg);
+	else
+		model_engines_changed();
 	fuse_reply_err(req, rc < 0 ? -rc : 0);
 }

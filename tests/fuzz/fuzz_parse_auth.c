@@ -76,8 +76,12 @@ static int path_ok(const char *p)
 
 static void check_doc(const struct auth_doc *d)
 {
-	for (size_t i = 0; i < d->env.n; i++)
+	for (size_t i = 0; i < d->env.n; i++) {
 		fuzz_assert(parse_env_name(d->env.keys[i], strlen(d->env.keys[i]), NULL) == 0);
+		/* What docker's env-file reader takes: one line of at most 64 KiB. */
+		fuzz_assert(strlen(d->env.keys[i]) + 1 + strlen(d->env.values[i]) <=
+			    SBX_ENV_LINE_MAX);
+	}
 	for (size_t i = 0; i < d->nfiles; i++) {
 		const char *p = d->files[i].path;
 

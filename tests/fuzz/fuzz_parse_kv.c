@@ -55,6 +55,7 @@ static void check_list(const struct kv_list *l)
 
 		fuzz_assert(parse_env_name(l->keys[i], strlen(l->keys[i]), NULL) == 0);
 		fuzz_assert(!strchr(v, '\n') && !strchr(v, '\r'));
+		fuzz_assert(strlen(l->keys[i]) + 1 + strlen(v) <= SBX_ENV_LINE_MAX);
 		for (size_t j = 0; j < i; j++)
 			fuzz_assert(strcmp(l->keys[i], l->keys[j]) != 0);
 	}

@@ -161,6 +161,50 @@ static void test_kv_lines_bad(void)
 	kv_list_free(&l);
 }
 
+/* docker's env-file reader takes lines of at most 65535 bytes. */
+static void test_kv_line_limit(void)
+{
+	struct kv_list l = { 0 };
+	struct sbx_err e = { 0 };
+	char *buf = malloc(SBX_ENV_LINE_MAX + 2);
+	size_t n = 100000;
+	char *big = malloc(n + 64);
+	char json[128];
+
+	if (!buf || !big) {
+		ok(0, "out of memory");
+		free(buf);
+		free(big);
+		return;
+	}
+
+	memcpy(buf, "BIG=", 4);
+	memset(buf + 4, 's', SBX_ENV_LINE_MAX - 4);
+	buf[SBX_ENV_LINE_MAX] = '\n';
+	is_int(parse_kv_lines(buf, SBX_ENV_LINE_MAX + 1, &l, &e), 0, "a 65535-byte line");
+	is_int((int)strlen(kv_list_get(&l, "BIG")), (int)SBX_ENV_LINE_MAX - 4, "  whole value");
+	is_int((int)kv_list_env_bytes(&l), (int)SBX_ENV_LINE_MAX + 1, "  env bytes");
+	buf[SBX_ENV_LINE_MAX] = 's';
+	buf[SBX_ENV_LINE_MAX + 1] = '\n';
+	is_int(parse_kv_lines(buf, SBX_ENV_LINE_MAX + 2, &l, &e), -EINVAL, "a 65536-byte line");
+	is_str(e.msg, "line 1: the value of BIG is too long: KEY=VALUE must fit in 65535 bytes",
+	       "  the reason");
+	ok(msg_clean(&e, "sss"), "  message has no value");
+	kv_list_free(&l);
+
+	struct auth_doc d = { 0 };
+	int off = snprintf(json, sizeof(json), "{\"env\": {\"BIG\": \"");
+	memcpy(big, json, (size_t)off);
+	memset(big + off, 's', n);
+	memcpy(big + off + n, "\"}}", 3);
+	is_int(parse_auth(big, (size_t)off + n + 3, &d, &e), -EINVAL, "JSON: 100000-byte value");
+	is_str(e.msg, "env: the value of BIG is too long: KEY=VALUE must fit in 65535 bytes",
+	       "  the reason");
+	auth_doc_free(&d);
+	free(big);
+	free(buf);
+}
+
 static void test_auth_lines(void)
 {
 	struct auth_doc d = { 0 };
@@ -469,6 +513,7 @@ int main(void)
 	test_env_name();
 	test_kv_lines();
 	test_kv_lines_bad();
+	test_kv_line_limit();
 	test_auth_lines();
 	test_auth_json();
 	test_auth_json_bad();
