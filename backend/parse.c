@@ -136,6 +136,27 @@ int parse_sandbox_name(const char *name, struct sbx_err *err)
 			   "and be at most 63 bytes");
 }
 
+/* ---- sizes ---- */
+
+int parse_size_suffix(const char *s, long long max, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long n = strtoll(s, &end, 10);
+	long long mult = 1;
+	switch (*end) {
+	case 'k': case 'K': mult = 1LL << 10; end++; break;
+	case 'm': case 'M': mult = 1LL << 20; end++; break;
+	case 'g': case 'G': mult = 1LL << 30; end++; break;
+	case 'b': case 'B': end++; break;
+	default: break;
+	}
+	if (errno || end == s || !is_digit(s[0]) || *end || n < 0 || n > max / mult)
+		return -EINVAL;
+	*out = n * mult;
+	return 0;
+}
+
 /* ---- kv_list ---- */
 
 void secret_free(char *s)

@@ -48,6 +48,10 @@ const char *kv_list_get(const struct kv_list *l, const char *key);
 /* Bytes of l as env-file lines. */
 size_t kv_list_env_bytes(const struct kv_list *l);
 
+/* Bytes as digits with an optional k/m/g (or b) suffix, either case, at
+ * most max: 0, or -EINVAL. */
+int parse_size_suffix(const char *s, long long max, long long *out);
+
 /* Variable names: [A-Za-z_][A-Za-z0-9_]*, at most 255 chars. */
 int parse_env_name(const char *s, size_t len, struct sbx_err *err);
 

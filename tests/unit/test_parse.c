@@ -506,8 +506,29 @@ static void test_workdir(void)
 	is_str(e.msg, "workdir is longer than 4095 bytes", "  message");
 }
 
+static void test_size_suffix(void)
+{
+	static const struct {
+		const char *in;
+		long long want;
+	} good[] = { { "0", 0 }, { "512", 512 }, { "1k", 1024 }, { "2K", 2048 }, { "3m", 3 << 20 },
+		     { "4G", 4LL << 30 }, { "8g", 8LL << 30 }, { "100b", 100 } };
+	static const char *const bad[] = { "", "k", "-1", "1x", "1kb", " 1", "1 ", "+1",
+					   "99999999999999999999", "8192g" };
+	long long v;
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(good); i++) {
+		v = -1;
+		is_int(parse_size_suffix(good[i].in, 1LL << 40, &v), 0, "size '%s'", good[i].in);
+		ok(v == good[i].want, "  is %lld", good[i].want);
+	}
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++)
+		is_int(parse_size_suffix(bad[i], 1LL << 40, &v), -EINVAL, "size '%s' is refused",
+		       bad[i]);
+}
+
 int main(void)
 {
+	test_size_suffix();
 	test_sandbox_name();
 	test_kv_list();
 	test_env_name();
