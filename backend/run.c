@@ -54,22 +54,6 @@ struct run_io {
  * them without the lock and takes it to publish a change.  The analysis
  * cannot see that ownership, hence SBX_NO_TSA on these few functions. */
 
-static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
-{
-	while (len > 0) {
-		ssize_t n = pwrite(fd, buf, len, off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
 static void grew_locked(struct run *r, enum stream st, off_t n) SBX_REQUIRES(model_lock)
 {
 	r->size[STREAM_OUTPUT] += n;

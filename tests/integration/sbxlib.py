@@ -98,6 +98,24 @@ def write(path, data, mode="w", chunk=None):
     os.close(fd)
 
 
+def fill(path, chunk=1 << 16):
+    """Write zeros to path until its file system is full."""
+    buf = b"\0" * chunk
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, buf)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if len(buf) == 1:
+                    break
+                buf = buf[:len(buf) // 2]
+    finally:
+        os.close(fd)
+
+
 def errno_of(fn, *args, **kwargs):
     """Call fn; return the errno of the OSError it raised, or None."""
     try:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sbxlib import (LOG_LINE, RFC3339_MS, assert_errno, bounded_call, cat, docker, errname, errno_of,
+from sbxlib import (LOG_LINE, RFC3339_MS, assert_errno, bounded_call, cat, docker, errname, errno_of, fill,
                     inspect, proc_cmdlines, unique_name, wait_for, write)
 
 
@@ -294,24 +294,6 @@ def test_engine_outage_fails_fast_and_recovers(make_dockerd, make_mount):
 
 
 # ------------------------------------------------------------------ resource faults
-
-def fill(path, chunk=1 << 16):
-    """Write zeros to path until the file system is full."""
-    buf = b"\0" * chunk
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        while True:
-            try:
-                os.write(fd, buf)
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                if len(buf) == 1:
-                    break
-                buf = buf[:len(buf) // 2]
-    finally:
-        os.close(fd)
-
 
 @pytest.mark.timeout_s(90)
 def test_full_state_dir_exec_is_enospc_then_recovers(make_tmpfs, make_mount):
