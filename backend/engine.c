@@ -371,6 +371,9 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 		ARGS(&a, "--user", spec->user);
 	if (spec->read_only)
 		ARGS(&a, "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777");
+	/* --tmpfs, not --mount type=tmpfs: only this form may be exec. */
+	if (spec->agent_tmpfs)
+		ARGS(&a, "--tmpfs", "/.sandboxfs:exec,mode=0700,size=64m");
 	for (size_t i = 0; i < spec->ncap_add; i++)
 		ARGS(&a, "--cap-add", spec->cap_add[i]);
 	for (size_t i = 0; i < spec->nworkspaces; i++) {

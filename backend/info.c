@@ -2,6 +2,7 @@
  * names credentials but never carries a value, nor any command output. */
 #include <string.h>
 
+#include "agent_channel.h"
 #include "json.h"
 #include "model_internal.h"
 
@@ -100,6 +101,15 @@ char *sandbox_info_json(struct sandbox *s)
 	cJSON *files = cJSON_AddArrayToObject(auth, "files");
 	for (size_t i = 0; i < s->nauth_files; i++)
 		cJSON_AddItemToArray(files, cJSON_CreateString(s->auth_files[i]));
+
+	/* How runs reach the sandbox: its agent, or one docker exec each. */
+	char why[240] = "no agent";
+	const char *transport = "exec";
+	if (s->chan)
+		agent_channel_describe(s->chan, why, sizeof(why), &transport);
+	cJSON_AddStringToObject(root, "transport", transport);
+	if (strcmp(transport, "agent") != 0)
+		cJSON_AddStringToObject(root, "transport_reason", why);
 
 	const char *error = latest_error_locked(s);
 	if (error)

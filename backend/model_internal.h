@@ -59,6 +59,7 @@ struct run {
 	bool truncated SBX_GUARDED_BY(model_lock); /* output past max_output or a full disk */
 
 	struct run_io *io SBX_GUARDED_BY(model_lock); /* live part, owned by the I/O thread */
+	struct agent_channel *chan SBX_GUARDED_BY(model_lock); /* live through the agent */
 };
 
 enum sandbox_state {
@@ -100,6 +101,7 @@ struct sandbox {
 	struct timespec last_error_at SBX_GUARDED_BY(model_lock);
 	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
 	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
+	struct agent_channel *chan SBX_GUARDED_BY(model_lock); /* the agent inside, or NULL */
 };
 
 /* ---- model_base.c ---- */
@@ -115,6 +117,8 @@ char *sandbox_container_dup(struct sandbox *s) SBX_EXCLUDES(model_lock);
 /* Marks its live runs killed (rmdir) or lost with the container. */
 void sandbox_mark_runs_locked(struct sandbox *s, bool killed) SBX_REQUIRES(model_lock);
 bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
+/* Gives a running sandbox its agent channel and starts it (asynchronously). */
+void sandbox_agent_start(struct sandbox *s) SBX_EXCLUDES(model_lock);
 
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */

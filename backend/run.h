@@ -13,6 +13,8 @@ struct run_launch {
 	long timeout;         /* seconds, 0 = none */
 	const char *const *secrets; /* values to mask in its output */
 	size_t nsecrets;
+	struct agent_channel *chan; /* the sandbox's agent, or NULL: docker exec */
+	bool stdin_open;            /* stdin stays open for runs/N/stdin (agent only) */
 };
 
 /* Spools and spawns r (already numbered and listed in its sandbox).  On
@@ -21,5 +23,21 @@ int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
 	SBX_EXCLUDES(model_lock);
 /* Ends a run that could not start: `lost`, with err as its reason. */
 void run_fail_start(struct run *r, const struct sbx_err *err) SBX_EXCLUDES(model_lock);
+
+/* ---- hooks for the agent transport (backend/agent_channel.c) ----
+ * Called with no lock held, by the I/O thread (which owns a live run's
+ * spool) except attach/detach (the launching thread). */
+struct agent_channel;
+/* r now runs through c: r keeps a reference of c, and c one of r. */
+void run_hook_attach(struct run *r, struct agent_channel *c) SBX_EXCLUDES(model_lock);
+void run_hook_detach(struct run *r) SBX_EXCLUDES(model_lock);
+void run_hook_live(struct run *r, long pgid) SBX_EXCLUDES(model_lock);
+void run_hook_changed(struct run *r) SBX_EXCLUDES(model_lock);
+/* Spools masked bytes, honouring max_output and a full disk. */
+void run_hook_emit(struct run *r, enum stream st, const char *buf, size_t len, int *spool_errno);
+/* The command ended with code (128+signal when signalled). */
+void run_hook_exited(struct run *r, int code, bool timed_out) SBX_EXCLUDES(model_lock);
+/* The run never started (start_errno) or its channel failed. */
+void run_hook_lost(struct run *r, int start_errno, const char *reason) SBX_EXCLUDES(model_lock);
 
 #endif

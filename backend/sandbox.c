@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent_channel.h"
 #include "model_internal.h"
 #include "run.h"
 
@@ -69,6 +70,10 @@ void sandbox_put_locked(struct sandbox *s)
 	free(s->effective);
 	free(s->workdir);
 	free(s->last_error);
+	if (s->chan) {
+		agent_channel_stop(s->chan); /* a kill, no wait: fine under the lock */
+		agent_channel_put(s->chan);
+	}
 	free(s);
 }
 
@@ -162,6 +167,7 @@ struct exec_snapshot {
 	const char **secrets; /* point into copies held by `copies` */
 	size_t nsecrets;
 	struct kv_list copies;
+	struct agent_channel *chan;
 };
 
 static void exec_snapshot_free(struct exec_snapshot *x)
@@ -170,6 +176,8 @@ static void exec_snapshot_free(struct exec_snapshot *x)
 	free(x->workdir);
 	free(x->secrets);
 	kv_list_free(&x->copies);
+	if (x->chan)
+		agent_channel_put(x->chan);
 }
 
 static int exec_snapshot_take_locked(struct sandbox *s, struct exec_snapshot *x)
@@ -179,6 +187,9 @@ static int exec_snapshot_take_locked(struct sandbox *s, struct exec_snapshot *x)
 	x->env = kv_list_text(lists, 2, true, &x->env_len);
 	x->workdir = strdup(s->workdir);
 	x->timeout = s->timeout;
+	x->chan = s->chan;
+	if (x->chan)
+		agent_channel_ref(x->chan);
 	int rc = x->env && x->workdir ? 0 : -ENOMEM;
 	if (rc == 0)
 		rc = kv_list_merge(&x->copies, &s->auth);
@@ -244,7 +255,7 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 	struct run_launch l = {
 		.cmd = cmd, .cmd_len = len, .env = x.env, .env_len = x.env_len,
 		.workdir = x.workdir, .timeout = x.timeout,
-		.secrets = x.secrets, .nsecrets = x.nsecrets,
+		.secrets = x.secrets, .nsecrets = x.nsecrets, .chan = x.chan,
 	};
 	rc = run_launch(r, &l, err);
 	exec_snapshot_free(&x);
@@ -255,4 +266,25 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 		sbx_unlock(&model_lock);
 	}
 	return rc;
+}
+
+/* ---- the agent inside ---- */
+
+void sandbox_agent_start(struct sandbox *s)
+{
+	cleanup_free char *cid = sandbox_container_dup(s);
+	struct agent_channel *c = cid ? agent_channel_new(s->engine, cid, s->name) : NULL;
+	if (!c)
+		return; /* runs take docker exec; info says why */
+	sbx_lock(&model_lock);
+	struct agent_channel *old = s->chan;
+	s->chan = c;
+	agent_channel_ref(c);
+	sbx_unlock(&model_lock);
+	if (old) {
+		agent_channel_stop(old);
+		agent_channel_put(old);
+	}
+	agent_channel_start(c);
+	agent_channel_put(c);
 }

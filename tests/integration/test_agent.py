@@ -1,0 +1,144 @@
+"""The agent inside every sandbox (issue 11): runs over one channel per
+sandbox, byte-exact output, status lines as with docker exec, secrets only in
+the run's environment, kill and timeout as frames, info's transport, the
+fallback to docker exec, a hostile agent. docs/agent-protocol.md."""
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from sbxlib import cat, docker, read, wait_for
+
+AGENT_TIMEOUT = 20
+
+
+def agent_up(sbx, timeout=AGENT_TIMEOUT):
+    wait_for(lambda: sbx.info().get("transport") == "agent", timeout,
+             what=f"transport agent in {sbx.name}'s info")
+
+
+@pytest.fixture
+def asbx(mount):
+    s = mount.sandbox()
+    agent_up(s)
+    return s
+
+
+def test_info_shows_agent_transport(asbx):
+    info = asbx.info()
+    assert info["transport"] == "agent"
+    assert "transport_reason" not in info
+
+
+def test_output_status_and_streams_are_exact(asbx):
+    assert asbx.run("echo out; echo err >&2; printf 'no newline'; exit 3\n") == b"exited 3\n"
+    assert asbx.read("runs", "1", "stdout") == b"out\nno newline"
+    assert asbx.read("runs", "1", "stderr") == b"err\n"
+    assert asbx.read("runs", "1", "output") in (b"out\nerr\nno newline", b"err\nout\nno newline")
+    # Binary bytes, every value, byte-exact.
+    assert asbx.run("i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; "
+                    "i=$((i+1)); done\n") == b"exited 0\n"
+    assert asbx.read("runs", "2", "output") == bytes(range(256))
+
+
+def test_large_output_is_byte_exact(asbx):
+    assert asbx.run("head -c 20000000 /dev/zero | tr '\\0' x\n", timeout=60) == b"exited 0\n"
+    st = os.stat(asbx.p("runs", "1", "output"))
+    assert st.st_size == 20000000
+    with open(asbx.p("runs", "1", "output"), "rb") as f:
+        assert f.read() == b"x" * 20000000
+
+
+def test_signal_status_and_workdir_and_env(asbx):
+    asbx.write("workdir", "/tmp\n")
+    asbx.write("env", "GREETING=hello world\n")
+    assert asbx.run("pwd; echo \"$GREETING\"\n") == b"exited 0\n"
+    assert asbx.read("runs", "1", "output") == b"/tmp\nhello world\n"
+    assert asbx.run("kill -9 $$\n") == b"exited 137\n"
+    asbx.write("workdir", "/nonexistent\n")
+    assert asbx.run("pwd\n") == b"lost\n"
+    assert "did not start" in asbx.info()["latest"]["reason"]
+
+
+def test_secrets_only_in_the_runs_environment(asbx):
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    asbx.write("auth", f"TOKEN={secret}\n")
+    assert asbx.run("sleep 30 & echo started\n") is not None
+    asbx.exec("sleep 30\n")
+    wait_for(lambda: asbx.status() == b"running\n", 10)
+    c = asbx.container
+    # The agent's own environ and cmdline, and its tmpfs: no secret.
+    pids = docker("exec", c, "sh", "-c",
+                  "for p in /proc/[0-9]*; do "
+                  "if tr '\\0' ' ' < $p/cmdline | grep -q '^/.sandboxfs/agent serve'; then "
+                  "echo ${p#/proc/}; fi; done").stdout.split()
+    assert pids, "the serving agent runs"
+    for pid in pids:
+        env = docker("exec", c, "cat", f"/proc/{pid}/environ").stdout
+        cmd = docker("exec", c, "cat", f"/proc/{pid}/cmdline").stdout
+        assert secret.encode() not in env + cmd
+    found = docker("exec", c, "sh", "-c", f"grep -rl {secret} /.sandboxfs || true").stdout
+    assert found.strip() == b""
+    # The run has it (masked in output).
+    assert asbx.run("echo $TOKEN\n") == b"exited 0\n"
+    assert secret.encode() not in asbx.output()
+    assert asbx.write("ctl", "kill\n") is None or True
+
+
+def test_kill_reaches_the_group_and_leaves_nothing(asbx):
+    asbx.exec("sleep 1000 & sleep 1001; echo never\n")
+    wait_for(lambda: any("1001" in " ".join(a) for _, a in asbx.ps()), 10)
+    t = time.monotonic()
+    asbx.write("ctl", "kill\n")
+    assert cat(asbx.p("wait"), timeout=10) == b"killed\n"
+    took = time.monotonic() - t
+    assert took < 2, took
+    wait_for(lambda: not any("sleep" in " ".join(a) for _, a in asbx.ps()), 5,
+             what="no sleep left in ps")
+
+
+def test_timeout_through_the_agent(asbx):
+    asbx.write("timeout", "1\n")
+    t = time.monotonic()
+    assert asbx.run("sleep 30\n") == b"timeout\n"
+    assert time.monotonic() - t < 5
+
+
+def test_fallback_when_the_image_has_no_shell(mount, tmp_path):
+    """An image of one static binary and no /bin/sh: the agent cannot start,
+    info says exec and why, the sandbox still works."""
+    busybox = "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.skip("needs busybox-static on the host")
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    import shutil
+    shutil.copy(busybox, root / "bin" / "busybox")
+    tar = tmp_path / "img.tar"
+    subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
+    tag = "sandboxfs-test/noshell:" + os.urandom(4).hex()
+    with open(tar, "rb") as f:
+        subprocess.run(["docker", "import", "-c", 'CMD ["/bin/busybox", "sleep", "100000"]',
+                        "-", tag], stdin=f, check=True, capture_output=True, timeout=60)
+    try:
+        name = "noshell" + os.urandom(3).hex()
+        tpl = f'{{"image": "{tag}"}}\n'
+        with open(mount.p(".sandboxfs", "templates", name), "w") as f:
+            f.write(tpl)
+        os.mkdir(mount.p(name))
+        s = mount.sandbox(name) if hasattr(mount, "sandbox") else None
+        info_path = mount.p(name, "info")
+        wait_for(lambda: "could not start" in json.loads(read(info_path)).get(
+            "transport_reason", ""), AGENT_TIMEOUT, what="transport_reason")
+        info = json.loads(read(info_path))
+        assert info["transport"] == "exec"
+        assert info["state"] == "running"
+        os.rmdir(mount.p(name))
+        os.unlink(mount.p(".sandboxfs", "templates", name))
+        del s
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
