@@ -59,10 +59,11 @@ int transport_install(const struct engine *e, const char *container, struct sbx_
 		rc = sbx_err_set(err, ETIMEDOUT, "agent install: no answer within %d ms",
 				 e->timeout_ms);
 	else if (res.status != 0) {
+		/* docker prints an OCI runtime's complaint on stdout. */
+		const char *t = res.errtext && res.errtext[0] ? res.errtext : res.out ? res.out : "";
 		char line[200];
-		size_t k = res.errtext ? strcspn(res.errtext, "\n") : 0;
-		snprintf(line, sizeof(line), "%.*s", (int)(k > 190 ? 190 : k),
-			 res.errtext ? res.errtext : "");
+		size_t k = strcspn(t, "\n");
+		snprintf(line, sizeof(line), "%.*s", (int)(k > 190 ? 190 : k), t);
 		rc = sbx_err_set(err, ENOEXEC, "agent install: exit %d: %s", res.status,
 				 line[0] ? line : "no message");
 	}
