@@ -385,7 +385,10 @@ static int frame(struct agent_channel *c, const struct agent_frame *f, char *why
 		char reason[600];
 		snprintf(reason, sizeof(reason), "the run did not start: %.*s", (int)n, msg);
 		printable(reason);
-		run_hook_lost(a->run, (int)e, reason);
+		/* The agent's errno is its word only: a run that cannot start
+		 * fails close with EIO, as docs/interface.md says. */
+		(void)e;
+		run_hook_lost(a->run, EIO, reason);
 		agent_run_free(a);
 		return 0;
 	}

@@ -3,6 +3,7 @@ sandbox, byte-exact output, status lines as with docker exec, secrets only in
 the run's environment, kill and timeout as frames, info's transport, the
 fallback to docker exec, a hostile agent. docs/agent-protocol.md."""
 
+import errno
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from sbxlib import cat, docker, read, wait_for
+from sbxlib import cat, docker, errno_of, read, wait_for
 
 AGENT_TIMEOUT = 20
 
@@ -67,7 +68,9 @@ def test_signal_status_and_workdir_and_env(asbx):
     assert asbx.read("runs", "1", "output") == b"/tmp\nhello world\n"
     assert st(asbx, "kill -9 $$\n") == b"exited 137\n"
     asbx.write("workdir", "/nonexistent\n")
-    assert st(asbx, "pwd\n") == b"lost\n"
+    # A run that cannot start: close of exec fails EIO, status lost.
+    assert errno_of(asbx.exec, "pwd\n") == errno.EIO
+    assert asbx.status() == b"lost\n"
     assert "did not start" in asbx.info()["latest"]["reason"]
 
 
