@@ -59,6 +59,8 @@ struct agent_channel {
 	pid_t pid SBX_GUARDED_BY(lock);
 
 	/* The I/O thread's. */
+	bool fuzz;                 /* the fuzzer's: every id is fuzz_run, no hooks */
+	struct agent_run fuzz_run;
 	struct io_watch rd, wr, pidw;
 	uint8_t *inq;
 	size_t inq_len, inq_cap;
@@ -317,10 +319,11 @@ static void printable(char *s)
 static int frame(struct agent_channel *c, const struct agent_frame *f, char *why, size_t wlen)
 {
 	sbx_lock(&c->lock);
-	struct agent_run *a = find_locked(c, f->id);
-	if (a && (f->type == AG_EXIT || f->type == AG_FAIL))
+	struct agent_run *a = c->fuzz ? &c->fuzz_run : find_locked(c, f->id);
+	if (a && !c->fuzz && (f->type == AG_EXIT || f->type == AG_FAIL))
 		unlink_locked(c, a); /* ending: nothing else reaches it */
 	sbx_unlock(&c->lock);
+	bool hooks = !c->fuzz;
 
 	if (f->type == AG_PONG)
 		return 0;
@@ -333,7 +336,8 @@ static int frame(struct agent_channel *c, const struct agent_frame *f, char *why
 		uint32_t pid;
 		if (agent_decode_u32(f, &pid) < 0 || pid <= 1 || pid > (1u << 22))
 			break;
-		run_hook_live(a->run, (long)pid);
+		if (hooks)
+			run_hook_live(a->run, (long)pid);
 		return 0;
 	}
 	case AG_DATA: {
@@ -352,19 +356,24 @@ static int frame(struct agent_channel *c, const struct agent_frame *f, char *why
 			return 0;
 		enum stream st = s ? STREAM_STDERR : STREAM_STDOUT;
 		void *ctx[2] = { a, &st };
-		mask_push(&a->mask[s], (const char *)d.bytes + skip, d.len - skip, emit, ctx);
+		if (hooks)
+			mask_push(&a->mask[s], (const char *)d.bytes + skip, d.len - skip, emit, ctx);
 		a->got[s] += d.len - skip;
 		a->dirty = true;
-		run_hook_changed(a->run);
+		if (hooks)
+			run_hook_changed(a->run);
 		return 0;
 	}
 	case AG_EXIT: {
 		struct agent_exit e;
 		if (agent_decode_exit(f, &e) < 0 || e.out != a->got[0] || e.err != a->got[1]) {
 			snprintf(why, wlen, "run %u: malformed exit", f->id);
-			agent_run_free(a);
+			if (hooks)
+				agent_run_free(a);
 			return -EPROTO;
 		}
+		if (!hooks)
+			return 0;
 		flush_masks(a);
 		run_hook_exited(a->run, e.signaled ? 128 + e.code : e.code, e.timed_out);
 		sbx_lock(&c->lock);
@@ -379,12 +388,15 @@ static int frame(struct agent_channel *c, const struct agent_frame *f, char *why
 		uint32_t n;
 		if (agent_decode_fail(f, &e, &msg, &n) < 0) {
 			snprintf(why, wlen, "run %u: malformed failure", f->id);
-			agent_run_free(a);
+			if (hooks)
+				agent_run_free(a);
 			return -EPROTO;
 		}
 		char reason[600];
 		snprintf(reason, sizeof(reason), "the run did not start: %.*s", (int)n, msg);
 		printable(reason);
+		if (!hooks)
+			return 0;
 		/* The agent's errno is its word only: a run that cannot start
 		 * fails close with EIO, as docs/interface.md says. */
 		(void)e;
@@ -728,6 +740,7 @@ int agent_channel_fuzz(const unsigned char *buf, size_t len)
 		return 0;
 	char why[160];
 	int rc = 0;
+	c->fuzz = true;
 	c->inq = malloc(len ? len : 1);
 	if (c->inq) {
 		memcpy(c->inq, buf, len);

@@ -158,3 +158,66 @@ def test_fallback_when_the_image_has_no_shell(mount, tmp_path):
         os.unlink(mount.p(".sandboxfs", "templates", name))
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
+
+
+# ------------------------------------------------------------------ a hostile agent
+
+RELAY_PID = ("for p in /proc/[0-9]*; do "
+             "if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^/.sandboxfs/agent connect'; "
+             "then echo ${p#/proc/}; fi; done")
+AGENT_PID = RELAY_PID.replace("agent connect", "agent serve")
+
+
+def counting(n):
+    return f"i=1; while [ $i -le {n} ]; do echo $i; i=$((i+1)); sleep 0.1; done\n"
+
+
+def expected(n):
+    return b"".join(b"%d\n" % i for i in range(1, n + 1))
+
+
+def test_sandbox_kills_its_agent_mid_run(mount):
+    a, b = mount.sandbox(), mount.sandbox()
+    agent_up(a)
+    agent_up(b)
+    b.exec(counting(20))
+    a.exec(f"echo before; sleep 0.3; kill -9 $({AGENT_PID}); sleep 3; echo after\n")
+    assert cat(a.p("wait"), timeout=15) == b"lost\n"
+    info = a.info()
+    assert info["latest"]["reason"].startswith("the agent channel failed: "), info
+    assert a.read("runs", "1", "output") == b"before\n"
+    # The other sandbox's run is untouched.
+    assert cat(b.p("wait"), timeout=15) == b"exited 0\n"
+    assert b.read("runs", "1", "output") == expected(20)
+    # The sandbox falls back to docker exec, then gets a new agent.
+    assert st(a, "echo again\n") == b"exited 0\n"
+    assert a.read("runs", "2", "output") == b"again\n"
+    time.sleep(2.2)
+    assert st(a, "echo retry\n") == b"exited 0\n"
+    agent_up(a)
+    assert st(a, "echo back\n") == b"exited 0\n"
+    assert a.read("runs", "4", "output") == b"back\n"
+
+
+def test_random_frames_close_the_channel(mount):
+    """The sandbox's code writes random bytes into the channel (as an
+    impostor agent would): the daemon closes it, the run ends lost with the
+    reason, the sandbox uses docker exec from then on, others are untouched."""
+    a, b = mount.sandbox(), mount.sandbox()
+    agent_up(a)
+    agent_up(b)
+    b.exec(counting(20))
+    a.exec(f"echo before; r=$({RELAY_PID}); head -c 65536 /dev/urandom > /proc/$r/fd/1; "
+           "sleep 2; echo after\n")
+    assert cat(a.p("wait"), timeout=15) == b"lost\n"
+    reason = a.info()["latest"]["reason"]
+    assert reason.startswith("the agent channel failed: protocol error"), reason
+    assert "agent protocol error" in mount.log()
+    info = a.info()
+    assert info["transport"] == "exec"
+    assert info["transport_reason"].startswith("protocol error"), info
+    assert st(a, "echo fallback\n") == b"exited 0\n"
+    assert a.read("runs", "2", "output") == b"fallback\n"
+    assert cat(b.p("wait"), timeout=15) == b"exited 0\n"
+    assert b.read("runs", "1", "output") == expected(20)
+    assert b.info()["transport"] == "agent"
