@@ -30,6 +30,11 @@
 #define HANDSHAKE_MS 5000
 #define RETRY_S 2
 
+/* One lock for every channel (C's thread-safety analysis cannot name a
+ * member's lock): it guards the fields marked so, and is never held while
+ * calling into the runs or the model. */
+static sbx_mutex chan_lock = SBX_MUTEX_INIT;
+
 enum ch_state { CH_NEW, CH_STARTING, CH_UP, CH_DOWN };
 
 struct agent_run {
@@ -44,19 +49,18 @@ struct agent_run {
 
 struct agent_channel {
 	atomic_uint refs;
-	sbx_mutex lock;
 	const struct engine *engine;
 	char *container, *name;
 
-	enum ch_state state SBX_GUARDED_BY(lock);
-	bool hostile SBX_GUARDED_BY(lock); /* a protocol error: no more attempts */
-	char why[240] SBX_GUARDED_BY(lock);
-	time_t down_at SBX_GUARDED_BY(lock);
-	struct agent_run *runs SBX_GUARDED_BY(lock);
-	uint8_t *outq SBX_GUARDED_BY(lock);
-	size_t outq_len SBX_GUARDED_BY(lock), outq_cap SBX_GUARDED_BY(lock);
-	bool want_out SBX_GUARDED_BY(lock);
-	pid_t pid SBX_GUARDED_BY(lock);
+	enum ch_state state SBX_GUARDED_BY(chan_lock);
+	bool hostile SBX_GUARDED_BY(chan_lock); /* a protocol error: no more attempts */
+	char why[240] SBX_GUARDED_BY(chan_lock);
+	time_t down_at SBX_GUARDED_BY(chan_lock);
+	struct agent_run *runs SBX_GUARDED_BY(chan_lock);
+	uint8_t *outq SBX_GUARDED_BY(chan_lock);
+	size_t outq_len SBX_GUARDED_BY(chan_lock), outq_cap SBX_GUARDED_BY(chan_lock);
+	bool want_out SBX_GUARDED_BY(chan_lock);
+	pid_t pid SBX_GUARDED_BY(chan_lock);
 
 	/* The I/O thread's. */
 	bool fuzz;                 /* the fuzzer's: every id is fuzz_run, no hooks */
@@ -73,7 +77,6 @@ struct agent_channel *agent_channel_new(const struct engine *e, const char *cont
 	if (!c)
 		return NULL;
 	atomic_init(&c->refs, 1);
-	sbx_mutex_init(&c->lock);
 	c->engine = e;
 	c->container = strdup(container);
 	c->name = strdup(sandbox_name);
@@ -82,9 +85,9 @@ struct agent_channel *agent_channel_new(const struct engine *e, const char *cont
 		agent_channel_put(c);
 		return NULL;
 	}
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	snprintf(c->why, sizeof(c->why), "the agent is starting");
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	return c;
 }
 
@@ -101,7 +104,6 @@ void agent_channel_put(struct agent_channel *c) SBX_NO_TSA
 	free(c->inq);
 	free(c->container);
 	free(c->name);
-	sbx_mutex_destroy(&c->lock);
 	free(c);
 }
 
@@ -109,7 +111,7 @@ void agent_channel_put(struct agent_channel *c) SBX_NO_TSA
 
 /* Writes what the pipe takes; the rest waits for EPOLLOUT.  Written bytes
  * are zeroed: spawn frames carry credentials. */
-static void flush_locked(struct agent_channel *c) SBX_REQUIRES(c->lock)
+static void flush_locked(struct agent_channel *c) SBX_REQUIRES(chan_lock)
 {
 	size_t off = 0;
 	while (off < c->outq_len && c->wr.fd >= 0) {
@@ -130,7 +132,7 @@ static void flush_locked(struct agent_channel *c) SBX_REQUIRES(c->lock)
 }
 
 static int send_locked(struct agent_channel *c, uint32_t id, uint8_t type, const void *a,
-		       size_t alen, const void *b, size_t blen) SBX_REQUIRES(c->lock)
+		       size_t alen, const void *b, size_t blen) SBX_REQUIRES(chan_lock)
 {
 	size_t need = AGENT_HDR + alen + blen;
 	if (c->state != CH_UP || c->wr.fd < 0)
@@ -164,14 +166,14 @@ static int send_locked(struct agent_channel *c, uint32_t id, uint8_t type, const
 static void writable(struct io_watch *w, uint32_t events)
 {
 	struct agent_channel *c = w->ctx;
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	flush_locked(c);
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 }
 
 /* ---- runs of the channel ---- */
 
-static struct agent_run *find_locked(struct agent_channel *c, uint32_t id) SBX_REQUIRES(c->lock)
+static struct agent_run *find_locked(struct agent_channel *c, uint32_t id) SBX_REQUIRES(chan_lock)
 {
 	for (struct agent_run *a = c->runs; a; a = a->next)
 		if (a->id == id)
@@ -179,7 +181,7 @@ static struct agent_run *find_locked(struct agent_channel *c, uint32_t id) SBX_R
 	return NULL;
 }
 
-static void unlink_locked(struct agent_channel *c, struct agent_run *a) SBX_REQUIRES(c->lock)
+static void unlink_locked(struct agent_channel *c, struct agent_run *a) SBX_REQUIRES(chan_lock)
 {
 	for (struct agent_run **p = &c->runs; *p; p = &(*p)->next) {
 		if (*p == a) {
@@ -237,7 +239,7 @@ static void channel_fail(struct agent_channel *c, bool hostile, const char *fmt,
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	bool was_up = c->state == CH_UP;
 	struct agent_run *runs = c->runs;
 	c->runs = NULL;
@@ -249,7 +251,7 @@ static void channel_fail(struct agent_channel *c, bool hostile, const char *fmt,
 		kill(c->pid, SIGKILL);
 	close_watch(&c->wr);
 	c->outq_len = 0;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	close_watch(&c->rd);
 	free(c->inq);
 	c->inq = NULL;
@@ -270,22 +272,22 @@ static void channel_fail(struct agent_channel *c, bool hostile, const char *fmt,
 static void transport_exited(struct io_watch *w, uint32_t events)
 {
 	struct agent_channel *c = w->ctx;
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	pid_t pid = c->pid;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	if (waitpid(pid, NULL, WNOHANG) == 0)
 		return;
 	close_watch(&c->pidw);
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	c->pid = 0;
 	bool up = c->state == CH_UP;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	/* The pipe may still hold the agent's last frames: drain them first. */
 	if (up && c->rd.fd >= 0)
 		c->rd.fn(&c->rd, EPOLLIN);
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	up = c->state == CH_UP;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	if (up)
 		channel_fail(c, false, "the agent's transport exited");
 	agent_channel_put(c); /* the I/O thread's */
@@ -295,7 +297,7 @@ static void transport_exited(struct io_watch *w, uint32_t events)
 
 static void ack_dirty(struct agent_channel *c)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	for (struct agent_run *a = c->runs; a; a = a->next) {
 		if (!a->dirty)
 			continue;
@@ -305,7 +307,7 @@ static void ack_dirty(struct agent_channel *c)
 		send_locked(c, a->id, AG_ACK, p, 16, NULL, 0);
 		a->dirty = false;
 	}
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 }
 
 static void printable(char *s)
@@ -318,11 +320,11 @@ static void printable(char *s)
 /* One frame: 0, or -EPROTO with why filled. */
 static int frame(struct agent_channel *c, const struct agent_frame *f, char *why, size_t wlen)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	struct agent_run *a = c->fuzz ? &c->fuzz_run : find_locked(c, f->id);
 	if (a && !c->fuzz && (f->type == AG_EXIT || f->type == AG_FAIL))
 		unlink_locked(c, a); /* ending: nothing else reaches it */
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	bool hooks = !c->fuzz;
 
 	if (f->type == AG_PONG)
@@ -376,9 +378,9 @@ static int frame(struct agent_channel *c, const struct agent_frame *f, char *why
 			return 0;
 		flush_masks(a);
 		run_hook_exited(a->run, e.signaled ? 128 + e.code : e.code, e.timed_out);
-		sbx_lock(&c->lock);
+		sbx_lock(&chan_lock);
 		send_locked(c, a->id, AG_FORGET, NULL, 0, NULL, 0);
-		sbx_unlock(&c->lock);
+		sbx_unlock(&chan_lock);
 		agent_run_free(a);
 		return 0;
 	}
@@ -528,12 +530,12 @@ static int handshake(struct agent_channel *c, const struct transport_proc *p, ch
 
 static void set_down(struct agent_channel *c, bool hostile, const char *why)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	c->state = CH_DOWN;
 	c->hostile = c->hostile || hostile;
 	c->down_at = time(NULL);
 	snprintf(c->why, sizeof(c->why), "%s", why);
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	log_info("sandbox %s: runs use docker exec: %s", c->name, why);
 }
 
@@ -581,47 +583,47 @@ static void start_task(void *ctx)
 	int pidfd = (int)syscall(SYS_pidfd_open, p.pid, 0);
 	c->rd = (struct io_watch){ .fd = p.from_agent, .fn = readable, .ctx = c };
 	c->pidw = (struct io_watch){ .fd = pidfd, .fn = transport_exited, .ctx = c };
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	c->wr = (struct io_watch){ .fd = p.to_agent, .fn = writable, .ctx = c };
 	c->pid = p.pid;
 	c->state = CH_UP;
 	c->why[0] = '\0';
 	c->want_out = false;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	/* The pidfd watch holds the I/O thread's reference (ctx's, passed on). */
 	if (pidfd < 0 || ioloop_add(&c->pidw, EPOLLIN) < 0) {
 		kill(p.pid, SIGKILL);
 		waitpid(p.pid, NULL, 0);
 		if (pidfd >= 0)
 			close(pidfd);
-		sbx_lock(&c->lock);
+		sbx_lock(&chan_lock);
 		close(c->wr.fd);
 		c->wr.fd = -1;
-		sbx_unlock(&c->lock);
+		sbx_unlock(&chan_lock);
 		close(c->rd.fd);
 		c->rd.fd = -1;
 		set_down(c, false, "cannot watch the agent's transport");
 		agent_channel_put(c);
 		return;
 	}
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	int wrc = ioloop_add(&c->wr, 0);
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	if (wrc < 0 || ioloop_add(&c->rd, EPOLLIN) < 0) {
-		sbx_lock(&c->lock);
+		sbx_lock(&chan_lock);
 		kill(c->pid, SIGKILL); /* the pidfd watch ends the channel */
-		sbx_unlock(&c->lock);
+		sbx_unlock(&chan_lock);
 	}
 	log_info("sandbox %s: agent connected", c->name);
 }
 
 void agent_channel_start(struct agent_channel *c)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	bool go = c->state == CH_NEW || (c->state == CH_DOWN && !c->hostile);
 	if (go)
 		c->state = CH_STARTING;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	if (!go)
 		return;
 	agent_channel_ref(c);
@@ -633,13 +635,13 @@ void agent_channel_start(struct agent_channel *c)
 
 void agent_channel_stop(struct agent_channel *c)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	c->hostile = true; /* never again */
 	if (c->state != CH_UP)
 		c->state = CH_DOWN;
 	if (c->pid > 0)
 		kill(c->pid, SIGKILL);
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 }
 
 /* ---- runs through the channel ---- */
@@ -647,10 +649,10 @@ void agent_channel_stop(struct agent_channel *c)
 int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run_launch *l,
 			struct sbx_err *err)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	enum ch_state st = c->state;
 	bool retry = st == CH_DOWN && !c->hostile && time(NULL) - c->down_at >= RETRY_S;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	if (retry)
 		agent_channel_start(c); /* this run still takes docker exec */
 	size_t wd = strlen(l->workdir ? l->workdir : "");
@@ -690,7 +692,7 @@ int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run
 
 	run_hook_attach(r, c);
 	a->run = r; /* the reference run_hook_attach took */
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	int rc = c->state == CH_UP && !find_locked(c, a->id) ? 0 : -EAGAIN;
 	if (rc == 0) {
 		a->next = c->runs;
@@ -699,7 +701,7 @@ int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run
 		if (rc < 0)
 			unlink_locked(c, a);
 	}
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	secret_free_n((char *)p, plen);
 	if (rc < 0) {
 		run_hook_detach(r);
@@ -714,10 +716,10 @@ int agent_channel_signal(struct agent_channel *c, struct run *r, int sig, struct
 {
 	uint8_t p[4];
 	agent_put_u32(p, (uint32_t)sig);
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	uint32_t id = run_number(r);
 	int rc = find_locked(c, id) ? send_locked(c, id, AG_SIGNAL, p, 4, NULL, 0) : -ESRCH;
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 	if (rc < 0)
 		return sbx_err_set(err, -rc, "kill: run %u: %s", id, strerror(-rc));
 	return 0;
@@ -725,10 +727,10 @@ int agent_channel_signal(struct agent_channel *c, struct run *r, int sig, struct
 
 void agent_channel_describe(struct agent_channel *c, char *why, size_t len, const char **transport)
 {
-	sbx_lock(&c->lock);
+	sbx_lock(&chan_lock);
 	*transport = c->state == CH_UP ? "agent" : "exec";
 	snprintf(why, len, "%s", c->state == CH_UP ? "" : c->why);
-	sbx_unlock(&c->lock);
+	sbx_unlock(&chan_lock);
 }
 
 /* ---- the fuzzer's entry: the parser with no transport ---- */

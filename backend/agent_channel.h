@@ -3,7 +3,7 @@
  * checked, and a channel that misbehaves is closed, its runs end `lost`
  * with the reason, and the sandbox falls back to one docker exec per run.
  *
- * Lock order: model_lock → the channel's own lock.  Nothing here takes
+ * Lock order: model_lock → chan_lock (agent_channel.c's, one for all channels).  Nothing here takes
  * model_lock while holding its own lock; the run hooks it calls (run.h)
  * are called with no lock held. */
 #ifndef SBX_AGENT_CHANNEL_H
