@@ -45,6 +45,7 @@ struct agent_run {
 	uint64_t got[2]; /* bytes received per stream (before masking) */
 	int spool_errno;
 	bool dirty;      /* got grew: an ACK is due */
+	bool resumed;    /* found live in the spool after a restart */
 };
 
 struct agent_channel {
@@ -227,6 +228,22 @@ static void close_watch(struct io_watch *w)
 	}
 }
 
+static void end_runs(struct agent_run *runs, const char *why)
+{
+	char reason[260];
+	snprintf(reason, sizeof(reason), "the agent channel failed: %s", why);
+	while (runs) {
+		struct agent_run *a = runs;
+		runs = a->next;
+		flush_masks(a);
+		run_hook_lost(a->run, 0,
+			      a->resumed ? "the daemon restarted while the run was live, and its "
+					   "agent is gone"
+					 : reason);
+		agent_run_free(a);
+	}
+}
+
 /* I/O thread.  Every run of the channel ends `lost` with the reason
  * (`killed` when it was being killed anyway). */
 static void channel_fail(struct agent_channel *c, bool hostile, const char *fmt, ...)
@@ -258,15 +275,7 @@ static void channel_fail(struct agent_channel *c, bool hostile, const char *fmt,
 	c->inq_len = c->inq_cap = 0;
 	if (was_up)
 		log_warn("sandbox %s: agent channel closed: %s; runs use docker exec", c->name, why);
-	char reason[260];
-	snprintf(reason, sizeof(reason), "the agent channel failed: %s", why);
-	while (runs) {
-		struct agent_run *a = runs;
-		runs = a->next;
-		flush_masks(a);
-		run_hook_lost(a->run, 0, reason);
-		agent_run_free(a);
-	}
+	end_runs(runs, why);
 }
 
 static void transport_exited(struct io_watch *w, uint32_t events)
@@ -531,12 +540,15 @@ static int handshake(struct agent_channel *c, const struct transport_proc *p, ch
 static void set_down(struct agent_channel *c, bool hostile, const char *why)
 {
 	sbx_lock(&chan_lock);
+	struct agent_run *runs = c->runs; /* only runs waiting to be resumed */
+	c->runs = NULL;
 	c->state = CH_DOWN;
 	c->hostile = c->hostile || hostile;
 	c->down_at = time(NULL);
 	snprintf(c->why, sizeof(c->why), "%s", why);
 	sbx_unlock(&chan_lock);
 	log_info("sandbox %s: runs use docker exec: %s", c->name, why);
+	end_runs(runs, why);
 }
 
 static int try_connect(struct agent_channel *c, struct transport_proc *p, char *why, size_t wlen)
@@ -614,6 +626,16 @@ static void start_task(void *ctx)
 		kill(c->pid, SIGKILL); /* the pidfd watch ends the channel */
 		sbx_unlock(&chan_lock);
 	}
+	/* Runs that were live when a previous daemon died: the agent sends
+	 * what it has past the spooled byte counts, and their exits. */
+	sbx_lock(&chan_lock);
+	for (struct agent_run *a = c->runs; a; a = a->next) {
+		uint8_t pos[16];
+		agent_put_u64(pos, a->got[0]);
+		agent_put_u64(pos + 8, a->got[1]);
+		send_locked(c, a->id, AG_RESUME, pos, 16, NULL, 0);
+	}
+	sbx_unlock(&chan_lock);
 	log_info("sandbox %s: agent connected", c->name);
 }
 
@@ -631,6 +653,37 @@ void agent_channel_start(struct agent_channel *c)
 		set_down(c, false, "out of memory");
 		agent_channel_put(c);
 	}
+}
+
+void agent_channel_disable(struct agent_channel *c, const char *why)
+{
+	sbx_lock(&chan_lock);
+	c->state = CH_DOWN;
+	c->hostile = true;
+	snprintf(c->why, sizeof(c->why), "%s", why);
+	sbx_unlock(&chan_lock);
+}
+
+int agent_channel_resume(struct agent_channel *c, struct run *r, uint64_t out, uint64_t err)
+{
+	struct agent_run *a = calloc(1, sizeof(*a));
+	if (!a || masker_init(&a->mask[0], NULL, 0) < 0 || masker_init(&a->mask[1], NULL, 0) < 0) {
+		if (a)
+			masker_free(&a->mask[0]);
+		free(a);
+		return -ENOMEM;
+	}
+	a->id = run_number(r);
+	a->got[0] = out;
+	a->got[1] = err;
+	a->resumed = true;
+	run_hook_attach(r, c);
+	a->run = r;
+	sbx_lock(&chan_lock);
+	a->next = c->runs;
+	c->runs = a;
+	sbx_unlock(&chan_lock);
+	return 0;
 }
 
 void agent_channel_stop(struct agent_channel *c)
@@ -690,6 +743,8 @@ int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run
 		o += 4 + lens[i];
 	}
 
+	/* A restarted daemon resumes the runs the spool marks so. */
+	run_hook_mark_agent(r);
 	run_hook_attach(r, c);
 	a->run = r; /* the reference run_hook_attach took */
 	sbx_lock(&chan_lock);

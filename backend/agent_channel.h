@@ -25,6 +25,11 @@ void agent_channel_ref(struct agent_channel *c);
 void agent_channel_put(struct agent_channel *c);
 /* Installs and connects the agent on the task thread (asynchronously). */
 void agent_channel_start(struct agent_channel *c);
+/* No agent for this sandbox (SANDBOXFS_NO_AGENT): info says why. */
+void agent_channel_disable(struct agent_channel *c, const char *why);
+/* Before start: r was live through the agent when the last daemon died;
+ * out/err are the byte counts of its streams in the spool. */
+int agent_channel_resume(struct agent_channel *c, struct run *r, uint64_t out, uint64_t err);
 /* Ends the channel: kills the transport process, never waits. */
 void agent_channel_stop(struct agent_channel *c);
 

@@ -258,7 +258,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 		sandbox_put_locked(s);
 	sbx_unlock(&model_lock);
 	log_info("mkdir %s: container %.12s", name, id);
-	sandbox_agent_start(s_agent);
+	sandbox_agent_start(s_agent, true);
 	sandbox_put(s_agent);
 	return 0;
 }
@@ -444,7 +444,7 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	sbx_lock(&model_lock);
 	s->container_id = strdup(c->id);
 	ok = ok && s->container_id && !known_locked(c) && table_add_locked(s) == 0;
-	struct sandbox *s_agent = ok && c->running ? s : NULL;
+	struct sandbox *s_agent = ok ? s : NULL;
 	if (s_agent)
 		sandbox_get_locked(s_agent);
 	if (ok) {
@@ -462,7 +462,7 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	if (ok)
 		log_info("adopted sandbox %s (container %.12s, %u runs)", c->sandbox, c->id, nruns);
 	if (s_agent) {
-		sandbox_agent_start(s_agent);
+		sandbox_agent_start(s_agent, c->running);
 		sandbox_put(s_agent);
 	}
 }

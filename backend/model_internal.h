@@ -117,8 +117,10 @@ char *sandbox_container_dup(struct sandbox *s) SBX_EXCLUDES(model_lock);
 /* Marks its live runs killed (rmdir) or lost with the container. */
 void sandbox_mark_runs_locked(struct sandbox *s, bool killed) SBX_REQUIRES(model_lock);
 bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
-/* Gives a running sandbox its agent channel and starts it (asynchronously). */
-void sandbox_agent_start(struct sandbox *s) SBX_EXCLUDES(model_lock);
+/* Gives a sandbox its agent channel and, when it runs, starts it
+ * (asynchronously).  Runs found live in its spool are resumed through it,
+ * or end lost. */
+void sandbox_agent_start(struct sandbox *s, bool running) SBX_EXCLUDES(model_lock);
 
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */

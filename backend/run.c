@@ -781,6 +781,11 @@ void run_hook_live(struct run *r, long pgid)
 	set_live(&io, pgid);
 }
 
+void run_hook_mark_agent(struct run *r)
+{
+	write_file_in(r->dir, "agent", "1\n", 2, NULL);
+}
+
 void run_hook_changed(struct run *r)
 {
 	notify_run_changed(r);

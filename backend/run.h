@@ -32,6 +32,8 @@ struct agent_channel;
 void run_hook_attach(struct run *r, struct agent_channel *c) SBX_EXCLUDES(model_lock);
 void run_hook_detach(struct run *r) SBX_EXCLUDES(model_lock);
 void run_hook_live(struct run *r, long pgid) SBX_EXCLUDES(model_lock);
+/* Marks r's spool as running through the agent (a restart resumes it). */
+void run_hook_mark_agent(struct run *r);
 void run_hook_changed(struct run *r) SBX_EXCLUDES(model_lock);
 /* Spools masked bytes, honouring max_output and a full disk. */
 void run_hook_emit(struct run *r, enum stream st, const char *buf, size_t len, int *spool_errno);

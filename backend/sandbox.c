@@ -270,10 +270,45 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 
 /* ---- the agent inside ---- */
 
-void sandbox_agent_start(struct sandbox *s)
+/* Runs the spool showed live after a restart (through the agent): each
+ * gets a reference in *out (malloc'ed). */
+static unsigned orphans(struct sandbox *s, struct run ***out)
 {
+	*out = NULL;
+	sbx_lock(&model_lock);
+	unsigned n = 0;
+	struct run **v = s->nruns ? calloc(s->nruns, sizeof(*v)) : NULL;
+	for (unsigned i = 0; v && i < s->nruns; i++) {
+		struct run *r = s->runs[i];
+		if (r->phase != RUN_ENDED && !r->io && !r->chan) {
+			run_get_locked(r);
+			v[n++] = r;
+		}
+	}
+	sbx_unlock(&model_lock);
+	*out = v;
+	return n;
+}
+
+void sandbox_agent_start(struct sandbox *s, bool running)
+{
+	struct run **live;
+	unsigned nlive = orphans(s, &live);
 	cleanup_free char *cid = sandbox_container_dup(s);
 	struct agent_channel *c = cid ? agent_channel_new(s->engine, cid, s->name) : NULL;
+	if (c && getenv("SANDBOXFS_NO_AGENT"))
+		agent_channel_disable(c, "the agent is off (SANDBOXFS_NO_AGENT)");
+	for (unsigned i = 0; i < nlive; i++) {
+		struct run *r = live[i];
+		sbx_lock(&model_lock);
+		uint64_t out = (uint64_t)r->size[STREAM_STDOUT], err = (uint64_t)r->size[STREAM_STDERR];
+		sbx_unlock(&model_lock);
+		/* The channel ends it (lost) if the agent cannot be reached. */
+		if (!c || !running || agent_channel_resume(c, r, out, err) < 0)
+			run_hook_lost(r, 0, "the daemon restarted while the run was live");
+		run_put(r);
+	}
+	free(live);
 	if (!c)
 		return; /* runs take docker exec; info says why */
 	sbx_lock(&model_lock);
@@ -285,6 +320,7 @@ void sandbox_agent_start(struct sandbox *s)
 		agent_channel_stop(old);
 		agent_channel_put(old);
 	}
-	agent_channel_start(c);
+	if (running)
+		agent_channel_start(c);
 	agent_channel_put(c);
 }

@@ -6,6 +6,7 @@ fallback to docker exec, a hostile agent. docs/agent-protocol.md."""
 import errno
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -221,3 +222,57 @@ def test_random_frames_close_the_channel(mount):
     assert cat(b.p("wait"), timeout=15) == b"exited 0\n"
     assert b.read("runs", "1", "output") == expected(20)
     assert b.info()["transport"] == "agent"
+
+
+# ------------------------------------------------------------------ a daemon restart
+
+def restart(make_mount, m1):
+    os.kill(m1.proc.pid, signal.SIGKILL)
+    m1.proc.wait(10)
+    m1.expect_exit = True
+    m2 = make_mount(state=m1.state, mountpoint=m1.path)
+    return m2
+
+
+@pytest.mark.timeout_s(90)
+def test_run_survives_a_daemon_kill(make_mount):
+    """kill -9 of the daemon in the middle of a run, and a restart on the same
+    state: the run's output is exactly 1..20 and it ends exited 0."""
+    m1 = make_mount()
+    s = m1.sandbox()
+    agent_up(s)
+    s.exec("for i in $(seq 20); do echo $i; sleep 0.2; done\n")
+    wait_for(lambda: s.read("runs", "1", "output").startswith(b"1\n2\n3\n"), 10)
+    m2 = restart(make_mount, m1)
+    m2.sandboxes.append(s.name)
+    s2 = type(s)(m2, s.name)
+    assert cat(s2.p("wait"), timeout=30) == b"exited 0\n"
+    assert s2.read("runs", "1", "output") == b"".join(b"%d\n" % i for i in range(1, 21))
+    assert s2.read("runs", "1", "stdout") == s2.read("runs", "1", "output")
+    assert s2.read("runs", "1", "stderr") == b""
+    assert s2.read("runs", "1", "status") == b"exited 0\n"
+    agent_up(s2)
+    assert st(s2, "echo next\n") == b"exited 0\n"
+    assert s2.read("runs", "2", "output") == b"next\n"
+
+
+@pytest.mark.timeout_s(90)
+def test_run_that_ended_while_the_daemon_was_down(make_mount):
+    """The exit and the output of a run that ended while no daemon listened
+    are kept by the agent and collected at the restart."""
+    m1 = make_mount()
+    s = m1.sandbox()
+    agent_up(s)
+    s.exec("echo a; sleep 1; echo b >&2; exit 7\n")
+    wait_for(lambda: s.read("runs", "1", "output").startswith(b"a\n"), 10)
+    os.kill(m1.proc.pid, signal.SIGKILL)
+    m1.proc.wait(10)
+    m1.expect_exit = True
+    time.sleep(2)
+    m2 = make_mount(state=m1.state, mountpoint=m1.path)
+    m2.sandboxes.append(s.name)
+    s2 = type(s)(m2, s.name)
+    assert cat(s2.p("wait"), timeout=30) == b"exited 7\n"
+    assert s2.read("runs", "1", "output") == b"a\nb\n"
+    assert s2.read("runs", "1", "stdout") == b"a\n"
+    assert s2.read("runs", "1", "stderr") == b"b\n"
