@@ -46,6 +46,7 @@ struct agent_run {
 	int spool_errno;
 	bool dirty;      /* got grew: an ACK is due */
 	bool resumed;    /* found live in the spool after a restart */
+	bool stdin_open; /* started with stdin open, not yet closed (chan_lock) */
 };
 
 struct agent_channel {
@@ -717,6 +718,7 @@ int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run
 	if (!a)
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
 	a->id = run_number(r);
+	a->stdin_open = l->stdin_open;
 	if (masker_init(&a->mask[0], l->secrets, l->nsecrets) < 0 ||
 	    masker_init(&a->mask[1], l->secrets, l->nsecrets) < 0) {
 		masker_free(&a->mask[0]);
@@ -764,6 +766,36 @@ int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run
 		return -EAGAIN;
 	}
 	log_debug("sandbox %s run %u: started through the agent", c->name, a->id);
+	return 0;
+}
+
+int agent_channel_stdin(struct agent_channel *c, struct run *r, const char *buf, size_t len,
+			bool close_it, struct sbx_err *err)
+{
+	uint32_t id = run_number(r);
+	int rc = 0;
+	sbx_lock(&chan_lock);
+	struct agent_run *a = find_locked(c, id);
+	if (!a)
+		rc = -EPIPE;
+	else if (!a->stdin_open)
+		rc = a->resumed ? -EPIPE : -EOPNOTSUPP;
+	for (size_t off = 0; rc == 0 && off < len;) {
+		size_t n = len - off > AGENT_MAX_DATA ? AGENT_MAX_DATA : len - off;
+		rc = send_locked(c, id, AG_STDIN, buf + off, n, NULL, 0);
+		off += n;
+	}
+	if (rc == 0 && close_it) {
+		rc = send_locked(c, id, AG_STDIN_CLOSE, NULL, 0, NULL, 0);
+		a->stdin_open = false;
+	}
+	sbx_unlock(&chan_lock);
+	if (rc == -EOPNOTSUPP)
+		return sbx_err_set(err, EOPNOTSUPP,
+				   "stdin: run %u was started with stdin at end-of-file (ctl stdin open)",
+				   id);
+	if (rc < 0)
+		return sbx_err_set(err, -rc, "stdin: run %u: %s", id, strerror(-rc));
 	return 0;
 }
 

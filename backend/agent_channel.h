@@ -9,6 +9,7 @@
 #ifndef SBX_AGENT_CHANNEL_H
 #define SBX_AGENT_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "engine.h"
@@ -37,6 +38,11 @@ void agent_channel_stop(struct agent_channel *c);
  * caller uses docker exec), or another -errno with err set. */
 int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run_launch *l,
 			struct sbx_err *err);
+/* Bytes for r's stdin, or its end (close_it): 0, -EPIPE (closed, or the run
+ * has ended), -EOPNOTSUPP (r was started with stdin at end-of-file),
+ * -ENOBUFS (the channel's queue is full: try again). */
+int agent_channel_stdin(struct agent_channel *c, struct run *r, const char *buf, size_t len,
+			bool close_it, struct sbx_err *err);
 /* Signals r's process group through the agent: 0 or -ESRCH. */
 int agent_channel_signal(struct agent_channel *c, struct run *r, int sig, struct sbx_err *err);
 /* "agent" or "exec", and why (empty when agent). */

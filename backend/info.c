@@ -93,6 +93,7 @@ char *sandbox_info_json(struct sandbox *s)
 		cJSON_AddStringToObject(env, s->env.keys[i], s->env.values[i]);
 	cJSON_AddStringToObject(settings, "workdir", s->workdir);
 	cJSON_AddNumberToObject(settings, "timeout", (double)s->timeout);
+	cJSON_AddStringToObject(settings, "stdin", s->stdin_open ? "open" : "eof");
 
 	cJSON *auth = cJSON_AddObjectToObject(root, "auth");
 	cJSON *names = cJSON_AddArrayToObject(auth, "env");

@@ -102,6 +102,7 @@ struct sandbox {
 	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
 	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
 	struct agent_channel *chan SBX_GUARDED_BY(model_lock); /* the agent inside, or NULL */
+	bool stdin_open SBX_GUARDED_BY(model_lock); /* ctl stdin open: runs keep stdin open */
 };
 
 /* ---- model_base.c ---- */

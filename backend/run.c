@@ -749,6 +749,38 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 	return 0;
 }
 
+/* ---- stdin (through the agent only) ---- */
+
+static int stdin_op(struct run *r, const char *buf, size_t len, bool close_it,
+		    struct sbx_err *err)
+{
+	sbx_lock(&model_lock);
+	bool ended = r->phase == RUN_ENDED;
+	struct agent_channel *c = r->chan;
+	if (c)
+		agent_channel_ref(c);
+	sbx_unlock(&model_lock);
+	if (ended)
+		return sbx_err_set(err, EPIPE, "stdin: run %u has ended", r->number);
+	if (!c)
+		return sbx_err_set(err, EOPNOTSUPP,
+				   "stdin: run %u runs through docker exec: its stdin is at end-of-file",
+				   r->number);
+	int rc = agent_channel_stdin(c, r, buf, len, close_it, err);
+	agent_channel_put(c);
+	return rc;
+}
+
+int run_stdin_write(struct run *r, const char *buf, size_t len, struct sbx_err *err)
+{
+	return stdin_op(r, buf, len, false, err);
+}
+
+int run_stdin_close(struct run *r, struct sbx_err *err)
+{
+	return stdin_op(r, NULL, 0, true, err);
+}
+
 /* ---- hooks for the agent transport (run.h) ---- */
 
 void run_hook_attach(struct run *r, struct agent_channel *c)

@@ -168,6 +168,7 @@ struct exec_snapshot {
 	size_t nsecrets;
 	struct kv_list copies;
 	struct agent_channel *chan;
+	bool stdin_open;
 };
 
 static void exec_snapshot_free(struct exec_snapshot *x)
@@ -187,6 +188,7 @@ static int exec_snapshot_take_locked(struct sandbox *s, struct exec_snapshot *x)
 	x->env = kv_list_text(lists, 2, true, &x->env_len);
 	x->workdir = strdup(s->workdir);
 	x->timeout = s->timeout;
+	x->stdin_open = s->stdin_open;
 	x->chan = s->chan;
 	if (x->chan)
 		agent_channel_ref(x->chan);
@@ -256,6 +258,7 @@ int run_start(struct sandbox *s, const char *cmd, size_t len, struct run **out,
 		.cmd = cmd, .cmd_len = len, .env = x.env, .env_len = x.env_len,
 		.workdir = x.workdir, .timeout = x.timeout,
 		.secrets = x.secrets, .nsecrets = x.nsecrets, .chan = x.chan,
+		.stdin_open = x.stdin_open,
 	};
 	rc = run_launch(r, &l, err);
 	exec_snapshot_free(&x);

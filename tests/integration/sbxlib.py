@@ -27,9 +27,9 @@ SANITIZED = os.environ.get("SANDBOXFS_SANITIZE") == "1"
 # The files of a sandbox directory (docs/interface.md, "The tree").
 CONTROL_FILES = {
     "exec", "output", "stdout", "stderr", "status", "wait", "auth", "env",
-    "workdir", "timeout", "ctl", "info", "runs",
+    "workdir", "timeout", "ctl", "info", "stdin", "runs",
 }
-RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended"}
+RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended", "stdin"}
 
 RFC3339_MS = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n$")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [a-z]+: .+$")

@@ -4,6 +4,7 @@ the run's environment, kill and timeout as frames, info's transport, the
 fallback to docker exec, a hostile agent. docs/agent-protocol.md."""
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,17 @@ AGENT_TIMEOUT = 20
 def agent_up(sbx, timeout=AGENT_TIMEOUT):
     wait_for(lambda: sbx.info().get("transport") == "agent", timeout,
              what=f"transport agent in {sbx.name}'s info")
+
+
+def peek(path, n):
+    """The first n bytes of a live run's file, once it has them (a read to
+    end-of-file would wait for the run's end)."""
+    wait_for(lambda: os.stat(path).st_size >= n, 10, what=f"{n} bytes in {path}")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n + 1, 0)
+    finally:
+        os.close(fd)
 
 
 def st(sbx, cmd, timeout=60):
@@ -242,7 +254,7 @@ def test_run_survives_a_daemon_kill(make_mount):
     s = m1.sandbox()
     agent_up(s)
     s.exec("for i in $(seq 20); do echo $i; sleep 0.2; done\n")
-    wait_for(lambda: s.read("runs", "1", "output").startswith(b"1\n2\n3\n"), 10)
+    assert peek(s.p("runs", "1", "output"), 6) == b"1\n2\n3\n"
     m2 = restart(make_mount, m1)
     m2.sandboxes.append(s.name)
     s2 = type(s)(m2, s.name)
@@ -264,7 +276,7 @@ def test_run_that_ended_while_the_daemon_was_down(make_mount):
     s = m1.sandbox()
     agent_up(s)
     s.exec("echo a; sleep 1; echo b >&2; exit 7\n")
-    wait_for(lambda: s.read("runs", "1", "output").startswith(b"a\n"), 10)
+    assert peek(s.p("runs", "1", "output"), 2) == b"a\n"
     os.kill(m1.proc.pid, signal.SIGKILL)
     m1.proc.wait(10)
     m1.expect_exit = True
@@ -276,3 +288,63 @@ def test_run_that_ended_while_the_daemon_was_down(make_mount):
     assert s2.read("runs", "1", "output") == b"a\nb\n"
     assert s2.read("runs", "1", "stdout") == b"a\n"
     assert s2.read("runs", "1", "stderr") == b"b\n"
+
+
+# ------------------------------------------------------------------ stdin
+
+def test_stdin_defaults_to_end_of_file(asbx):
+    assert st(asbx, "cat; echo done\n") == b"exited 0\n"
+    assert asbx.read("runs", "1", "output") == b"done\n"
+    assert asbx.info()["settings"]["stdin"] == "eof"
+    assert errno_of(asbx.write, "stdin", "x") == errno.EPIPE  # it has ended
+    asbx.exec("sleep 30\n")
+    wait_for(lambda: asbx.status() == b"running\n", 10)
+    assert errno_of(asbx.write, "stdin", "x") == errno.EOPNOTSUPP
+    asbx.write("ctl", "kill\n")
+    assert cat(asbx.p("wait"), timeout=10) == b"killed\n"
+
+
+def test_stdin_read_loop_in_several_writes_then_eof(asbx):
+    asbx.write("ctl", "stdin open\n")
+    assert asbx.info()["settings"]["stdin"] == "open"
+    asbx.exec("while read l; do echo \"got $l\"; done; echo end\n")
+    wait_for(lambda: asbx.status() == b"running\n", 10)
+    asbx.write("stdin", "one\n")
+    assert peek(asbx.p("runs", "1", "output"), 8) == b"got one\n"
+    with open(asbx.p("stdin"), "a") as f:  # another open, >>
+        f.write("two\nthr")
+    asbx.write("runs/1/stdin", "ee\n")     # and the run's own file
+    assert peek(asbx.p("runs", "1", "output"), 26) == b"got one\ngot two\ngot three\n"
+    assert asbx.status() == b"running\n"
+    asbx.write("ctl", "eof\n")
+    assert cat(asbx.p("wait"), timeout=10) == b"exited 0\n"
+    assert asbx.read("runs", "1", "output") == b"got one\ngot two\ngot three\nend\n"
+    assert errno_of(asbx.write, "runs/1/stdin", "late\n") == errno.EPIPE
+    asbx.write("ctl", "stdin eof\n")
+    assert st(asbx, "cat; echo done\n") == b"exited 0\n"
+    assert asbx.read("runs", "2", "output") == b"done\n"
+
+
+def test_stdin_binary_payload(asbx):
+    payload = os.urandom(3 << 20)
+    asbx.write("ctl", "stdin open\n")
+    asbx.exec("cat > /tmp/in; wc -c < /tmp/in; md5sum /tmp/in\n")
+    wait_for(lambda: asbx.status() == b"running\n", 10)
+    fd = os.open(asbx.p("stdin"), os.O_WRONLY)
+    try:
+        view = memoryview(payload)
+        while len(view):
+            view = view[os.write(fd, view[:1 << 17]):]
+    finally:
+        os.close(fd)
+    asbx.write("ctl", "eof\n")
+    assert cat(asbx.p("wait"), timeout=30) == b"exited 0\n"
+    out = asbx.read("runs", "1", "output").split()
+    assert out[0] == str(len(payload)).encode()
+    assert out[1] == hashlib.md5(payload).hexdigest().encode()
+
+
+def test_ctl_stdin_refuses_nonsense(asbx):
+    for bad in ("stdin\n", "stdin maybe\n", "eof now\n"):
+        assert errno_of(asbx.write, "ctl", bad) == errno.EINVAL, bad
+    assert asbx.info()["settings"]["stdin"] == "eof"
