@@ -405,42 +405,58 @@ static void frame_in(const struct agent_frame *f)
 	}
 }
 
-/* Queues what the connection can take: data first, then the exit once
- * both pipes are at end-of-file and everything was sent. */
+static bool send_chunk(struct arun *r, int s)
+{
+	if (r->sent[s] >= r->base[s] + r->out[s].len)
+		return false;
+	size_t off = (size_t)(r->sent[s] - r->base[s]);
+	size_t n = r->out[s].len - off;
+	if (n > AGENT_MAX_DATA)
+		n = AGENT_MAX_DATA;
+	uint8_t h[9];
+	h[0] = (uint8_t)(s + 1);
+	agent_put_u64(h + 1, r->sent[s]);
+	send_frame(r->id, AG_DATA, h, 9, r->out[s].p + off, n);
+	r->sent[s] += n;
+	return true;
+}
+
+static void send_exit(struct arun *r)
+{
+	bool drained = r->sent[0] == r->base[0] + r->out[0].len &&
+		       r->sent[1] == r->base[1] + r->out[1].len;
+	if (!r->exited || r->fd[1] >= 0 || r->fd[2] >= 0 || !drained || r->exit_sent)
+		return;
+	uint8_t p[22];
+	bool sig = WIFSIGNALED(r->wstatus);
+	p[0] = sig;
+	p[1] = r->timed_out;
+	agent_put_u32(p + 2, (uint32_t)(sig ? WTERMSIG(r->wstatus) : WEXITSTATUS(r->wstatus)));
+	agent_put_u64(p + 6, r->sent[0]);
+	agent_put_u64(p + 14, r->sent[1]);
+	send_frame(r->id, AG_EXIT, p, sizeof(p), NULL, 0);
+	r->exit_sent = true;
+}
+
+/* Queues what the connection can take, one 64 KiB chunk per run and
+ * stream in turn: a run printing a lot cannot hold back a small one.  The
+ * exit follows once both pipes are at end-of-file and all was sent. */
 static void pump(void)
 {
-	for (size_t i = 0; i < nruns && conn >= 0; i++) {
-		struct arun *r = runs[i];
-		if (!r->attached)
-			continue;
-		for (int s = 0; s < 2; s++) {
-			while (outq.len < OUTQ_MAX && r->sent[s] < r->base[s] + r->out[s].len) {
-				size_t off = (size_t)(r->sent[s] - r->base[s]);
-				size_t n = r->out[s].len - off;
-				if (n > AGENT_MAX_DATA)
-					n = AGENT_MAX_DATA;
-				uint8_t h[9];
-				h[0] = (uint8_t)(s + 1);
-				agent_put_u64(h + 1, r->sent[s]);
-				send_frame(r->id, AG_DATA, h, 9, r->out[s].p + off, n);
-				r->sent[s] += n;
-			}
-		}
-		bool drained = r->sent[0] == r->base[0] + r->out[0].len &&
-			       r->sent[1] == r->base[1] + r->out[1].len;
-		if (r->exited && r->fd[1] < 0 && r->fd[2] < 0 && drained && !r->exit_sent) {
-			uint8_t p[22];
-			bool sig = WIFSIGNALED(r->wstatus);
-			p[0] = sig;
-			p[1] = r->timed_out;
-			agent_put_u32(p + 2, (uint32_t)(sig ? WTERMSIG(r->wstatus)
-							    : WEXITSTATUS(r->wstatus)));
-			agent_put_u64(p + 6, r->sent[0]);
-			agent_put_u64(p + 14, r->sent[1]);
-			send_frame(r->id, AG_EXIT, p, sizeof(p), NULL, 0);
-			r->exit_sent = true;
+	bool more = true;
+	while (more && conn >= 0 && outq.len < OUTQ_MAX) {
+		more = false;
+		for (size_t i = 0; i < nruns && outq.len < OUTQ_MAX; i++) {
+			struct arun *r = runs[i];
+			if (!r->attached)
+				continue;
+			for (int s = 0; s < 2; s++)
+				more |= send_chunk(r, s);
 		}
 	}
+	for (size_t i = 0; i < nruns && conn >= 0; i++)
+		if (runs[i]->attached)
+			send_exit(runs[i]);
 }
 
 static void read_stream(struct arun *r, int s)
@@ -452,9 +468,15 @@ static void read_stream(struct arun *r, int s)
 	if (buf_reserve(b, room) < 0)
 		return;
 	ssize_t n = read(r->fd[s + 1], b->p + b->len, room);
-	if (n > 0)
+	if (n > 0) {
 		b->len += (size_t)n;
-	else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+		/* Queued at once while nothing older waits: frames leave in the
+		 * order the pipes were read, across both streams. */
+		int o = !s;
+		if (r->attached && conn >= 0 && r->sent[o] == r->base[o] + r->out[o].len)
+			while (outq.len < OUTQ_MAX && send_chunk(r, s))
+				;
+	} else if (n == 0 || (errno != EAGAIN && errno != EINTR))
 		close_fd(&r->fd[s + 1]);
 }
 
