@@ -348,3 +348,50 @@ def test_ctl_stdin_refuses_nonsense(asbx):
     for bad in ("stdin\n", "stdin maybe\n", "eof now\n"):
         assert errno_of(asbx.write, "ctl", bad) == errno.EINVAL, bad
     assert asbx.info()["settings"]["stdin"] == "eof"
+
+
+# ------------------------------------------------------------------ fairness and memory
+
+def exec_wait(sbx, cmd):
+    with open(sbx.p("exec"), "w") as f:
+        f.write(cmd)
+    with open(sbx.p("wait"), "rb") as f:
+        return f.read()
+
+
+def test_small_run_not_starved_by_a_large_one(asbx):
+    """A 256 MiB run streams through the channel; `echo hi` beside it, in the
+    same sandbox, still returns in < 50 ms."""
+    asbx.exec("head -c 268435456 /dev/zero\n")
+    wait_for(lambda: os.stat(asbx.p("runs", "1", "output")).st_size > (8 << 20), 20)
+    times = []
+    for i in range(3):
+        t = time.monotonic()
+        assert exec_wait(asbx, "echo hi\n") == b"exited 0\n"
+        times.append(time.monotonic() - t)
+        assert asbx.read("runs", str(i + 2), "output") == b"hi\n"
+    big_live = os.stat(asbx.p("runs", "1", "output")).st_size < (256 << 20)
+    print(f"\necho hi beside a 256 MiB run: {[round(x * 1000, 1) for x in times]} ms "
+          f"(big run still streaming: {big_live})")
+    assert sorted(times)[1] < 0.05, times
+    assert cat(asbx.p("runs", "1", "status")) in (b"running\n", b"exited 0\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout_s(600)
+def test_daemon_and_agent_memory_with_100_sandboxes(mount):
+    """Daemon RSS < 64 MiB with 100 sandboxes, each with a connected agent;
+    each agent's RSS < 4 MiB."""
+    boxes = [mount.sandbox() for _ in range(100)]
+    for b in boxes:
+        agent_up(b, 120)
+    for b in boxes[:5]:
+        assert st(b, "echo hi\n") == b"exited 0\n"
+    with open(f"/proc/{mount.proc.pid}/status") as f:
+        rss = [int(x.split()[1]) for x in f if x.startswith("VmRSS:")][0]
+    out = docker("exec", boxes[0].container, "sh", "-c",
+                 "for p in $(pidof agent); do grep VmRSS /proc/$p/status; done").stdout.split()
+    agent = max(int(out[i + 1]) for i in range(0, len(out), 3))
+    print(f"\ndaemon RSS with 100 agents: {rss / 1024:.1f} MiB; agent RSS {agent / 1024:.2f} MiB")
+    assert rss < 64 * 1024
+    assert agent < 4 * 1024
