@@ -125,9 +125,11 @@ static void flush_locked(struct agent_channel *c) SBX_REQUIRES(chan_lock)
 		}
 		off += (size_t)n;
 	}
-	memmove(c->outq, c->outq + off, c->outq_len - off);
-	explicit_bzero(c->outq + c->outq_len - off, off);
-	c->outq_len -= off;
+	if (off) {
+		memmove(c->outq, c->outq + off, c->outq_len - off);
+		explicit_bzero(c->outq + c->outq_len - off, off);
+		c->outq_len -= off;
+	}
 	bool want = c->outq_len > 0;
 	if (want != c->want_out && c->wr.fd >= 0 && ioloop_mod(&c->wr, want ? EPOLLOUT : 0) == 0)
 		c->want_out = want;
@@ -149,7 +151,8 @@ static int send_locked(struct agent_channel *c, uint32_t id, uint8_t type, const
 		uint8_t *q = malloc(cap);
 		if (!q)
 			return -ENOMEM;
-		memcpy(q, c->outq, c->outq_len);
+		if (c->outq_len)
+			memcpy(q, c->outq, c->outq_len);
 		secret_free_n((char *)c->outq, c->outq_cap);
 		c->outq = q;
 		c->outq_cap = cap;
@@ -442,8 +445,10 @@ static int parse_frames(struct agent_channel *c, char *why, size_t wlen)
 			off += used;
 		}
 	}
-	memmove(c->inq, c->inq + off, c->inq_len - off);
-	c->inq_len -= off;
+	if (off) {
+		memmove(c->inq, c->inq + off, c->inq_len - off);
+		c->inq_len -= off;
+	}
 	return rc;
 }
 
