@@ -275,9 +275,11 @@ def ps(container):
 
 def run_processes(container, baseline):
     """Processes inside the container that are neither in `baseline` (a set of
-    pids from before the run) nor the `ps` that lists them."""
+    pids from before the run), nor the `ps` that lists them, nor the
+    sandbox's agent (which may have started after the baseline)."""
     return [(pid, args) for pid, args in ps(container)
-            if pid not in baseline and not args.startswith("ps -o pid,args")]
+            if pid not in baseline and not args.startswith("ps -o pid,args")
+            and not args.startswith("/.sandboxfs/agent ")]
 
 
 def engine_version():
