@@ -26,8 +26,8 @@
 
 #define DIR_PATH "/.sandboxfs"
 #define SOCK_PATH DIR_PATH "/sock"
-#define UNACKED_MAX (1u << 20) /* per stream: a run past this waits, like a full pipe */
-#define OUTQ_MAX (1u << 20)    /* frames queued to the daemon before runs wait */
+#define UNACKED_MAX (4u << 20) /* per stream: a run past this waits, like a full pipe */
+#define OUTQ_MAX (256u << 10)  /* frames queued to the daemon before runs wait */
 #define INQ_MAX (AGENT_HDR + AGENT_MAX_PAYLOAD)
 
 extern char **environ;
@@ -314,6 +314,7 @@ static void spawn(uint32_t id, const struct agent_frame *f)
 		fcntl(r->fd[0], F_SETFL, O_NONBLOCK);
 	fcntl(r->fd[1], F_SETFL, O_NONBLOCK);
 	fcntl(r->fd[2], F_SETFL, O_NONBLOCK);
+	fcntl(r->fd[1], F_SETPIPE_SZ, 1 << 20); /* fewer wake-ups on big output */
 	r->attached = true;
 	if (s.timeout_ms)
 		r->deadline = now_ms() + s.timeout_ms;
@@ -463,8 +464,8 @@ static void read_stream(struct arun *r, int s)
 {
 	struct buf *b = &r->out[s];
 	size_t room = UNACKED_MAX - b->len;
-	if (room > 65536)
-		room = 65536;
+	if (room > (256u << 10))
+		room = 256u << 10;
 	if (buf_reserve(b, room) < 0)
 		return;
 	ssize_t n = read(r->fd[s + 1], b->p + b->len, room);
@@ -714,7 +715,7 @@ static int connect_relay(void)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	static char buf[65536];
+	static char buf[256 << 10];
 	struct pollfd p[2] = { { .fd = 0, .events = POLLIN }, { .fd = s, .events = POLLIN } };
 	int outs[2] = { s, 1 };
 	for (;;) {
