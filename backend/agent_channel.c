@@ -44,8 +44,8 @@ struct agent_run {
 	struct masker mask[2];
 	uint64_t got[2]; /* bytes received per stream (before masking) */
 	int spool_errno;
-	bool dirty;      /* got grew: an ACK is due */
-	bool resumed;    /* found live in the spool after a restart */
+	bool dirty;	 /* got grew: an ACK is due */
+	bool resumed;	 /* found live in the spool after a restart */
 	bool stdin_open; /* started with stdin open, not yet closed (chan_lock) */
 };
 
@@ -65,7 +65,7 @@ struct agent_channel {
 	pid_t pid SBX_GUARDED_BY(chan_lock);
 
 	/* The I/O thread's. */
-	bool fuzz;                 /* the fuzzer's: every id is fuzz_run, no hooks */
+	bool fuzz; /* the fuzzer's: every id is fuzz_run, no hooks */
 	struct agent_run fuzz_run;
 	struct io_watch rd, wr, pidw;
 	uint8_t *inq;
@@ -278,7 +278,8 @@ static void channel_fail(struct agent_channel *c, bool hostile, const char *fmt,
 	c->inq = NULL;
 	c->inq_len = c->inq_cap = 0;
 	if (was_up)
-		log_warn("sandbox %s: agent channel closed: %s; runs use docker exec", c->name, why);
+		log_warn("sandbox %s: agent channel closed: %s; runs use docker exec", c->name,
+			 why);
 	end_runs(runs, why);
 }
 
@@ -372,7 +373,8 @@ static int frame(struct agent_channel *c, const struct agent_frame *f, char *why
 		enum stream st = s ? STREAM_STDERR : STREAM_STDOUT;
 		void *ctx[2] = { a, &st };
 		if (hooks)
-			mask_push(&a->mask[s], (const char *)d.bytes + skip, d.len - skip, emit, ctx);
+			mask_push(&a->mask[s], (const char *)d.bytes + skip, d.len - skip, emit,
+				  ctx);
 		a->got[s] += d.len - skip;
 		a->dirty = true;
 		if (hooks)
@@ -514,8 +516,9 @@ static int handshake(struct agent_channel *c, const struct transport_proc *p, ch
 		int rc = agent_frame_parse(buf, len, &f, &used);
 		if (rc == 1) {
 			uint32_t ver, pid;
-			if (f.type != AG_WELCOME || f.id != 0 || agent_decode_pair(&f, &ver, &pid) < 0 ||
-			    ver != AGENT_PROTO_VERSION || used != len) {
+			if (f.type != AG_WELCOME || f.id != 0 ||
+			    agent_decode_pair(&f, &ver, &pid) < 0 || ver != AGENT_PROTO_VERSION ||
+			    used != len) {
 				snprintf(why, wlen, "no valid welcome from the agent");
 				return -EPROTO;
 			}
@@ -526,8 +529,8 @@ static int handshake(struct agent_channel *c, const struct transport_proc *p, ch
 			return -EPROTO;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		long left = HANDSHAKE_MS - ((t1.tv_sec - t0.tv_sec) * 1000 +
-					    (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		long left = HANDSHAKE_MS -
+			    ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
 		struct pollfd pfd = { .fd = p->from_agent, .events = POLLIN };
 		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
 			snprintf(why, wlen, "the agent did not answer within %d ms", HANDSHAKE_MS);
@@ -796,9 +799,9 @@ int agent_channel_stdin(struct agent_channel *c, struct run *r, const char *buf,
 	}
 	sbx_unlock(&chan_lock);
 	if (rc == -EOPNOTSUPP)
-		return sbx_err_set(err, EOPNOTSUPP,
-				   "stdin: run %u was started with stdin at end-of-file (ctl stdin open)",
-				   id);
+		return sbx_err_set(
+			err, EOPNOTSUPP,
+			"stdin: run %u was started with stdin at end-of-file (ctl stdin open)", id);
 	if (rc < 0)
 		return sbx_err_set(err, -rc, "stdin: run %u: %s", id, strerror(-rc));
 	return 0;

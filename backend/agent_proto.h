@@ -17,26 +17,26 @@
 #define AGENT_HDR 9
 #define AGENT_MAX_PAYLOAD (4u << 20) /* spawn frames carry commands up to this */
 #define AGENT_MAX_DATA (64u << 10)   /* data chunks the agent sends */
-#define AGENT_MAX_RUNS 1024          /* live runs one agent keeps */
+#define AGENT_MAX_RUNS 1024	     /* live runs one agent keeps */
 
 enum agent_type {
 	/* daemon → agent */
-	AG_HELLO = 1,       /* u32 version */
-	AG_SPAWN = 2,       /* u32 flags, u32 timeout_ms, str cmd, str env, str cwd */
-	AG_STDIN = 3,       /* bytes */
+	AG_HELLO = 1,	    /* u32 version */
+	AG_SPAWN = 2,	    /* u32 flags, u32 timeout_ms, str cmd, str env, str cwd */
+	AG_STDIN = 3,	    /* bytes */
 	AG_STDIN_CLOSE = 4, /* - */
-	AG_SIGNAL = 5,      /* u32 signal */
-	AG_ACK = 6,         /* u64 stdout bytes, u64 stderr bytes spooled */
-	AG_RESUME = 7,      /* u64 stdout bytes, u64 stderr bytes already spooled */
-	AG_FORGET = 8,      /* the run's end is recorded: drop it */
-	AG_PING = 9,        /* - */
+	AG_SIGNAL = 5,	    /* u32 signal */
+	AG_ACK = 6,	    /* u64 stdout bytes, u64 stderr bytes spooled */
+	AG_RESUME = 7,	    /* u64 stdout bytes, u64 stderr bytes already spooled */
+	AG_FORGET = 8,	    /* the run's end is recorded: drop it */
+	AG_PING = 9,	    /* - */
 	/* agent → daemon */
-	AG_WELCOME = 32,    /* u32 version, u32 agent pid */
-	AG_STARTED = 33,    /* u32 pid (= process group) */
-	AG_DATA = 34,       /* u8 stream (1 stdout, 2 stderr), u64 offset, bytes */
-	AG_EXIT = 35,       /* u8 signaled, u8 timed_out, i32 code|signal, u64 out, u64 err */
-	AG_FAIL = 36,       /* i32 errno, bytes message: the run did not start / unknown id */
-	AG_PONG = 37,       /* - */
+	AG_WELCOME = 32, /* u32 version, u32 agent pid */
+	AG_STARTED = 33, /* u32 pid (= process group) */
+	AG_DATA = 34,	 /* u8 stream (1 stdout, 2 stderr), u64 offset, bytes */
+	AG_EXIT = 35,	 /* u8 signaled, u8 timed_out, i32 code|signal, u64 out, u64 err */
+	AG_FAIL = 36,	 /* i32 errno, bytes message: the run did not start / unknown id */
+	AG_PONG = 37,	 /* - */
 };
 
 #define AG_SPAWN_STDIN_OPEN 1u /* stdin is a pipe fed by AG_STDIN frames */

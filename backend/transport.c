@@ -13,8 +13,8 @@
 /* Written to a temporary name and renamed: a half-streamed binary is never
  * started.  `exec` leaves the serving agent as the exec's only process; it
  * forks, detaches and returns once its socket listens. */
-#define INSTALL_SCRIPT                                                          \
-	"umask 077; t=" AGENT_DIR "/agent.$$; cat > \"$t\" && chmod 700 \"$t\" && " \
+#define INSTALL_SCRIPT                                                                             \
+	"umask 077; t=" AGENT_DIR "/agent.$$; cat > \"$t\" && chmod 700 \"$t\" && "                \
 	"mv -f \"$t\" " AGENT_PATH " && exec " AGENT_PATH " serve"
 
 static size_t cli_args(const struct engine *e, const char **v, size_t n)
@@ -49,8 +49,8 @@ int transport_install(const struct engine *e, const char *container, struct sbx_
 	const char *tail[] = { "exec", "-i", container, "/bin/sh", "-c", INSTALL_SCRIPT, NULL };
 	memcpy(v + n, tail, sizeof(tail));
 	struct spawn_result res;
-	rc = spawn_capture((char *const *)v, NULL, sbx_agent_bin, sbx_agent_len, -1,
-			   e->timeout_ms, &res, err);
+	rc = spawn_capture((char *const *)v, NULL, sbx_agent_bin, sbx_agent_len, -1, e->timeout_ms,
+			   &res, err);
 	if (rc < 0) {
 		spawn_result_free(&res);
 		return sbx_err_wrap(err, "agent install");
@@ -60,7 +60,9 @@ int transport_install(const struct engine *e, const char *container, struct sbx_
 				 e->timeout_ms);
 	else if (res.status != 0) {
 		/* docker prints an OCI runtime's complaint on stdout. */
-		const char *t = res.errtext && res.errtext[0] ? res.errtext : res.out ? res.out : "";
+		const char *t = res.errtext && res.errtext[0] ? res.errtext
+				: res.out		      ? res.out
+							      : "";
 		char line[200];
 		size_t k = strcspn(t, "\n");
 		snprintf(line, sizeof(line), "%.*s", (int)(k > 190 ? 190 : k), t);

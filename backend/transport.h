@@ -15,7 +15,7 @@
 
 struct transport_proc {
 	pid_t pid;
-	int to_agent;   /* write end, O_NONBLOCK|O_CLOEXEC */
+	int to_agent;	/* write end, O_NONBLOCK|O_CLOEXEC */
 	int from_agent; /* read end, O_NONBLOCK|O_CLOEXEC */
 };
 

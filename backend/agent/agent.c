@@ -42,7 +42,7 @@ struct arun {
 	pid_t pid;
 	int fd[3]; /* stdin (write end), stdout, stderr; -1 when closed */
 	struct buf pending_in;
-	bool close_in;   /* close stdin once pending_in is written */
+	bool close_in; /* close stdin once pending_in is written */
 	struct buf out[2];
 	uint64_t base[2]; /* stream offset of out[i].p[0] (acknowledged below) */
 	uint64_t sent[2]; /* stream offset sent on this connection */
@@ -592,7 +592,10 @@ static int next_timeout(void)
 static int serve_loop(int lfd, int sfd)
 {
 	struct pollfd pfd[2 + 3 * AGENT_MAX_RUNS];
-	struct { struct arun *r; int s; } who[3 * AGENT_MAX_RUNS];
+	struct {
+		struct arun *r;
+		int s;
+	} who[3 * AGENT_MAX_RUNS];
 	for (;;) {
 		pump();
 		size_t n = 0;
@@ -637,7 +640,8 @@ static int serve_loop(int lfd, int sfd)
 			else if (r->fd[who[i - first].s + 1] >= 0)
 				read_stream(r, who[i - first].s);
 		}
-		if (conn >= 0 && cidx < first && (pfd[cidx].revents & (POLLOUT | POLLERR | POLLHUP)))
+		if (conn >= 0 && cidx < first &&
+		    (pfd[cidx].revents & (POLLOUT | POLLERR | POLLHUP)))
 			conn_write();
 		if (conn >= 0 && cidx < first && (pfd[cidx].revents & (POLLIN | POLLHUP | POLLERR)))
 			conn_read();
