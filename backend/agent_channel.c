@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <poll.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -494,7 +495,7 @@ static void readable(struct io_watch *w, uint32_t events)
 	}
 }
 
-/* ---- starting (task thread) ---- */
+/* ---- starting (a starter thread) ---- */
 
 static int handshake(struct agent_channel *c, const struct transport_proc *p, char *why,
 		     size_t wlen)
@@ -648,6 +649,63 @@ static void start_task(void *ctx)
 	log_info("sandbox %s: agent connected", c->name);
 }
 
+/* Starting a channel takes docker calls of up to seconds: it gets threads
+ * of its own, so the task thread's kills and inspections never wait behind
+ * an install.  They live as long as the daemon (the transport dies with the
+ * thread that spawned it: pdeathsig). */
+#define STARTERS 2
+static pthread_mutex_t starter_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t starter_cond = PTHREAD_COND_INITIALIZER;
+static struct starter_item {
+	struct starter_item *next;
+	struct agent_channel *c;
+} * starter_head, **starter_tail = &starter_head;
+static int starters;
+
+static void *starter_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&starter_lock);
+		while (!starter_head)
+			pthread_cond_wait(&starter_cond, &starter_lock);
+		struct starter_item *it = starter_head;
+		starter_head = it->next;
+		if (!starter_head)
+			starter_tail = &starter_head;
+		pthread_mutex_unlock(&starter_lock);
+		start_task(it->c);
+		free(it);
+	}
+	return NULL;
+}
+
+static int starter_queue(struct agent_channel *c)
+{
+	struct starter_item *it = calloc(1, sizeof(*it));
+	if (!it)
+		return -ENOMEM;
+	it->c = c;
+	pthread_mutex_lock(&starter_lock);
+	while (starters < STARTERS) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, starter_main, NULL) != 0)
+			break;
+		pthread_detach(t);
+		starters++;
+	}
+	int rc = starters ? 0 : -EAGAIN;
+	if (rc == 0) {
+		*starter_tail = it;
+		starter_tail = &it->next;
+		pthread_cond_signal(&starter_cond);
+	}
+	pthread_mutex_unlock(&starter_lock);
+	if (rc < 0)
+		free(it);
+	return rc;
+}
+
 void agent_channel_start(struct agent_channel *c)
 {
 	sbx_lock(&chan_lock);
@@ -658,8 +716,8 @@ void agent_channel_start(struct agent_channel *c)
 	if (!go)
 		return;
 	agent_channel_ref(c);
-	if (task_queue(start_task, c) < 0) {
-		set_down(c, false, "out of memory");
+	if (starter_queue(c) < 0) {
+		set_down(c, false, "cannot start the agent's starter thread");
 		agent_channel_put(c);
 	}
 }

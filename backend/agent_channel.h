@@ -24,7 +24,7 @@ struct agent_channel *agent_channel_new(const struct engine *e, const char *cont
 					const char *sandbox_name);
 void agent_channel_ref(struct agent_channel *c);
 void agent_channel_put(struct agent_channel *c);
-/* Installs and connects the agent on the task thread (asynchronously). */
+/* Installs and connects the agent on a starter thread (asynchronously). */
 void agent_channel_start(struct agent_channel *c);
 /* No agent for this sandbox (SANDBOXFS_NO_AGENT): info says why. */
 void agent_channel_disable(struct agent_channel *c, const char *why);

@@ -25,8 +25,9 @@ struct transport_proc {
 int transport_install(const struct engine *e, const char *container, struct sbx_err *err);
 
 /* Starts the channel process.  The caller owns the fds and reaps pid.
- * Call it from a thread that lives as long as the daemon (the task
- * thread): the process dies with its spawning thread (pdeathsig). */
+ * Call it from a thread that lives as long as the daemon (a starter
+ * thread of agent_channel.c): the process dies with its spawning thread
+ * (pdeathsig). */
 int transport_connect(const struct engine *e, const char *container, struct transport_proc *p,
 		      struct sbx_err *err);
 
