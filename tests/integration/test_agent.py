@@ -395,3 +395,23 @@ def test_daemon_and_agent_memory_with_100_sandboxes(mount):
     print(f"\ndaemon RSS with 100 agents: {rss / 1024:.1f} MiB; agent RSS {agent / 1024:.2f} MiB")
     assert rss < 64 * 1024
     assert agent < 4 * 1024
+
+
+def test_numeric_user_gets_an_agent_named_user_falls_back(mount):
+    n = "u" + os.urandom(3).hex()
+    with open(mount.p(".sandboxfs", "templates", n), "w") as f:
+        f.write(f'{{"match": "{n}*", "user": "1000:1000"}}\n')
+    try:
+        s = mount.sandbox(n + "a")
+        agent_up(s)
+        assert st(s, "id -u\n") == b"exited 0\n"
+        assert s.read("runs", "1", "output") == b"1000\n"
+        with open(mount.p(".sandboxfs", "templates", n), "w") as f:
+            f.write(f'{{"match": "{n}*", "user": "nobody"}}\n')
+        t = mount.sandbox(n + "b")
+        wait_for(lambda: "could not start" in t.info().get("transport_reason", ""),
+                 AGENT_TIMEOUT, what="the named user's fallback")
+        assert st(t, "id -un\n") == b"exited 0\n"
+        assert t.read("runs", "1", "output") == b"nobody\n"
+    finally:
+        os.unlink(mount.p(".sandboxfs", "templates", n))
