@@ -118,7 +118,6 @@ int transport_connect(const struct engine *e, const char *container, struct tran
 		close(out[0]);
 		return sbx_err_wrap(err, "agent connect");
 	}
-	fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
 	*p = (struct transport_proc){ .pid = pid, .to_agent = in[1], .from_agent = out[0] };
 	return 0;
 }
