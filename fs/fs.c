@@ -191,6 +191,8 @@ static int setattr_size(const struct node *n, off_t size, struct handle *h)
 		return size == 0 ? 0 : EINVAL; /* the write that follows defines it */
 	if (!n->sbx || !kind_writable(n->kind) || n->kind == K_CTL)
 		return EACCES;
+	if (n->kind == K_STDIN || n->kind == K_RUN_STDIN)
+		return size == 0 ? 0 : EINVAL; /* `>` truncates: a stream has nothing to cut */
 	if (size != 0)
 		return EINVAL;
 	if (!ki->ops->truncate)
@@ -532,6 +534,8 @@ static int open_check(const struct node *n, int flags)
 			       fname ? fname : "file");
 	if (acc != O_WRONLY && n->kind == K_CTL)
 		return refusal(EACCES, "open ctl for reading: ctl is write-only");
+	if (acc != O_WRONLY && (n->kind == K_STDIN || n->kind == K_RUN_STDIN))
+		return refusal(EACCES, "open stdin for reading: stdin is write-only");
 	return 0;
 }
 
