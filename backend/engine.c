@@ -156,6 +156,10 @@ int engine_classify_error(const char *cli_stderr, int exit_code)
 	}
 	if (has(t, "No such container") || has(t, "No such object"))
 		return ENOENT;
+	/* The image has no /bin/sh for the run's wrapper. */
+	if (has(t, "exec failed") && (has(t, "no such file or directory") ||
+				      has(t, "executable file not found")))
+		return ENOENT;
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(unreachable); i++)
 		if (has(t, unreachable[i]))
 			return ECONNREFUSED;

@@ -160,12 +160,15 @@ def test_fallback_when_the_image_has_no_shell(mount, tmp_path):
         assert info["transport"] == "exec"
         assert info["state"] == "running"
         assert "/bin/sh" in info["transport_reason"], info["transport_reason"]
-        # Runs take docker exec (which needs /bin/sh too: it exits 126, as
-        # before the agent); the sandbox itself keeps working.
+        # Runs take docker exec, which needs /bin/sh too: the run does not
+        # start, and the close says so (ENOENT: no shell); the sandbox
+        # itself keeps working.
         write_cmd = open(mount.p(name, "exec"), "w")
         write_cmd.write("echo hi\n")
-        write_cmd.close()
-        assert cat(mount.p(name, "wait"), timeout=30) == b"exited 126\n"
+        with pytest.raises(OSError) as e:
+            write_cmd.close()
+        assert e.value.errno == errno.ENOENT, e.value
+        assert cat(mount.p(name, "wait"), timeout=30) == b"lost\n"
         assert json.loads(read(info_path))["transport"] == "exec"
         os.rmdir(mount.p(name))
         os.unlink(mount.p(".sandboxfs", "templates", name))
