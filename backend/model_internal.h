@@ -131,6 +131,10 @@ void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, siz
 /* We changed s's container (create, ctl start/stop): see changed_gen. */
 void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
 
+/* ---- ops.c: ctl pause / resume ---- */
+int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err *err)
+	SBX_EXCLUDES(model_lock);
+
 /* ---- save.c ---- */
 int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);
 

@@ -87,7 +87,7 @@ int parse_signal(const char *s, size_t len, int *sig, struct sbx_err *err);
 int parse_image_name(const char *s, size_t len, struct sbx_err *err);
 
 /* ctl: one action per write; trailing newline allowed. */
-enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE };
+enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE, CTL_PAUSE, CTL_RESUME };
 struct ctl_cmd {
 	enum ctl_verb verb;
 	int signal;          /* CTL_KILL; SIGKILL when not given */

@@ -210,6 +210,10 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			sbx_unlock(&model_lock);
 		}
 		break;
+	case CTL_PAUSE:
+	case CTL_RESUME:
+		rc = sandbox_pause(s, cid, cmd.verb == CTL_PAUSE, err);
+		break;
 	case CTL_SAVE:
 		rc = sandbox_save(s, cid, cmd.image, err);
 		if (rc == 0)
