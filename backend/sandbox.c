@@ -241,6 +241,9 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err)
 {
 	*out = NULL;
+	int woke = sandbox_wake_for_run(s, err); /* idle TTL: activity, or a restart */
+	if (woke < 0)
+		return woke;
 	cleanup_free char *cid = sandbox_container_dup(s);
 	if (!cid)
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
@@ -279,6 +282,8 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 		.workdir = x.workdir, .timeout = x.timeout,
 		.secrets = x.secrets, .nsecrets = x.nsecrets,
 	};
+	/* Logged before the launch: a quick run could end first. */
+	events_run_started(s, r, cmd);
 	rc = run_launch(r, &l, err);
 	exec_snapshot_free(&x);
 	if (rc < 0) {

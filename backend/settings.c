@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "events.h"
 #include "log.h"
 #include "model_internal.h"
 #include "workspace.h"
@@ -188,7 +189,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			rc = run_kill(latest, cmd.signal, err);
 		break;
 	case CTL_STOP:
-		rc = engine_stop(s->engine, cid, err);
+		rc = sandbox_stop(s, cid, "ctl", err);
 		if (rc == 0) {
 			sbx_lock(&model_lock);
 			if (s->state == SBX_RUNNING)
@@ -202,6 +203,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	case CTL_START:
 		rc = workspace_start_container(s->engine, cid, err);
 		if (rc == 0) {
+			events_simple("sandbox_started", s->name, "by", "ctl");
 			sbx_lock(&model_lock);
 			if (s->state == SBX_STOPPED)
 				s->state = SBX_RUNNING;
@@ -233,8 +235,8 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	return rc;
 }
 
-int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
-			  bool replace, struct sbx_err *err)
+static int setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
+			 bool replace, struct sbx_err *err)
 {
 	switch (which) {
 	case SETTING_ENV:
@@ -245,8 +247,19 @@ int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf
 		return sandbox_set_workdir(s, buf, len, err);
 	case SETTING_TIMEOUT:
 		return sandbox_set_timeout(s, buf, len, err);
+	case SETTING_TTL:
+		return sandbox_set_ttl(s, buf, len, err);
 	}
 	return sbx_err_set(err, EINVAL, "no such setting");
+}
+
+int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
+			  bool replace, struct sbx_err *err)
+{
+	int rc = setting_apply(s, which, buf, len, replace, err);
+	if (rc == 0 && which == SETTING_AUTH)
+		events_auth_changed(s); /* names only */
+	return rc;
 }
 
 int setting_check_partial(enum setting which, const char *buf, size_t len, struct sbx_err *err)
@@ -266,7 +279,8 @@ int setting_check_partial(enum setting which, const char *buf, size_t len, struc
 		cleanup_kv_list struct kv_list tmp = { 0 };
 		return parse_kv_lines(buf, len, &tmp, err);
 	}
-	case SETTING_TIMEOUT: {
+	case SETTING_TIMEOUT:
+	case SETTING_TTL: {
 		long secs;
 		return parse_timeout(buf, len, &secs, err);
 	}
@@ -316,7 +330,8 @@ char *sandbox_setting_text(struct sandbox *s, enum setting which, size_t *len)
 			text = NULL;
 		break;
 	case SETTING_TIMEOUT:
-		if (asprintf(&text, "%ld\n", s->timeout) < 0)
+	case SETTING_TTL:
+		if (asprintf(&text, "%ld\n", which == SETTING_TTL ? s->ttl : s->timeout) < 0)
 			text = NULL;
 		break;
 	}
@@ -345,6 +360,9 @@ int setting_save(struct sandbox *s, enum setting which, struct setting_undo *u)
 	case SETTING_TIMEOUT:
 		u->timeout = s->timeout;
 		break;
+	case SETTING_TTL:
+		u->timeout = s->ttl;
+		break;
 	}
 	sbx_unlock(&model_lock);
 	return rc;
@@ -371,6 +389,9 @@ void setting_restore(struct sandbox *s, struct setting_undo *u)
 		break;
 	case SETTING_TIMEOUT:
 		s->timeout = u->timeout;
+		break;
+	case SETTING_TTL:
+		s->ttl = u->timeout;
 		break;
 	}
 	sbx_unlock(&model_lock);
