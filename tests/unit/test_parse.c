@@ -423,7 +423,7 @@ static void test_ctl(void)
 		{ S("stop\0"), "ctl action contains a control character" },
 		{ S("averyveryveryveryveryveryveryveryveryverylongverb"),
 		  "unknown ctl action 'averyveryveryveryveryveryveryveryver...': expected kill [SIGNAL], stop, "
-		  "start or save IMAGE[:TAG]" },
+		  "start, pause, resume or save IMAGE[:TAG]" },
 	};
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++) {
 		memset(&c, 0x5a, sizeof(c));
