@@ -1,5 +1,6 @@
 /* The settings files of a sandbox: env, auth, workdir, timeout, and ctl. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -256,9 +257,15 @@ static int setting_apply(struct sandbox *s, enum setting which, const char *buf,
 int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
 			  bool replace, struct sbx_err *err)
 {
+	size_t blen = 0, alen = 0;
+	char *before = which == SETTING_AUTH ? sandbox_setting_text(s, which, &blen) : NULL;
 	int rc = setting_apply(s, which, buf, len, replace, err);
-	if (rc == 0 && which == SETTING_AUTH)
-		events_auth_changed(s); /* names only */
+	char *after = rc == 0 && before ? sandbox_setting_text(s, which, &alen) : NULL;
+	/* Names only, and only when they changed (a shell's `>` clears first). */
+	if (after && (alen != blen || memcmp(before, after, alen) != 0))
+		events_auth_changed(s);
+	free(before);
+	free(after);
 	return rc;
 }
 

@@ -36,6 +36,7 @@ struct handle {
 	/* Streams (stream.c). */
 	enum stream stream;
 	bool nonseekable;
+	bool nonblock;           /* events opened O_NONBLOCK: EAGAIN at the end */
 	bool reader;             /* holds run_reader_open() */
 	off_t pos;               /* read position of nonseekable handles (stream_lock) */
 	struct fuse_pollhandle *ph; /* (stream_lock) */

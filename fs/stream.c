@@ -10,6 +10,7 @@
  * inside the model's functions); the model never calls back with its lock
  * held. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +339,7 @@ const struct file_ops wait_file_ops = {
 static int events_open(struct handle *h, int flags)
 {
 	h->nonseekable = true; /* read from the oldest line kept, then follow */
+	h->nonblock = flags & O_NONBLOCK;
 	return 0;
 }
 
@@ -346,6 +348,10 @@ static void events_read_req(fuse_req_t req, struct handle *h, size_t size, off_t
 	sbx_lock(&stream_lock);
 	off_t pos = h->pos;
 	sbx_unlock(&stream_lock);
+	if (h->nonblock && !events_ready((uint64_t)pos, events_filter(h))) {
+		fuse_reply_err(req, EAGAIN);
+		return;
+	}
 	stream_park_or_answer(req, h, W_EVENTS, size, pos);
 }
 
