@@ -83,6 +83,7 @@ struct sandbox_view {
 	struct timespec settings_changed; /* last write of env/auth/workdir/timeout */
 	bool running;
 	bool paused;  /* docker pause: no exec can start */
+	bool idle_stopped; /* stopped by the idle TTL: the next exec starts it */
 	unsigned nruns;
 };
 void sandbox_view(struct sandbox *s, struct sandbox_view *v);

@@ -160,6 +160,7 @@ void sandbox_view(struct sandbox *s, struct sandbox_view *v)
 		.created = s->created,
 		.settings_changed = s->settings_changed,
 		.running = s->state == SBX_RUNNING,
+		.idle_stopped = s->state == SBX_STOPPED && s->idle_stopped,
 		.paused = s->paused,
 		.nruns = s->nruns,
 	};
