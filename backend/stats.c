@@ -30,6 +30,7 @@ struct cg {
 	char mem[512], cpu[512], pids[512]; /* directories (all the same on v2) */
 	double cpu_at;                      /* CLOCK_MONOTONIC s of the last sample */
 	unsigned long long cpu_ns;          /* usage then */
+	double cpu_pct;                     /* the last value computed, -1 = none */
 	bool used;
 };
 
@@ -111,7 +112,7 @@ static int resolve(const struct engine *e, const char *container, struct cg *c,
 		return rc;
 	if (pid <= 0)
 		return sbx_err_set(err, EHOSTDOWN, "the container is not running");
-	*c = (struct cg){ .pid = pid, .used = true };
+	*c = (struct cg){ .pid = pid, .used = true, .cpu_pct = -1 };
 	memcpy(c->id, id, sizeof(c->id));
 	char path[64], *text = NULL;
 	size_t len = 0;
@@ -290,10 +291,16 @@ int sandbox_stats(struct sandbox *s, struct sandbox_stats *st, bool fresh, struc
 		ns = cpu_usage_ns(&c);
 		now = mono();
 	}
-	if (c.cpu_at > 0 && now - c.cpu_at > 0.01 && ns >= c.cpu_ns)
-		st->cpu_percent = (double)(ns - c.cpu_ns) / 1e9 / (now - c.cpu_at) * 100.0;
-	c.cpu_ns = ns;
-	c.cpu_at = now;
+	if (c.cpu_at > 0 && now - c.cpu_at < 0.2 && c.cpu_pct >= 0) {
+		/* Too short a window to say much: the last value stands. */
+		st->cpu_percent = c.cpu_pct;
+	} else {
+		if (c.cpu_at > 0 && now - c.cpu_at > 0.01 && ns >= c.cpu_ns)
+			st->cpu_percent = (double)(ns - c.cpu_ns) / 1e9 / (now - c.cpu_at) * 100.0;
+		c.cpu_pct = st->cpu_percent;
+		c.cpu_ns = ns;
+		c.cpu_at = now;
+	}
 	if (c.v2) {
 		st->memory = read_num(c.mem, "memory.current");
 		st->memory_limit = read_num(c.mem, "memory.max");

@@ -304,3 +304,16 @@ def test_ttl_survives_a_restart_and_template_on_idle_remove(make_mount):
     tail = [e for e in events(second.p(".sandboxfs", "events")) if e.get("sandbox") == b.name]
     assert tail[-2:] == [{"event": "sandbox_idle", "sandbox": b.name, "ttl": 2, "action": "remove"},
                          {"event": "sandbox_removed", "sandbox": b.name}]
+
+
+@pytest.mark.timeout_s(60)
+def test_a_container_removed_outside_is_logged_lost(mount):
+    s = mount.sandbox()
+    docker("rm", "-f", s.container)
+    wait_for(lambda: s.name not in mount.names(), 10, what="the sandbox forgotten")
+    mount.sandboxes.remove(s.name)
+    wait_for(lambda: events(mount.p(".sandboxfs", "events"))[-1]["event"] == "sandbox_lost", 5,
+             what="sandbox_lost logged")
+    assert events(mount.p(".sandboxfs", "events"))[-1] == {
+        "event": "sandbox_lost", "sandbox": s.name,
+        "reason": "container removed outside sandboxfs"}
