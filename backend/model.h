@@ -115,7 +115,7 @@ struct sandbox_stats {
 	long long rx, tx;
 };
 /* fresh: take a second CPU sample when the last is missing or older
- * than a second (a 200 ms pause). */
+ * than 10 s (a 200 ms pause). */
 int sandbox_stats(struct sandbox *s, struct sandbox_stats *st, bool fresh, struct sbx_err *err);
 /* NAME/stats: "key value" lines, malloc'ed (NULL and err on failure). */
 char *sandbox_stats_text(struct sandbox *s, size_t *len, struct sbx_err *err);

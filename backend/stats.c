@@ -279,11 +279,12 @@ int sandbox_stats(struct sandbox *s, struct sandbox_stats *st, bool fresh, struc
 		}
 	}
 	free(cid);
-	/* CPU: usage over the time since the last sample, taken again after
-	 * a short pause when that one is missing or older than a second. */
+	/* CPU: usage over the time since the last sample (a reader every
+	 * second gets the last second), taken again after a short pause when
+	 * that one is missing or older than 10 s. */
 	unsigned long long ns = cpu_usage_ns(&c);
 	double now = mono();
-	if (fresh && (c.cpu_at == 0 || now - c.cpu_at > 1.0)) {
+	if (fresh && (c.cpu_at == 0 || now - c.cpu_at > 10.0)) {
 		struct timespec t = { .tv_nsec = 200 * 1000 * 1000 };
 		c.cpu_ns = ns;
 		c.cpu_at = now;
