@@ -426,6 +426,7 @@ static void handle_event(const struct engine *engine, const struct engine_event 
 		if (s->state == SBX_STOPPED)
 			s->state = SBX_RUNNING;
 		s->paused = false;
+		s->idle_stopped = false;
 		break;
 	case ENGINE_EV_PAUSE:
 		if (!s->paused)

@@ -148,7 +148,8 @@ int sandbox_set_ttl(struct sandbox *s, const char *buf, size_t len, struct sbx_e
 	SBX_EXCLUDES(model_lock);
 /* From the template, before the sandbox is published. */
 void sandbox_ttl_init(struct sandbox *s, long ttl, bool remove) SBX_EXCLUDES(model_lock);
-/* Its spool directory exists: the ttl is written there. */
+/* Its spool directory exists (or the ttl state changed): the ttl is
+ * written there. */
 void sandbox_ttl_created(struct sandbox *s) SBX_EXCLUDES(model_lock);
 /* Adoption: what the spool directory kept (disk I/O, before publishing). */
 void sandbox_ttl_load(struct sandbox *s, bool running) SBX_EXCLUDES(model_lock);

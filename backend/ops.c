@@ -128,7 +128,12 @@ int sandbox_stop(struct sandbox *s, const char *cid, const char *by, struct sbx_
 	int rc = engine_stop(s->engine, cid, err);
 	sbx_lock(&model_lock);
 	s->stopping = false;
+	bool was_idle = s->idle_stopped;
+	if (rc == 0)
+		s->idle_stopped = false; /* stopped by a user now: exec must not start it */
 	sbx_unlock(&model_lock);
+	if (rc == 0 && was_idle)
+		sandbox_ttl_created(s); /* keeps the cleared flag */
 	if (rc == 0)
 		events_simple("sandbox_stopped", s->name, "by", by);
 	return rc;

@@ -258,7 +258,8 @@ def test_ttl_stops_an_idle_sandbox_and_exec_starts_it_again(mount, sbx):
     assert sbx.read("ttl") == b"2\n"
     # Only docker is asked while waiting: an open file is activity.
     wait_for(lambda: not running(sbx), 10, interval=0.2, what="the idle stop")
-    assert sbx.info()["state"] == "stopped (idle)"
+    # docker says stopped a moment before the daemon has recorded why.
+    wait_for(lambda: sbx.info()["state"] == "stopped (idle)", 5, what="info: stopped (idle)")
     evs = events(sbx.p("events"))
     assert evs[-2:] == [{"event": "sandbox_idle", "sandbox": sbx.name, "ttl": 2, "action": "stop"},
                         {"event": "sandbox_stopped", "sandbox": sbx.name, "by": "idle"}]
@@ -288,7 +289,7 @@ def test_ttl_survives_a_restart_and_template_on_idle_remove(make_mount):
     s2 = Sandbox(second, s.name)
     assert s2.read("ttl") == b"4\n"
     wait_for(lambda: not running(s2), 15, interval=0.2, what="the idle stop after a restart")
-    assert s2.info()["state"] == "stopped (idle)"
+    wait_for(lambda: s2.info()["state"] == "stopped (idle)", 5, what="info: stopped (idle)")
     assert s2.run("echo again\n") == (b"again\n", b"exited 0\n")
 
     write(second.p(".sandboxfs", "templates", "brief"),
