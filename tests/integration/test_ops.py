@@ -267,6 +267,12 @@ def test_ttl_stops_an_idle_sandbox_and_exec_starts_it_again(mount, sbx):
     assert running(sbx)
     assert sbx.info()["state"] == "running"
     assert events(sbx.p("events"))[-3]["event"] == "sandbox_started"
+    # Stopped for idleness, then by the user: exec no longer starts it.
+    wait_for(lambda: not running(sbx), 10, interval=0.2, what="the second idle stop")
+    wait_for(lambda: sbx.info()["state"] == "stopped (idle)", 5, what="info: stopped (idle)")
+    sbx.write("ctl", "stop\n")
+    assert sbx.info()["state"] == "exited"
+    assert_errno(errno.EHOSTDOWN, sbx.exec, "echo no\n")
 
 
 @pytest.mark.timeout_s(90)
