@@ -521,6 +521,12 @@ int engine_start(const struct engine *e, const char *container, struct sbx_err *
 	return container_call(e, (const char *[]){ "start", NULL }, container, NULL, err);
 }
 
+int engine_pause(const struct engine *e, const char *container, bool pause, struct sbx_err *err)
+{
+	return container_call(e, (const char *[]){ pause ? "pause" : "unpause", NULL }, container,
+			      NULL, err);
+}
+
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err)
 {
 	struct spawn_result res;

@@ -76,6 +76,8 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_stop(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_start(const struct engine *e, const char *container, struct sbx_err *err);
+/* docker pause / unpause: every process of the container frozen or thawed. */
+int engine_pause(const struct engine *e, const char *container, bool pause, struct sbx_err *err);
 /* docker commit, untagged: *image_id is the new image's id (malloc'ed).
  * The sandbox's labels are cleared in it. */
 int engine_commit(const struct engine *e, const char *container, char **image_id,

@@ -9,6 +9,7 @@
 #include <sys/timerfd.h>
 #include <time.h>
 
+#include "events.h"
 #include "engines.h"
 #include "ioloop.h"
 #include "lock.h"
@@ -173,11 +174,14 @@ void engines_poke_all(void)
 static void health_locked(struct engine_slot *e, bool up, const char *why)
 	SBX_REQUIRES(slots_lock)
 {
-	if (up && e->health == ENGINE_DOWN)
+	if (up && e->health == ENGINE_DOWN) {
 		log_info("engine %s answers again", slot_name(e));
-	else if (!up && e->health != ENGINE_DOWN)
+		events_simple("engine_back", NULL, "engine", slot_name(e));
+	} else if (!up && e->health != ENGINE_DOWN) {
 		log_warn("engine %s does not answer (%s); retrying every 1 to %d s", slot_name(e),
 			 why, BACKOFF_MAX);
+		events_simple("engine_lost", NULL, "engine", slot_name(e));
+	}
 	e->health = up ? ENGINE_UP : ENGINE_DOWN;
 }
 

@@ -71,7 +71,8 @@ char *sandbox_info_json(struct sandbox *s)
 	else
 		PUT(cJSON_AddNullToObject(root, "effective"));
 	PUT(cJSON_AddStringToObject(root, "state", s->paused && s->state == SBX_RUNNING ?
-				    "paused" : state_name(s->state)));
+				    "paused" : s->idle_stopped && s->state == SBX_STOPPED ?
+				    "stopped (idle)" : state_name(s->state)));
 	format_time(&s->created, when, sizeof(when));
 	PUT(cJSON_AddStringToObject(root, "created", when));
 	PUT(cJSON_AddNumberToObject(root, "runs", s->nruns));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "events.h"
 #include "engines.h"
 #include "ioloop.h"
 #include "log.h"
@@ -38,6 +39,9 @@ int model_init(const struct model_config *cfg, const struct model_callbacks *cb,
 	model_config_set(cfg);
 	cmd_spool_set_dir(cfg->state_dir);
 	runs_set_listener(cb ? cb->run_changed : NULL);
+	events_set_listener(cb ? cb->events_changed : NULL);
+	if (events_init(cfg->state_dir) < 0)
+		return sbx_err_set(err, ENOMEM, "starting the audit log: out of memory");
 	engines_init(&cfg->engine, &sink);
 	return 0;
 }
@@ -176,6 +180,7 @@ static int take_template(struct sandbox *s, const struct template *t, struct sbx
 	}
 	if (!s->template_name || !s->image || !s->effective)
 		return sbx_err_set(err, ENOMEM, "out of memory");
+	sandbox_ttl_init(s, t->ttl, t->idle_remove); /* not yet published */
 	return 0;
 }
 
@@ -309,6 +314,8 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	char *id = NULL;
 	rc = spool_fresh(s, err);
 	if (rc == 0)
+		sandbox_ttl_created(s);
+	if (rc == 0)
 		rc = create_container(s, t, &id, err);
 
 	sbx_lock(&model_lock);
@@ -320,6 +327,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	}
 	s->container_id = id;
 	s->state = SBX_RUNNING;
+	events_created(name, s->template_name, s->image);
 	engine_answered(s->engine);
 	sandbox_changed_locked(s);
 	struct sandbox *s_agent = s;
@@ -382,6 +390,7 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	if (dir)
 		drop_spool_task(dir);
 	log_info("rmdir %s: removed", name);
+	events_simple("sandbox_removed", name, NULL, NULL);
 	return 0;
 }
 
@@ -394,6 +403,7 @@ static void forget_locked(struct sandbox *s) SBX_REQUIRES(model_lock)
 	sandbox_mark_runs_locked(s, false);
 	s->state = SBX_REMOVED;
 	log_warn("sandbox %s: container removed outside sandboxfs", s->name);
+	events_simple("sandbox_lost", s->name, "reason", "container removed outside sandboxfs");
 	table_del_locked(s);
 	if (dir && task_queue(drop_spool_task, dir) < 0)
 		free(dir);
@@ -421,6 +431,7 @@ static void handle_event(const struct engine *engine, const struct engine_event 
 		if (s->state == SBX_STOPPED)
 			s->state = SBX_RUNNING;
 		s->paused = false;
+		s->idle_stopped = false;
 		break;
 	case ENGINE_EV_PAUSE:
 		if (!s->paused)
@@ -440,6 +451,8 @@ static void handle_event(const struct engine *engine, const struct engine_event 
 			sandbox_set_error_locked(s, "the container stopped");
 			log_warn("sandbox %s: container stopped (exit code %d)", s->name,
 				 ev->exit_code);
+			if (!s->stopping)
+				events_simple("sandbox_stopped", s->name, "by", "engine");
 		}
 		sandbox_mark_runs_locked(s, false);
 		break;
@@ -531,6 +544,7 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	struct run **runs = NULL;
 	unsigned nruns = 0;
 	bool ok = s->template_name && s->image && runs_load(s, c->id, &runs, &nruns) == 0;
+	sandbox_ttl_load(s, c->running);
 
 	sbx_lock(&model_lock);
 	s->container_id = strdup(c->id);
@@ -551,8 +565,10 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	sandbox_put_locked(s);
 	sbx_unlock(&model_lock);
 	free(runs);
-	if (ok)
+	if (ok) {
 		log_info("adopted sandbox %s (container %.12s, %u runs)", c->sandbox, c->id, nruns);
+		events_simple("sandbox_adopted", c->sandbox, NULL, NULL);
+	}
 	if (s_agent) {
 		sandbox_agent_start(s_agent, c->running);
 		sandbox_put(s_agent);
@@ -659,6 +675,7 @@ int model_start(struct sbx_err *err)
 	for (size_t i = 0; i < count; i++)
 		reconcile(engines[i], false, 0);
 	engines_start();
+	ttl_start();
 	return 0;
 }
 
@@ -674,6 +691,7 @@ const struct engine *model_default_engine(void)
 
 void model_shutdown(void)
 {
+	ttl_stop();
 	ioloop_stop();
 	sbx_lock(&model_lock);
 	struct sandbox **gone = table;
@@ -687,4 +705,5 @@ void model_shutdown(void)
 		sandbox_put(gone[i]);
 	free(gone);
 	engines_shutdown();
+	events_shutdown();
 }

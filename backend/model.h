@@ -27,6 +27,8 @@ enum stream { STREAM_OUTPUT = 0, STREAM_STDOUT = 1, STREAM_STDERR = 2, STREAM_CO
 struct model_callbacks {
 	/* Bytes arrived, the run started, or it ended. */
 	void (*run_changed)(struct run *r);
+	/* Lines were added to the audit log (events.h). */
+	void (*events_changed)(void);
 };
 
 struct model_config {
@@ -81,12 +83,13 @@ struct sandbox_view {
 	struct timespec settings_changed; /* last write of env/auth/workdir/timeout */
 	bool running;
 	bool paused;  /* docker pause: no exec can start */
+	bool idle_stopped; /* stopped by the idle TTL: the next exec starts it */
 	unsigned nruns;
 };
 void sandbox_view(struct sandbox *s, struct sandbox_view *v);
 
 /* Settings: the files env, auth, workdir, timeout. */
-enum setting { SETTING_ENV, SETTING_AUTH, SETTING_WORKDIR, SETTING_TIMEOUT };
+enum setting { SETTING_ENV, SETTING_AUTH, SETTING_WORKDIR, SETTING_TIMEOUT, SETTING_TTL };
 /* Applies what was written (replace: the open truncated the file).  Each
  * validates first and changes nothing on error. */
 int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
@@ -96,6 +99,28 @@ int setting_check_partial(enum setting which, const char *buf, size_t len, struc
 /* What reading the file shows (auth: names only), malloc'ed. */
 char *sandbox_setting_text(struct sandbox *s, enum setting which, size_t *len);
 int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err);
+/* A file of the sandbox was opened (+1) or closed (-1): the idle TTL
+ * counts open files as activity. */
+void sandbox_files_opened(struct sandbox *s, int delta);
+/* Seconds since anything happened in s, or -1 while something goes on. */
+double sandbox_idle_seconds(struct sandbox *s);
+
+/* What a sandbox's container uses now (stats.c). */
+struct sandbox_stats {
+	double cpu_percent;          /* of one CPU; -1 = unknown */
+	long long memory, memory_limit; /* bytes; limit 0 = none */
+	long long pids, pids_limit;  /* limit 0 = none */
+	long long uptime;            /* seconds since the container started */
+	bool net;                    /* it has an interface besides lo */
+	long long rx, tx;
+};
+/* fresh: take a second CPU sample when the last is missing or older
+ * than 10 s (a 200 ms pause). */
+int sandbox_stats(struct sandbox *s, struct sandbox_stats *st, bool fresh, struct sbx_err *err);
+/* NAME/stats: "key value" lines, malloc'ed (NULL and err on failure). */
+char *sandbox_stats_text(struct sandbox *s, size_t *len, struct sbx_err *err);
+/* .sandboxfs/summary: the table of every sandbox, malloc'ed. */
+char *model_summary(size_t *len);
 /* A JSON document describing the sandbox (malloc'ed). */
 char *sandbox_info_json(struct sandbox *s);
 

@@ -106,6 +106,14 @@ struct sandbox {
 	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
 	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
 	bool paused SBX_GUARDED_BY(model_lock);         /* docker pause: no exec can start */
+	/* Idle TTL (ttl.c): seconds, 0 = none; what to do; when something
+	 * last happened (CLOCK_MONOTONIC s); open files; stopped for idleness. */
+	long ttl SBX_GUARDED_BY(model_lock);
+	bool ttl_remove SBX_GUARDED_BY(model_lock);
+	double last_active SBX_GUARDED_BY(model_lock);
+	unsigned open_files SBX_GUARDED_BY(model_lock);
+	bool idle_stopped SBX_GUARDED_BY(model_lock);
+	bool stopping SBX_GUARDED_BY(model_lock); /* we stop it: its die event is no news */
 	/* The table's generation when we last made, started or stopped its
 	 * container: an engine listing older than that says nothing of it. */
 	uint64_t changed_gen SBX_GUARDED_BY(model_lock);
@@ -133,6 +141,36 @@ void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, siz
 	SBX_REQUIRES(model_lock);
 /* We changed s's container (create, ctl start/stop): see changed_gen. */
 void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
+
+/* ---- ops.c: ctl pause / resume ---- */
+int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err *err)
+	SBX_EXCLUDES(model_lock);
+
+/* ---- ttl.c: the idle TTL ---- */
+int sandbox_set_ttl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *err)
+	SBX_EXCLUDES(model_lock);
+/* From the template, before the sandbox is published. */
+void sandbox_ttl_init(struct sandbox *s, long ttl, bool remove) SBX_EXCLUDES(model_lock);
+/* Its spool directory exists (or the ttl state changed): the ttl is
+ * written there. */
+void sandbox_ttl_created(struct sandbox *s) SBX_EXCLUDES(model_lock);
+/* Adoption: what the spool directory kept (disk I/O, before publishing). */
+void sandbox_ttl_load(struct sandbox *s, bool running) SBX_EXCLUDES(model_lock);
+/* A run is about to start: activity; an idle-stopped sandbox is started
+ * again (blocking: a docker call). */
+int sandbox_wake_for_run(struct sandbox *s, struct sbx_err *err) SBX_EXCLUDES(model_lock);
+void ttl_start(void);
+void ttl_stop(void);
+
+/* ---- ops.c: audit-log hooks (never under the lock) ---- */
+/* docker stop on behalf of `by` (ctl, idle), logged as such. */
+int sandbox_stop(struct sandbox *s, const char *cid, const char *by, struct sbx_err *err)
+	SBX_EXCLUDES(model_lock);
+void events_created(const char *name, const char *tpl, const char *image); /* any lock */
+void events_auth_changed(struct sandbox *s) SBX_EXCLUDES(model_lock);
+void events_run_ended(struct run *r) SBX_EXCLUDES(model_lock);
+void events_run_started(struct sandbox *s, struct run *r, const struct cmd_spool *cmd)
+	SBX_EXCLUDES(model_lock);
 
 /* ---- save.c ---- */
 int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);

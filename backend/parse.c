@@ -831,6 +831,13 @@ static int ctl_words(const struct token *w, size_t n, struct ctl_cmd *c, struct 
 					   c->verb == CTL_STOP ? "stop" : "start");
 		return 0;
 	}
+	if (word_is(&w[0], "pause") || word_is(&w[0], "resume")) {
+		c->verb = word_is(&w[0], "pause") ? CTL_PAUSE : CTL_RESUME;
+		if (n > 1)
+			return sbx_err_set(err, EINVAL, "%s takes no argument",
+					   c->verb == CTL_PAUSE ? "pause" : "resume");
+		return 0;
+	}
 	if (word_is(&w[0], "save")) {
 		c->verb = CTL_SAVE;
 		if (n != 2)
@@ -852,7 +859,7 @@ static int ctl_words(const struct token *w, size_t n, struct ctl_cmd *c, struct 
 	}
 	return sbx_err_set(err, EINVAL,
 			   "unknown ctl action '%s': expected kill [SIGNAL], stop, start, "
-			   "save IMAGE[:TAG], eof or stdin open|eof",
+			   "pause, resume, save IMAGE[:TAG], eof or stdin open|eof",
 			   quoted(q, sizeof(q), w[0].s, w[0].len));
 }
 

@@ -91,7 +91,7 @@ int parse_signal(const char *s, size_t len, int *sig, struct sbx_err *err);
 int parse_image_name(const char *s, size_t len, struct sbx_err *err);
 
 /* ctl: one action per write; trailing newline allowed. */
-enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE, CTL_EOF, CTL_STDIN };
+enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE, CTL_EOF, CTL_STDIN, CTL_PAUSE, CTL_RESUME };
 struct ctl_cmd {
 	enum ctl_verb verb;
 	bool stdin_open;     /* CTL_STDIN: "stdin open" (else "stdin eof") */

@@ -535,6 +535,7 @@ static void conclude(struct run *r, enum run_outcome outcome, int code, int star
 	sbx_unlock(&model_lock);
 	if (reason)
 		log_warn("sandbox %s run %u: %s", r->sandbox_name, r->number, reason);
+	events_run_ended(r);
 	notify_run_changed(r);
 }
 

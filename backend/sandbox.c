@@ -165,6 +165,7 @@ void sandbox_view(struct sandbox *s, struct sandbox_view *v)
 		.created = s->created,
 		.settings_changed = s->settings_changed,
 		.running = s->state == SBX_RUNNING,
+		.idle_stopped = s->state == SBX_STOPPED && s->idle_stopped,
 		.paused = s->paused,
 		.nruns = s->nruns,
 	};
@@ -254,6 +255,9 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err)
 {
 	*out = NULL;
+	int woke = sandbox_wake_for_run(s, err); /* idle TTL: activity, or a restart */
+	if (woke < 0)
+		return woke;
 	cleanup_free char *cid = sandbox_container_dup(s);
 	if (!cid)
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
@@ -293,6 +297,8 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 		.secrets = x.secrets, .nsecrets = x.nsecrets, .chan = x.chan,
 		.stdin_open = x.stdin_open,
 	};
+	/* Logged before the launch: a quick run could end first. */
+	events_run_started(s, r, cmd);
 	rc = run_launch(r, &l, err);
 	exec_snapshot_free(&x);
 	if (rc < 0) {

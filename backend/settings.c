@@ -1,8 +1,10 @@
 /* The settings files of a sandbox: env, auth, workdir, timeout, and ctl. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "events.h"
 #include "log.h"
 #include "model_internal.h"
 #include "workspace.h"
@@ -188,7 +190,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			rc = run_kill(latest, cmd.signal, err);
 		break;
 	case CTL_STOP:
-		rc = engine_stop(s->engine, cid, err);
+		rc = sandbox_stop(s, cid, "ctl", err);
 		if (rc == 0) {
 			sbx_lock(&model_lock);
 			if (s->state == SBX_RUNNING)
@@ -202,6 +204,7 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	case CTL_START:
 		rc = workspace_start_container(s->engine, cid, err);
 		if (rc == 0) {
+			events_simple("sandbox_started", s->name, "by", "ctl");
 			sbx_lock(&model_lock);
 			if (s->state == SBX_STOPPED)
 				s->state = SBX_RUNNING;
@@ -222,6 +225,10 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 		clock_gettime(CLOCK_REALTIME, &s->settings_changed);
 		sbx_unlock(&model_lock);
 		break;
+	case CTL_PAUSE:
+	case CTL_RESUME:
+		rc = sandbox_pause(s, cid, cmd.verb == CTL_PAUSE, err);
+		break;
 	case CTL_SAVE:
 		rc = sandbox_save(s, cid, cmd.image, err);
 		if (rc == 0)
@@ -241,8 +248,8 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 	return rc;
 }
 
-int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
-			  bool replace, struct sbx_err *err)
+static int setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
+			 bool replace, struct sbx_err *err)
 {
 	switch (which) {
 	case SETTING_ENV:
@@ -253,8 +260,25 @@ int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf
 		return sandbox_set_workdir(s, buf, len, err);
 	case SETTING_TIMEOUT:
 		return sandbox_set_timeout(s, buf, len, err);
+	case SETTING_TTL:
+		return sandbox_set_ttl(s, buf, len, err);
 	}
 	return sbx_err_set(err, EINVAL, "no such setting");
+}
+
+int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
+			  bool replace, struct sbx_err *err)
+{
+	size_t blen = 0, alen = 0;
+	char *before = which == SETTING_AUTH ? sandbox_setting_text(s, which, &blen) : NULL;
+	int rc = setting_apply(s, which, buf, len, replace, err);
+	char *after = rc == 0 && before ? sandbox_setting_text(s, which, &alen) : NULL;
+	/* Names only, and only when they changed (a shell's `>` clears first). */
+	if (after && (alen != blen || memcmp(before, after, alen) != 0))
+		events_auth_changed(s);
+	free(before);
+	free(after);
+	return rc;
 }
 
 int setting_check_partial(enum setting which, const char *buf, size_t len, struct sbx_err *err)
@@ -274,7 +298,8 @@ int setting_check_partial(enum setting which, const char *buf, size_t len, struc
 		cleanup_kv_list struct kv_list tmp = { 0 };
 		return parse_kv_lines(buf, len, &tmp, err);
 	}
-	case SETTING_TIMEOUT: {
+	case SETTING_TIMEOUT:
+	case SETTING_TTL: {
 		long secs;
 		return parse_timeout(buf, len, &secs, err);
 	}
@@ -324,7 +349,8 @@ char *sandbox_setting_text(struct sandbox *s, enum setting which, size_t *len)
 			text = NULL;
 		break;
 	case SETTING_TIMEOUT:
-		if (asprintf(&text, "%ld\n", s->timeout) < 0)
+	case SETTING_TTL:
+		if (asprintf(&text, "%ld\n", which == SETTING_TTL ? s->ttl : s->timeout) < 0)
 			text = NULL;
 		break;
 	}
@@ -353,6 +379,9 @@ int setting_save(struct sandbox *s, enum setting which, struct setting_undo *u)
 	case SETTING_TIMEOUT:
 		u->timeout = s->timeout;
 		break;
+	case SETTING_TTL:
+		u->timeout = s->ttl;
+		break;
 	}
 	sbx_unlock(&model_lock);
 	return rc;
@@ -379,6 +408,9 @@ void setting_restore(struct sandbox *s, struct setting_undo *u)
 		break;
 	case SETTING_TIMEOUT:
 		s->timeout = u->timeout;
+		break;
+	case SETTING_TTL:
+		s->ttl = u->timeout;
 		break;
 	}
 	sbx_unlock(&model_lock);

@@ -1,4 +1,5 @@
 /* Templates: parsing and validation (cJSON), matching, persistence. */
+#include "events.h"
 #include "template.h"
 
 #include <ctype.h>
@@ -28,7 +29,7 @@ static char *persist_path;
 
 static const char *const known_keys[] = {
 	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
-	"pids", "read_only", "init", "labels", "engine", "cap_add",
+	"pids", "read_only", "init", "labels", "engine", "cap_add", "ttl", "on_idle",
 };
 
 void template_free(struct template *t)
@@ -308,6 +309,16 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 		    v->valuedouble != floor(v->valuedouble))
 			return sbx_err_set(err, EINVAL, "pids: a whole number (0 = no limit)");
 		t->pids = (long)v->valuedouble;
+	} else if (!strcmp(k, "ttl")) {
+		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 31536000 ||
+		    v->valuedouble != floor(v->valuedouble))
+			return sbx_err_set(err, EINVAL, "ttl: whole seconds up to a year (0 = none)");
+		t->ttl = (long)v->valuedouble;
+	} else if (!strcmp(k, "on_idle")) {
+		if (!cJSON_IsString(v) || (strcmp(v->valuestring, "stop") != 0 &&
+					   strcmp(v->valuestring, "remove") != 0))
+			return sbx_err_set(err, EINVAL, "on_idle: \"stop\" or \"remove\"");
+		t->idle_remove = !strcmp(v->valuestring, "remove");
 	} else if (!strcmp(k, "read_only") || !strcmp(k, "init")) {
 		if (!cJSON_IsBool(v))
 			return sbx_err_set(err, EINVAL, "%s: true or false", k);
@@ -693,8 +704,10 @@ int template_define(const char *name, const char *json, size_t len, uint32_t wan
 		undo_apply_locked(name, &u); /* define_locked may have half-done it */
 	pthread_mutex_unlock(&templates_lock);
 	undo_free(&u);
-	if (rc == 0)
+	if (rc == 0) {
 		log_info("template %s defined", name);
+		events_simple("template_changed", NULL, "template", name);
+	}
 	return rc;
 }
 
@@ -720,8 +733,10 @@ int template_delete(const char *name, struct sbx_err *err)
 	pthread_mutex_unlock(&templates_lock);
 	if (i >= 0)
 		undo_free(&u);
-	if (rc == 0)
+	if (rc == 0) {
 		log_info("template %s deleted", name);
+		events_simple("template_removed", NULL, "template", name);
+	}
 	return rc;
 }
 
@@ -821,6 +836,8 @@ char *template_effective_json(const struct template *t, const char *image)
 		    cJSON_AddNumberToObject(o, "memory", (double)t->memory) &&
 		    cJSON_AddNumberToObject(o, "cpus", t->cpus) &&
 		    cJSON_AddNumberToObject(o, "pids", (double)t->pids) &&
+		    cJSON_AddNumberToObject(o, "ttl", (double)t->ttl) &&
+		    cJSON_AddStringToObject(o, "on_idle", t->idle_remove ? "remove" : "stop") &&
 		    cJSON_AddBoolToObject(o, "read_only", t->read_only) &&
 		    cJSON_AddBoolToObject(o, "init", t->init) &&
 		    (!t->user || cJSON_AddStringToObject(o, "user", t->user)) &&

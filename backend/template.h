@@ -33,6 +33,8 @@ struct template {
 	long long memory;     /* bytes, 0 = no limit */
 	double cpus;          /* 0 = no limit */
 	long pids;            /* 0 = no limit */
+	long ttl;             /* idle seconds before on_idle, 0 = none */
+	bool idle_remove;     /* on_idle: remove (else stop) */
 	bool read_only;
 	bool init;
 	struct kv_list labels;

@@ -16,7 +16,7 @@ static int exec_open(struct handle *h, int flags)
 		return 0;
 	struct sandbox_view v;
 	sandbox_view(h->sbx, &v);
-	if (!v.running)
+	if (!v.running && !v.idle_stopped)
 		return refusal(EHOSTDOWN, "open exec: the container is not running");
 	return 0;
 }

@@ -144,6 +144,8 @@ static enum setting kind_setting(enum kind k)
 		return SETTING_AUTH;
 	case K_WORKDIR:
 		return SETTING_WORKDIR;
+	case K_TTL:
+		return SETTING_TTL;
 	default:
 		return SETTING_TIMEOUT;
 	}
@@ -198,7 +200,7 @@ static int setting_write(struct handle *h, const char *buf, size_t size)
 		json = i < h->w.len && h->w.data[i] == '{';
 	}
 	/* timeout and workdir are one value: checked whole. */
-	if (which == SETTING_TIMEOUT || which == SETTING_WORKDIR)
+	if (which == SETTING_TIMEOUT || which == SETTING_TTL || which == SETTING_WORKDIR)
 		from = 0;
 	if (!json && setting_check_partial(which, h->w.data + from, h->w.len - from, &err) < 0) {
 		poison(h, &err);

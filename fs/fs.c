@@ -82,10 +82,9 @@ static struct node child_of(const struct node *p, const char *name, double *time
 						   .kind = K_DIR, .sbx = s };
 		}
 	} else if (p->kind == K_META_DIR) {
-		for (unsigned i = INO_META_VERSION; i <= INO_TEMPLATES; i++)
+		for (unsigned i = INO_META_VERSION; i <= INO_META_LAST; i++)
 			if (!strcmp(name, meta_names[i]))
-				n = (struct node){ .ino = i,
-						   .kind = i == INO_TEMPLATES ? K_TEMPLATES : K_META_FILE };
+				n = (struct node){ .ino = i, .kind = meta_kind(i) };
 	} else if (p->kind == K_DIR || p->kind == K_RUN_DIR) {
 		enum kind first = p->kind == K_DIR ? K_SANDBOX_FIRST : K_RUN_FIRST;
 		enum kind last = p->kind == K_DIR ? K_SANDBOX_LAST : K_RUN_LAST;
@@ -377,7 +376,8 @@ static void list_dir(fuse_req_t req, struct dirlist *d, const struct node *n)
 	} else if (n->kind == K_META_DIR) {
 		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
 			dir_add(req, d, meta_names[i], i, RO_MODE);
-		dir_add(req, d, "templates", INO_TEMPLATES, kind_info(K_TEMPLATES)->mode);
+		for (unsigned i = INO_TEMPLATES; i <= INO_META_LAST; i++)
+			dir_add(req, d, meta_names[i], i, kind_info(meta_kind(i))->mode);
 	} else if (n->kind == K_TEMPLATES) {
 		struct list_ctx c = { req, d };
 		tpl_list(add_template, &c);
@@ -505,6 +505,8 @@ void handle_free(struct handle *h)
 	if (!h)
 		return;
 	handle_track(h, false);
+	if (h->counted)
+		sandbox_files_opened(h->sbx, -1);
 	if (h->ops && h->ops->release)
 		h->ops->release(h);
 	if (h->run)
@@ -591,6 +593,11 @@ static void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = 0;
 	fi->nonseekable = h->nonseekable;
 	handle_track(h, true);
+	/* An open file is activity for the idle TTL (stats, read by monitors, is not). */
+	if (h->sbx && h->kind != K_STATS) {
+		sandbox_files_opened(h->sbx, +1);
+		h->counted = true;
+	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_free(h); /* the opener went away */
 }
@@ -752,4 +759,5 @@ const struct fuse_lowlevel_ops *fs_ops(const struct fs_options *o)
 
 const struct model_callbacks fs_model_callbacks = {
 	.run_changed = stream_run_changed,
+	.events_changed = stream_events_changed,
 };

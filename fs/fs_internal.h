@@ -24,6 +24,8 @@ void handle_track(struct handle *h, bool add);
 
 /* stream.c: the model's callback. */
 void stream_run_changed(struct run *r);
+/* events.c's listener: new lines for the readers of events. */
+void stream_events_changed(void);
 /* After the session ended (and the model stopped): frees parked requests. */
 void stream_cleanup(void);
 

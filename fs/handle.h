@@ -26,6 +26,7 @@ struct handle {
 	struct sandbox *sbx;     /* a reference, NULL outside sandboxes */
 	struct run *run;         /* a reference: the run this handle reads, or exec started */
 	bool writable, trunc;
+	bool counted;            /* counted as an open file of the sandbox (idle TTL) */
 
 	char *data;              /* generated content, fixed at open */
 	size_t len;
@@ -35,6 +36,7 @@ struct handle {
 	/* Streams (stream.c). */
 	enum stream stream;
 	bool nonseekable;
+	bool nonblock;           /* events opened O_NONBLOCK: EAGAIN at the end */
 	bool reader;             /* holds run_reader_open() */
 	off_t pos;               /* read position of nonseekable handles (stream_lock) */
 	struct fuse_pollhandle *ph; /* (stream_lock) */
@@ -77,7 +79,7 @@ struct file_ops {
 
 extern const struct file_ops exec_file_ops, stream_file_ops, wait_file_ops, status_file_ops,
 	info_file_ops, run_text_file_ops, run_cmd_file_ops, setting_file_ops, ctl_file_ops, meta_file_ops,
-	template_file_ops, stdin_file_ops;
+	template_file_ops, stdin_file_ops, events_file_ops, stats_file_ops, summary_file_ops;
 
 /* Appends to a write buffer (zeroing what it moves: it may hold a
  * credential); returns 0 or an errno. */

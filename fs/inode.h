@@ -20,6 +20,9 @@
 #define INO_META_BACKEND 4
 #define INO_META_LOG 5
 #define INO_TEMPLATES 6
+#define INO_META_EVENTS 7
+#define INO_META_SUMMARY 8
+#define INO_META_LAST INO_META_SUMMARY
 /* .sandboxfs/templates/NAME: TEMPLATE_INO_BASE + the template's id */
 #define TEMPLATE_INO_BASE (1u << 24)
 
@@ -40,6 +43,9 @@ enum kind {
 	K_CTL,
 	K_INFO,
 	K_STDIN,
+	K_EVENTS,
+	K_STATS,
+	K_TTL,
 	K_RUNS,
 	/* runs/N (run >= 1) */
 	K_RUN_DIR,
@@ -58,6 +64,8 @@ enum kind {
 	K_META_FILE,  /* .sandboxfs/version, backend, log */
 	K_TEMPLATES,
 	K_TEMPLATE,   /* .sandboxfs/templates/NAME */
+	K_META_EVENTS,  /* .sandboxfs/events */
+	K_META_SUMMARY, /* .sandboxfs/summary */
 };
 
 #define K_SANDBOX_FIRST K_EXEC /* files of a sandbox directory: K_EXEC..K_RUNS */

@@ -27,6 +27,9 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_CTL] = KIND("ctl", S_IFREG | 0222, &ctl_file_ops),
 	[K_INFO] = KIND("info", RO_MODE, &info_file_ops),
 	[K_STDIN] = { "stdin", S_IFREG | 0222, &stdin_file_ops, STREAM_OUTPUT, true },
+	[K_EVENTS] = KIND("events", RO_MODE, &events_file_ops),
+	[K_STATS] = KIND("stats", RO_MODE, &stats_file_ops),
+	[K_TTL] = KIND("ttl", S_IFREG | 0644, &setting_file_ops),
 	[K_RUNS] = KIND("runs", DIR_MODE, NULL),
 	[K_RUN_DIR] = KIND(NULL, DIR_MODE, NULL),
 	[K_RUN_CMD] = KIND("cmd", RO_MODE, &run_cmd_file_ops),
@@ -45,6 +48,8 @@ static const struct kind_info other_kinds[] = {
 	[K_META_FILE - K_ROOT] = KIND(NULL, RO_MODE, &meta_file_ops),
 	[K_TEMPLATES - K_ROOT] = KIND("templates", S_IFDIR | 0755, NULL),
 	[K_TEMPLATE - K_ROOT] = KIND(NULL, S_IFREG | 0644, &template_file_ops),
+	[K_META_EVENTS - K_ROOT] = KIND("events", RO_MODE, &events_file_ops),
+	[K_META_SUMMARY - K_ROOT] = KIND("summary", RO_MODE, &summary_file_ops),
 };
 
 const struct kind_info *kind_info(enum kind k)
@@ -52,9 +57,23 @@ const struct kind_info *kind_info(enum kind k)
 	static const struct kind_info none = { 0 };
 	if (k > K_NONE && k < K_MAX)
 		return &kinds[k];
-	if (k >= K_ROOT && k <= K_TEMPLATE)
+	if (k >= K_ROOT && k <= K_META_SUMMARY)
 		return &other_kinds[k - K_ROOT];
 	return &none;
+}
+
+enum kind meta_kind(unsigned ino)
+{
+	switch (ino) {
+	case INO_TEMPLATES:
+		return K_TEMPLATES;
+	case INO_META_EVENTS:
+		return K_META_EVENTS;
+	case INO_META_SUMMARY:
+		return K_META_SUMMARY;
+	default:
+		return K_META_FILE;
+	}
 }
 
 const char *const meta_names[] = {
@@ -62,12 +81,14 @@ const char *const meta_names[] = {
 	[INO_META_BACKEND] = "backend",
 	[INO_META_LOG] = "log",
 	[INO_TEMPLATES] = "templates",
+	[INO_META_EVENTS] = "events",
+	[INO_META_SUMMARY] = "summary",
 };
 
 bool kind_writable(enum kind k)
 {
 	return k == K_EXEC || k == K_AUTH || k == K_ENV || k == K_WORKDIR || k == K_TIMEOUT ||
-	       k == K_CTL || k == K_TEMPLATE || k == K_STDIN || k == K_RUN_STDIN;
+	       k == K_CTL || k == K_TEMPLATE || k == K_STDIN || k == K_RUN_STDIN || k == K_TTL;
 }
 
 bool node_is_dir(const struct node *n)
@@ -102,8 +123,8 @@ int node_resolve(fuse_ino_t ino, struct node *n)
 		n->kind = K_META_FILE;
 		return 0;
 	}
-	if (ino == INO_TEMPLATES) {
-		n->kind = K_TEMPLATES;
+	if (ino >= INO_TEMPLATES && ino <= INO_META_LAST) {
+		n->kind = meta_kind(ino);
 		return 0;
 	}
 	if (template_ino(ino)) {
@@ -141,7 +162,7 @@ struct run *node_run(const struct node *n)
 
 static bool is_settings_kind(enum kind k)
 {
-	return k == K_AUTH || k == K_ENV || k == K_WORKDIR || k == K_TIMEOUT;
+	return k == K_AUTH || k == K_ENV || k == K_WORKDIR || k == K_TIMEOUT || k == K_TTL;
 }
 
 /* When the mount was made: the time of the files outside sandboxes. */

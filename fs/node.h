@@ -42,5 +42,7 @@ bool kind_writable(enum kind k);
 void node_init(void);
 
 extern const char *const meta_names[];
+/* The kind of the .sandboxfs entry numbered ino. */
+enum kind meta_kind(unsigned ino);
 
 #endif

@@ -10,6 +10,7 @@
  * inside the model's functions); the model never calls back with its lock
  * held. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #include "fs_internal.h"
 #include "stream.h"
+#include "events.h"
 #include "log.h"
 
 struct waiter {
@@ -56,9 +58,22 @@ static bool ready_in(const struct waiter *w, const struct run_view *v)
 	}
 }
 
+static bool is_events(const struct handle *h)
+{
+	return h->kind == K_EVENTS || h->kind == K_META_EVENTS;
+}
+
+/* events shows one sandbox's lines, .sandboxfs/events every line. */
+static const char *events_filter(const struct handle *h)
+{
+	return h->kind == K_EVENTS ? sandbox_name(h->sbx) : NULL;
+}
+
 static bool ready(const struct waiter *w)
 {
 	struct run_view v;
+	if (w->kind == W_EVENTS)
+		return events_ready((uint64_t)w->pos, events_filter(w->h));
 	if (!w->h->run)
 		return true;
 	run_view(w->h->run, &v);
@@ -67,6 +82,8 @@ static bool ready(const struct waiter *w)
 
 static short revents(struct handle *h, off_t pos, const struct run_view *v)
 {
+	if (is_events(h))
+		return events_ready((uint64_t)pos, events_filter(h)) ? POLLIN | POLLRDNORM : 0;
 	if (!h->run)
 		return POLLIN | POLLRDNORM;
 	struct waiter probe = { .h = h, .kind = h->kind == K_WAIT ? W_WAIT : W_READ, .pos = pos };
@@ -124,9 +141,29 @@ static void answer_start(fuse_req_t req, struct handle *h, bool number)
 	}
 }
 
+/* Whole lines from the handle's position, which moves past them. */
+static void answer_events(fuse_req_t req, struct handle *h, size_t size)
+{
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	sbx_lock(&stream_lock);
+	uint64_t pos = (uint64_t)h->pos;
+	size_t n = events_read(&pos, events_filter(h), buf, size);
+	h->pos = (off_t)pos;
+	sbx_unlock(&stream_lock);
+	fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
 static void answer(struct waiter *w)
 {
 	switch (w->kind) {
+	case W_EVENTS:
+		answer_events(w->req, w->h, w->size);
+		break;
 	case W_READ:
 		answer_read(w->req, w->h, w->size, w->pos);
 		break;
@@ -296,6 +333,80 @@ const struct file_ops wait_file_ops = {
 	.release = forget_poller,
 	.poll = stream_poll,
 };
+
+/* ---- events: a stream of lines that never ends ---- */
+
+static int events_open(struct handle *h, int flags)
+{
+	h->nonseekable = true; /* read from the oldest line kept, then follow */
+	h->nonblock = flags & O_NONBLOCK;
+	return 0;
+}
+
+static void events_read_req(fuse_req_t req, struct handle *h, size_t size, off_t off)
+{
+	sbx_lock(&stream_lock);
+	off_t pos = h->pos;
+	sbx_unlock(&stream_lock);
+	if (h->nonblock && !events_ready((uint64_t)pos, events_filter(h))) {
+		fuse_reply_err(req, EAGAIN);
+		return;
+	}
+	stream_park_or_answer(req, h, W_EVENTS, size, pos);
+}
+
+const struct file_ops events_file_ops = {
+	.open = events_open,
+	.read = events_read_req,
+	.release = forget_poller,
+	.poll = stream_poll,
+};
+
+/* New lines: answer the parked readers of events and notify their pollers. */
+void stream_events_changed(void)
+{
+	struct waiter *done = NULL;
+	struct fuse_pollhandle *notify[64];
+	size_t nnotify = 0;
+	bool more;
+	do {
+		more = false;
+		sbx_lock(&stream_lock);
+		for (struct waiter *w = parked, *next; w; w = next) {
+			next = w->next;
+			if (w->kind == W_EVENTS && ready(w)) {
+				unlink_waiter_locked(w);
+				w->next = done;
+				done = w;
+			}
+		}
+		for (struct handle **p = &pollers; *p;) {
+			struct handle *h = *p;
+			if (is_events(h) && h->ph && revents(h, h->pos, NULL)) {
+				if (nnotify == SBX_ARRAY_SIZE(notify)) {
+					more = true;
+					break;
+				}
+				notify[nnotify++] = h->ph;
+				h->ph = NULL;
+				*p = h->poll_next;
+			} else {
+				p = &h->poll_next;
+			}
+		}
+		sbx_unlock(&stream_lock);
+		while (done) {
+			struct waiter *w = done;
+			done = w->next;
+			answer(w);
+		}
+		for (size_t i = 0; i < nnotify; i++) {
+			fuse_lowlevel_notify_poll(notify[i]);
+			fuse_pollhandle_destroy(notify[i]);
+		}
+		nnotify = 0;
+	} while (more);
+}
 
 /* ---- the model's callback ---- */
 

@@ -27,7 +27,7 @@ SANITIZED = os.environ.get("SANDBOXFS_SANITIZE") == "1"
 # The files of a sandbox directory (docs/interface.md, "The tree").
 CONTROL_FILES = {
     "exec", "output", "stdout", "stderr", "status", "wait", "auth", "env",
-    "workdir", "timeout", "ctl", "info", "stdin", "runs",
+    "workdir", "timeout", "ctl", "info", "stdin", "events", "stats", "ttl", "runs",
 }
 RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended", "stdin"}
 

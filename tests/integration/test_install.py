@@ -44,7 +44,7 @@ OPTIONS = {  # option -> its default as --help shows it
     "max_output": "8g",
     "workspace_roots": "/home:/srv:/tmp:/var/tmp",
 }
-SBXFS_FILES = {"version", "backend", "log", "templates/"}
+SBXFS_FILES = {"version", "backend", "log", "templates/", "events", "summary"}
 
 
 def project_version():

@@ -23,6 +23,7 @@ MIB = 1 << 20
 DEFAULT_EFFECTIVE = {
     "image": IMAGE, "network": "none", "memory": 2 * GIB, "cpus": 0, "pids": 512,
     "read_only": False, "init": True, "workspace": [], "cap_add": [], "env": {}, "labels": {},
+    "ttl": 0, "on_idle": "stop",
 }
 
 

@@ -409,10 +409,10 @@ static void test_ctl(void)
 		{ S("stop\nstart"), "one ctl action per write" },
 		{ S("kill\n\n"), "one ctl action per write" },
 		{ S("reboot"),
-		  "unknown ctl action 'reboot': expected kill [SIGNAL], stop, start, save IMAGE[:TAG], "
+		  "unknown ctl action 'reboot': expected kill [SIGNAL], stop, start, pause, resume, save IMAGE[:TAG], "
 		  "eof or stdin open|eof" },
 		{ S("KILL"),
-		  "unknown ctl action 'KILL': expected kill [SIGNAL], stop, start, save IMAGE[:TAG], "
+		  "unknown ctl action 'KILL': expected kill [SIGNAL], stop, start, pause, resume, save IMAGE[:TAG], "
 		  "eof or stdin open|eof" },
 		{ S("eof now"), "eof takes no argument" },
 		{ S("stdin"), "stdin takes one argument: open or eof" },
@@ -435,7 +435,7 @@ static void test_ctl(void)
 		{ S("stop\0"), "ctl action contains a control character" },
 		{ S("averyveryveryveryveryveryveryveryveryverylongverb"),
 		  "unknown ctl action 'averyveryveryveryveryveryveryveryver...': expected kill [SIGNAL], stop, "
-		  "start, save IMAGE[:TAG], eof or stdin open|eof" },
+		  "start, pause, resume, save IMAGE[:TAG], eof or stdin open|eof" },
 	};
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++) {
 		memset(&c, 0x5a, sizeof(c));
