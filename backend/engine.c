@@ -14,13 +14,23 @@
 
 /* The wrapper of every run.  `$$` is the wrapper's pid, and because docker
  * exec makes it a session leader, also the process group that ctl kill
- * signals.  The command comes on stdin, so its size is unbounded; eval gets
- * the text already expanded, so nothing the command does (unset, readonly)
- * can change what runs. */
-#define RUN_WRAPPER "echo $$; __sbx_cmd=$(cat); eval \"$__sbx_cmd\""
+ * signals.  The wrapper then execs `sh -c CMD` in its place (same pid,
+ * same group, the command's exit status), so errors read as the user's
+ * shell prints them (`sh: curl: not found`, where `eval` said `sh: eval:
+ * line 0:`), and nothing of the wrapper ($1, its variables) is visible to
+ * the command.  `sh` by PATH names itself `sh` in messages; /bin/sh when
+ * PATH has none.  The command comes on stdin when large, so its size is
+ * unbounded; one too long to be an argument (the kernel's 128 KiB per
+ * string) is eval'ed, whose errors say `eval`. */
+#define RUN_EXEC_SH(arg) \
+	"command -v sh >/dev/null && exec sh -c \"" arg "\"; exec /bin/sh -c \"" arg "\""
+#define RUN_WRAPPER                                                       \
+	"echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then " \
+	"set -- \"$__sbx_cmd\"; unset __sbx_cmd; " RUN_EXEC_SH("$1") "; fi; "  \
+	"eval \"$__sbx_cmd\""
 /* The same for a command small enough to be the wrapper's $1: no stdin to
  * attach and no `cat` to fork, which is most of the cost over a plain exec. */
-#define RUN_WRAPPER_ARG "echo $$; eval \"$1\""
+#define RUN_WRAPPER_ARG "echo $$; " RUN_EXEC_SH("$1")
 
 /* Writes the content of the first positional parameter's file from stdin,
  * mode 0600 from the start (umask), "~/" meaning $HOME. */
@@ -863,9 +873,11 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 	cli_begin(&a, e);
 	ARGS(&a, "events", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	/* Only what the model acts on: every run would add three exec events. */
+	/* Only what the model acts on: every run would add three exec events.
+	 * Both vocabularies: podman says `died` and `remove` where docker says
+	 * `die` and `destroy` (docker accepts names it does not know). */
 	ARGS(&a, "--filter", "type=container", "--filter", "event=start", "--filter", "event=die",
-	     "--filter", "event=destroy",
+	     "--filter", "event=died", "--filter", "event=destroy", "--filter", "event=remove",
 	     "--filter", "event=pause", "--filter", "event=unpause", "--format", "{{json .}}");
 	if (a.oom)
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);

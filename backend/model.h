@@ -81,9 +81,12 @@ struct sandbox_view {
 	struct timespec settings_changed; /* last write of env/auth/workdir/timeout */
 	bool running;
 	bool paused;  /* docker pause: no exec can start */
+	bool engine_down; /* its engine is known not to answer */
 	unsigned nruns;
 };
 void sandbox_view(struct sandbox *s, struct sandbox_view *v);
+/* An exec was refused because the sandbox's engine is down: ask it again. */
+void sandbox_engine_recheck(struct sandbox *s);
 
 /* Settings: the files env, auth, workdir, timeout. */
 enum setting { SETTING_ENV, SETTING_AUTH, SETTING_WORKDIR, SETTING_TIMEOUT };

@@ -1,6 +1,7 @@
 /* Inodes: what each one names, its attributes, and the table of file
  * kinds.  The one place that says which run a file shows. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_CTL] = KIND("ctl", S_IFREG | 0222, &ctl_file_ops),
 	[K_INFO] = KIND("info", RO_MODE, &info_file_ops),
 	[K_RUNS] = KIND("runs", DIR_MODE, NULL),
+	[K_RUNS_LATEST] = KIND("latest", S_IFLNK | 0777, NULL),
 	[K_RUN_DIR] = KIND(NULL, DIR_MODE, NULL),
 	[K_RUN_CMD] = KIND("cmd", RO_MODE, &run_cmd_file_ops),
 	[K_RUN_OUTPUT] = STREAM_KIND("output", STREAM_OUTPUT, false),
@@ -35,6 +37,7 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_RUN_STATUS] = KIND("status", RO_MODE, &status_file_ops),
 	[K_RUN_STARTED] = KIND("started", RO_MODE, &run_text_file_ops),
 	[K_RUN_ENDED] = KIND("ended", RO_MODE, &run_text_file_ops),
+	[K_RUN_WAIT] = { "wait", RO_MODE, &wait_file_ops, STREAM_OUTPUT, false },
 };
 
 static const struct kind_info other_kinds[] = {
@@ -112,7 +115,7 @@ int node_resolve(fuse_ino_t ino, struct node *n)
 	n->run = ino_run(ino);
 	if (n->kind == K_NONE || ino_sbx(ino) == 0)
 		return -ENOENT;
-	if ((n->run == 0) != (n->kind <= K_RUNS))
+	if ((n->run == 0) != (n->kind <= K_RUNS_LATEST))
 		return -ENOENT;
 	n->sbx = model_find_id(ino_sbx(ino));
 	if (!n->sbx)
@@ -181,5 +184,7 @@ void node_attr(const struct node *n, struct stat *st)
 		if (ki->ops == &stream_file_ops)
 			st->st_size = v.size[ki->stream];
 	}
+	if (n->kind == K_RUNS_LATEST)
+		st->st_size = snprintf(NULL, 0, "%u", sv.nruns);
 	st->st_blocks = (st->st_size + 511) / 512;
 }

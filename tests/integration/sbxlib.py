@@ -29,7 +29,7 @@ CONTROL_FILES = {
     "exec", "output", "stdout", "stderr", "status", "wait", "auth", "env",
     "workdir", "timeout", "ctl", "info", "runs",
 }
-RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended"}
+RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended", "wait"}
 
 RFC3339_MS = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n$")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [a-z]+: .+$")

@@ -1,0 +1,165 @@
+"""What a newcomer hits (issue 10): errors a shell can see, rmdir ends runs
+`killed`, errors that read like the user's shell, config errors that say
+where, a second daemon refused, per-run wait and runs/latest, the README's
+recipes. Driven the way a user drives them: bash, /bin/echo, ls, cat."""
+
+import errno
+import os
+import subprocess
+import time
+
+import pytest
+
+from sbxlib import IMAGE, cat, docker, errname, errno_of, read, wait_for, write
+
+BASH = "/bin/bash"
+
+
+def bash(script, timeout=30, env=None):
+    """Runs script with bash; returns (exit status, stdout, stderr)."""
+    p = subprocess.run([BASH, "-c", script], capture_output=True, timeout=timeout,
+                       env=env, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr
+
+
+def q(path):
+    return "'" + path.replace("'", "'\\''") + "'"
+
+
+# ------------------------------------------------------------------ errors reach the shell
+
+def test_stopped_sandbox_fails_at_the_redirection(sbx):
+    write(sbx.p("ctl"), "stop\n")
+    wait_for(lambda: sbx.info()["state"] != "running", 30, what="the container stopped")
+    rc, _, err = bash(f"echo true > {q(sbx.p('exec'))}")
+    assert rc != 0, "bash's builtin echo reported success for a stopped sandbox"
+    assert b"Host is down" in err, err
+    rc, _, err = bash(f"/bin/echo true > {q(sbx.p('exec'))}")
+    assert rc != 0 and b"Host is down" in err, (rc, err)
+    assert errno_of(os.open, sbx.p("exec"), os.O_WRONLY) == errno.EHOSTDOWN
+    write(sbx.p("ctl"), "start\n")
+    assert sbx.run("echo back\n") == (b"back\n", b"exited 0\n")
+
+
+def test_paused_sandbox_fails_at_the_redirection(sbx):
+    docker("pause", sbx.container)
+    try:
+        wait_for(lambda: sbx.status() == b"paused\n", 10, what="status paused")
+        rc, _, err = bash(f"echo true > {q(sbx.p('exec'))}")
+        assert rc != 0, "bash's builtin echo reported success for a paused sandbox"
+        assert b"Device or resource busy" in err, err
+        assert errno_of(os.open, sbx.p("exec"), os.O_WRONLY) == errno.EBUSY
+    finally:
+        docker("unpause", sbx.container, check=False)
+    wait_for(lambda: sbx.status() != b"paused\n", 10, what="status not paused")
+    assert sbx.run("echo back\n") == (b"back\n", b"exited 0\n")
+
+
+def test_invalid_template_fails_at_the_write(mount):
+    path = mount.p(".sandboxfs", "templates", "newbie")
+    for echo in ("echo", "/bin/echo"):
+        rc, _, err = bash(f"{echo} '{{\"image\": 5}}' > {q(path)}")
+        assert rc != 0, f"{echo}: an invalid template was accepted"
+        assert b"Invalid argument" in err, err
+        assert "newbie" not in os.listdir(mount.p(".sandboxfs", "templates"))
+
+
+# ------------------------------------------------------------------ errors read like a shell's
+
+def test_command_not_found_reads_like_sh(sbx):
+    assert sbx.run("curl http://example.com\n") == (b"sh: curl: not found\n", b"exited 127\n")
+    assert sbx.run("exit 3\n") == (b"", b"exited 3\n")
+    # The wrapper leaves nothing behind for the command to see.
+    assert sbx.run('echo "[$1]" "[$__sbx_cmd]" "$0"\n') == (b"[] [] sh\n", b"exited 0\n")
+    # A command too large for an argument comes on stdin: the same words.
+    big = "nosuchcmd\n" + "#" * (80 << 10) + "\n"
+    assert sbx.run(big) == (b"sh: nosuchcmd: not found\n", b"exited 127\n")
+
+
+# ------------------------------------------------------------------ rmdir ends runs killed
+
+@pytest.mark.timeout_s(180)
+def test_rmdir_of_a_live_run_ends_it_killed(mount):
+    for i in range(5):
+        s = mount.sandbox()
+        n = s.exec_n("echo up; sleep 600\n")
+        rd = mount.reader(s.p("runs", str(n), "output"))
+        rd.wait_data(b"up\n", 15)
+        # A reader of runs/N/status keeps the run object to ask after rmdir.
+        fd = os.open(s.p("runs", str(n), "wait"), os.O_RDONLY)
+        try:
+            os.rmdir(s.path)
+            mount.sandboxes.remove(s.name)
+            got = os.read(fd, 64)
+        finally:
+            os.close(fd)
+        assert got == b"killed\n", f"round {i}: {got!r}"
+        assert rd.wait_exit(10) == 0
+
+
+# ------------------------------------------------------------------ runs/N/wait, runs/latest
+
+def test_run_wait_blocks_for_its_own_run(sbx):
+    n1 = sbx.exec_n("sleep 1; exit 4\n")
+    n2 = sbx.exec_n("echo quick\n")
+    assert (n1, n2) == (1, 2)
+    # The top-level wait follows run 2; runs/1/wait waits for run 1.
+    t0 = time.monotonic()
+    assert cat(sbx.p("runs", "1", "wait"), timeout=30) == b"exited 4\n"
+    assert time.monotonic() - t0 > 0.3
+    assert cat(sbx.p("runs", "2", "wait")) == b"exited 0\n"
+    # Ended: answers at once, at any offset.
+    with open(sbx.p("runs", "1", "wait"), "rb") as f:
+        f.seek(7)
+        assert f.read() == b"4\n"
+
+
+def test_run_wait_is_pollable_and_interruptible(sbx):
+    import select
+    n = sbx.exec_n("sleep 600\n")
+    fd = os.open(sbx.p("runs", str(n), "wait"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        assert p.poll(300) == []
+        # A blocked reader is interrupted by a signal: cat dies of it.
+        c = subprocess.Popen(["cat", sbx.p("runs", str(n), "wait")], stdout=subprocess.PIPE)
+        time.sleep(0.5)
+        assert c.poll() is None
+        c.terminate()
+        assert c.wait(5) == -15
+        write(sbx.p("ctl"), "kill\n")
+        assert p.poll(10000) != []
+        assert os.read(fd, 64) == b"killed\n"
+    finally:
+        os.close(fd)
+
+
+def test_runs_latest_is_a_symlink_to_the_newest_run(sbx):
+    runs = sbx.p("runs")
+    assert errno_of(os.readlink, os.path.join(runs, "latest")) == errno.ENOENT
+    for i in range(1, 12):
+        sbx.exec_n(f"echo {i}\n")
+    assert os.readlink(os.path.join(runs, "latest")) == "11"
+    assert cat(os.path.join(runs, "latest", "wait")) == b"exited 0\n"
+    assert cat(os.path.join(runs, "latest", "output")) == b"11\n"
+    # readdir gives numeric order (ls -U), and never lists latest.
+    rc, out, _ = bash(f"ls -U {q(runs)}; echo; ls -v {q(runs)}")
+    assert rc == 0
+    numbers = b"".join(b"%d\n" % i for i in range(1, 12))
+    assert out == numbers + b"\n" + numbers, out
+
+
+def test_readme_recipe_learns_the_run_number(sbx):
+    script = f"""
+cmd='echo from-recipe; exit 5'
+exec 3<>{q(sbx.p('exec'))}
+printf '%s' "$cmd" >&3
+read -r n <&3
+exec 3>&-
+echo "$n"
+cat {q(sbx.p('runs'))}/"$n"/wait
+cat {q(sbx.p('runs'))}/"$n"/output
+"""
+    rc, out, err = bash(script)
+    assert (rc, out, err) == (0, b"1\nexited 5\nfrom-recipe\n", b"")
