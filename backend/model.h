@@ -94,6 +94,9 @@ enum setting { SETTING_ENV, SETTING_AUTH, SETTING_WORKDIR, SETTING_TIMEOUT };
  * validates first and changes nothing on error. */
 int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
 			  bool replace, struct sbx_err *err);
+/* Clears a setting without a log line: the first half of a shell's `>`
+ * (its open truncates, the write comes later and says what happened). */
+int sandbox_setting_clear(struct sandbox *s, enum setting which, struct sbx_err *err);
 /* Checks the complete lines of a partial write: 0 or -errno. */
 int setting_check_partial(enum setting which, const char *buf, size_t len, struct sbx_err *err);
 /* What reading the file shows (auth: names only), malloc'ed. */

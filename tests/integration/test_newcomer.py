@@ -163,3 +163,54 @@ cat {q(sbx.p('runs'))}/"$n"/output
 """
     rc, out, err = bash(script)
     assert (rc, out, err) == (0, b"1\nexited 5\nfrom-recipe\n", b"")
+
+
+# ------------------------------------------------------------------ start-up mistakes
+
+def start_daemon(sbx_bin, args, timeout=20):
+    p = subprocess.run([sbx_bin, "-f", *args], capture_output=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    return p.returncode, p.stderr.decode(errors="replace")
+
+
+def test_startup_mistakes_say_what_to_do(sbx_bin, scratch):
+    mp = os.path.join(scratch, "mnt")
+    os.mkdir(mp)
+    state = os.path.join(scratch, "state")
+    rc, err = start_daemon(sbx_bin, ["-o", f"bogus=1,state={state}", mp])
+    assert rc != 0 and "bogus" in err and "see sandboxfs --help" in err, err
+    afile = os.path.join(scratch, "afile")
+    open(afile, "w").close()
+    rc, err = start_daemon(sbx_bin, ["-o", f"state={afile}", mp])
+    assert (rc, err) == (1, f"sandboxfs: state directory {afile} is not a directory\n")
+    conf = os.path.join(scratch, "c.json")
+    with open(conf, "w") as f:
+        f.write('{\n  "templates": {},\n}\n')    # a trailing comma
+    rc, err = start_daemon(sbx_bin, ["-o", f"state={state},config={conf}", mp])
+    assert (rc, err) == (1, f"sandboxfs: config {conf}: malformed JSON at line 3 column 1\n")
+    assert not os.listdir(mp)
+
+
+def test_second_daemon_on_a_live_mount_is_refused(sbx_bin, mount, scratch):
+    s = mount.sandbox()
+    rc, err = start_daemon(sbx_bin, ["-o", f"state={os.path.join(scratch, 'st')}", mount.path])
+    assert rc == 1, err
+    assert err == (f"sandboxfs: {mount.path} is already served by a running sandboxfs; "
+                   f"unmount it first (fusermount3 -u {mount.path})\n")
+    assert s.name in mount.names()
+    assert s.run("echo still\n") == (b"still\n", b"exited 0\n")
+
+
+def test_auth_written_by_a_shell_logs_one_line(sbx, mount):
+    before = mount.sbx_log().decode().count(f"sandbox {sbx.name}: auth")
+    rc, _, err = bash(f"echo TOKEN=abcdef > {q(sbx.p('auth'))}")
+    assert (rc, err) == (0, b"")
+    lines = [x for x in mount.sbx_log().decode().splitlines()
+             if f"sandbox {sbx.name}: auth" in x][before:]
+    assert len(lines) == 1 and lines[0].endswith("auth replaced (1 variables, 0 files)"), lines
+    assert sbx.read("auth") == b"TOKEN\n"
+    rc, _, _ = bash(f": > {q(sbx.p('auth'))}")
+    assert rc == 0 and sbx.read("auth") == b""
+    lines = [x for x in mount.sbx_log().decode().splitlines()
+             if f"sandbox {sbx.name}: auth" in x][before:]
+    assert len(lines) == 2 and lines[1].endswith("auth cleared"), lines
