@@ -22,6 +22,15 @@ def bash(script, timeout=30, env=None):
     return p.returncode, p.stdout, p.stderr
 
 
+def open_errno(path, flags=os.O_WRONLY):
+    """The errno of opening path (None: it opened, and was closed unwritten)."""
+    try:
+        os.close(os.open(path, flags))
+    except OSError as e:
+        return e.errno
+    return None
+
+
 def q(path):
     return "'" + path.replace("'", "'\\''") + "'"
 
@@ -36,7 +45,7 @@ def test_stopped_sandbox_fails_at_the_redirection(sbx):
     assert b"Host is down" in err, err
     rc, _, err = bash(f"/bin/echo true > {q(sbx.p('exec'))}")
     assert rc != 0 and b"Host is down" in err, (rc, err)
-    assert errno_of(os.open, sbx.p("exec"), os.O_WRONLY) == errno.EHOSTDOWN
+    assert open_errno(sbx.p("exec")) == errno.EHOSTDOWN
     write(sbx.p("ctl"), "start\n")
     assert sbx.run("echo back\n") == (b"back\n", b"exited 0\n")
 
@@ -48,7 +57,7 @@ def test_paused_sandbox_fails_at_the_redirection(sbx):
         rc, _, err = bash(f"echo true > {q(sbx.p('exec'))}")
         assert rc != 0, "bash's builtin echo reported success for a paused sandbox"
         assert b"Device or resource busy" in err, err
-        assert errno_of(os.open, sbx.p("exec"), os.O_WRONLY) == errno.EBUSY
+        assert open_errno(sbx.p("exec")) == errno.EBUSY
     finally:
         docker("unpause", sbx.container, check=False)
     wait_for(lambda: sbx.status() != b"paused\n", 10, what="status not paused")
@@ -214,3 +223,35 @@ def test_auth_written_by_a_shell_logs_one_line(sbx, mount):
     lines = [x for x in mount.sbx_log().decode().splitlines()
              if f"sandbox {sbx.name}: auth" in x][before:]
     assert len(lines) == 2 and lines[1].endswith("auth cleared"), lines
+
+
+# ------------------------------------------------------------------ the engine is down
+
+def test_engine_down_at_mount_logs_once(make_mount, scratch):
+    sock = os.path.join(scratch, "nothing.sock")
+    m = make_mount(env={"DOCKER_HOST": f"unix://{sock}"})
+    time.sleep(5)
+    log = m.sbx_log().decode().splitlines()
+    about = [x for x in log if "does not answer" in x or "events" in x]
+    assert len(about) <= 2, about      # the start-up warning and the outage, once each
+    assert errno_of(os.mkdir, m.p("x")) == errno.ECONNREFUSED
+
+
+@pytest.mark.timeout_s(180)
+def test_engine_down_fails_exec_at_open(make_dockerd, make_mount):
+    eng = make_dockerd()
+    m = make_mount(env={"DOCKER_HOST": eng.host})
+    a = m.sandbox()
+    assert a.run("echo up\n") == (b"up\n", b"exited 0\n")
+    eng.stop()
+    wait_for(lambda: open_errno(a.p("exec")) == errno.ECONNREFUSED, 15,
+             what="exec refused with ECONNREFUSED at open")
+    rc, _, err = bash(f"echo true > {q(a.p('exec'))}")
+    assert rc != 0 and b"Connection refused" in err, (rc, err)
+    eng.start()
+    # The refusal asked the engine again: it is noticed well before the
+    # backoff's end, and exec works again.
+    wait_for(lambda: open_errno(a.p("exec")) is None, 30,
+             what="exec accepted again")
+    wait_for(lambda: a.info()["state"] == "running", 30, what="running again")
+    assert a.run("echo back\n", timeout=30) == (b"back\n", b"exited 0\n")
