@@ -255,3 +255,9 @@ def test_engine_down_fails_exec_at_open(make_dockerd, make_mount):
              what="exec accepted again")
     wait_for(lambda: a.info()["state"] == "running", 30, what="running again")
     assert a.run("echo back\n", timeout=30) == (b"back\n", b"exited 0\n")
+
+
+def test_info_template_is_builtin_without_templates(sbx):
+    info = sbx.info()
+    assert info["template"] == "builtin"
+    assert info["effective"]["template"] == "builtin"
