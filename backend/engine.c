@@ -134,6 +134,8 @@ int engine_classify_error(const char *cli_stderr, int exit_code)
 	static const char *const image_missing[] = {
 		"Unable to find image", "No such image", "pull access denied",
 		"manifest unknown", "repository does not exist", "image not known",
+		/* podman, a short name with no search registry to pull from */
+		"did not resolve to an alias",
 	};
 	static const char *const unreachable[] = {
 		"error during connect", "connection refused", "dial unix",
@@ -603,14 +605,30 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 	if (!e->instance || !e->instance[0])
 		return sbx_err_set(err, EINVAL, "list: no instance");
 	snprintf(what, sizeof(what), "%s ps", cli_name(e));
-	cli_begin(&a, e);
-	ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
-	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	/* .Labels is "k=v,k=v", unescaped: the sandbox label is asked for
-	 * exactly (docker and podman both have .Label). */
-	ARGS(&a, "--format",
-	     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
-	r = cli_run(e, what, &a, NULL, 0, &res, err);
+	/* .Labels is "k=v,k=v" for docker, unescaped: the sandbox label is
+	 * asked for exactly with .Label.  podman 4.3 has no .Label (its
+	 * template fails) but gives .Labels as an object: plain {{json .}}
+	 * is exact there, and once seen it is asked that way at once. */
+	static _Atomic bool no_label_fn;
+	for (int attempt = 0;; attempt++) {
+		bool plain = no_label_fn;
+		strv_free(&a);
+		cli_begin(&a, e);
+		ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
+		strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
+		if (plain)
+			ARGS(&a, "--format", "{{json .}}");
+		else
+			ARGS(&a, "--format",
+			     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
+		r = cli_run(e, what, &a, NULL, 0, &res, err);
+		if (r < 0 && !plain && attempt == 0 && strstr(err->msg, "field Label")) {
+			spawn_result_free(&res);
+			no_label_fn = true;
+			continue;
+		}
+		break;
+	}
 	if (r < 0) {
 		spawn_result_free(&res);
 		return r;
