@@ -262,3 +262,24 @@ def test_info_template_is_builtin_without_templates(sbx):
     info = sbx.info()
     assert info["template"] == "builtin"
     assert info["effective"]["template"] == "builtin"
+
+
+# ------------------------------------------------------------------ already done on core: checked
+
+def test_files_look_like_files(sbx):
+    t0 = time.time()
+    assert sbx.run("printf 'abc\\n%.0s' 1 2 3\n") == (b"abc\nabc\nabc\n", b"exited 0\n")
+    rc, out, _ = bash(f"wc -c < {q(sbx.p('output'))}; wc -c < {q(sbx.p('runs', '1', 'stdout'))}")
+    assert (rc, out.split()) == (0, [b"12", b"12"])
+    st = os.stat(sbx.p("runs", "1", "output"))
+    assert st.st_size == 12
+    assert t0 - 5 < st.st_mtime < time.time() + 5
+    assert t0 - 5 < os.stat(sbx.path).st_mtime < time.time() + 5
+
+
+def test_allow_other_is_refused(sbx_bin, scratch):
+    mp = os.path.join(scratch, "mnt")
+    os.mkdir(mp)
+    for opt in ("allow_other", "allow_root"):
+        rc, err = start_daemon(sbx_bin, ["-o", f"{opt},state={os.path.join(scratch, 's')}", mp])
+        assert rc == 1 and "allow_other and allow_root are refused" in err, err
