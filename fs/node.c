@@ -181,7 +181,11 @@ void node_attr(const struct node *n, struct stat *st)
 		st->st_atim = st->st_ctim = v.started_at;
 		st->st_mtim = v.ended ? v.ended_at :
 			      v.last_output.tv_sec ? v.last_output : v.started_at;
-		if (ki->ops == &stream_file_ops)
+		/* The top-level streams are nonseekable, like a pipe: wc -c
+		 * trusts a size it cannot seek within and would print 0, so
+		 * they show none and are read to the end.  runs/N/ (and
+		 * runs/latest/) show the bytes spooled so far. */
+		if (ki->ops == &stream_file_ops && !ki->follows_latest)
 			st->st_size = v.size[ki->stream];
 	}
 	if (n->kind == K_RUNS_LATEST)

@@ -269,8 +269,11 @@ def test_info_template_is_builtin_without_templates(sbx):
 def test_files_look_like_files(sbx):
     t0 = time.time()
     assert sbx.run("printf 'abc\\n%.0s' 1 2 3\n") == (b"abc\nabc\nabc\n", b"exited 0\n")
-    rc, out, _ = bash(f"wc -c < {q(sbx.p('output'))}; wc -c < {q(sbx.p('runs', '1', 'stdout'))}")
-    assert (rc, out.split()) == (0, [b"12", b"12"])
+    rc, out, _ = bash(f"wc -c < {q(sbx.p('output'))}; wc -c < {q(sbx.p('runs', '1', 'stdout'))};"
+                      f"wc -c < {q(sbx.p('runs', 'latest', 'output'))}")
+    assert (rc, out.split()) == (0, [b"12", b"12", b"12"])
+    # Pipe-like (nonseekable): no size, so that wc reads it to the end.
+    assert os.stat(sbx.p("output")).st_size == 0
     st = os.stat(sbx.p("runs", "1", "output"))
     assert st.st_size == 12
     assert t0 - 5 < st.st_mtime < time.time() + 5
