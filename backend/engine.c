@@ -14,13 +14,23 @@
 
 /* The wrapper of every run.  `$$` is the wrapper's pid, and because docker
  * exec makes it a session leader, also the process group that ctl kill
- * signals.  The command comes on stdin, so its size is unbounded; eval gets
- * the text already expanded, so nothing the command does (unset, readonly)
- * can change what runs. */
-#define RUN_WRAPPER "echo $$; __sbx_cmd=$(cat); eval \"$__sbx_cmd\""
+ * signals.  The wrapper then execs `sh -c CMD` in its place (same pid,
+ * same group, the command's exit status), so errors read as the user's
+ * shell prints them (`sh: curl: not found`, where `eval` said `sh: eval:
+ * line 0:`), and nothing of the wrapper ($1, its variables) is visible to
+ * the command.  `sh` by PATH names itself `sh` in messages; /bin/sh when
+ * PATH has none.  The command comes on stdin when large, so its size is
+ * unbounded; one too long to be an argument (the kernel's 128 KiB per
+ * string) is eval'ed, whose errors say `eval`. */
+#define RUN_EXEC_SH(arg) \
+	"command -v sh >/dev/null && exec sh -c \"" arg "\"; exec /bin/sh -c \"" arg "\""
+#define RUN_WRAPPER                                                       \
+	"echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then " \
+	"set -- \"$__sbx_cmd\"; unset __sbx_cmd; " RUN_EXEC_SH("$1") "; fi; "  \
+	"eval \"$__sbx_cmd\""
 /* The same for a command small enough to be the wrapper's $1: no stdin to
  * attach and no `cat` to fork, which is most of the cost over a plain exec. */
-#define RUN_WRAPPER_ARG "echo $$; eval \"$1\""
+#define RUN_WRAPPER_ARG "echo $$; " RUN_EXEC_SH("$1")
 
 /* Writes the content of the first positional parameter's file from stdin,
  * mode 0600 from the start (umask), "~/" meaning $HOME. */
@@ -124,6 +134,8 @@ int engine_classify_error(const char *cli_stderr, int exit_code)
 	static const char *const image_missing[] = {
 		"Unable to find image", "No such image", "pull access denied",
 		"manifest unknown", "repository does not exist", "image not known",
+		/* podman, a short name with no search registry to pull from */
+		"did not resolve to an alias",
 	};
 	static const char *const unreachable[] = {
 		"error during connect", "connection refused", "dial unix",
@@ -618,14 +630,30 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 	if (!e->instance || !e->instance[0])
 		return sbx_err_set(err, EINVAL, "list: no instance");
 	snprintf(what, sizeof(what), "%s ps", cli_name(e));
-	cli_begin(&a, e);
-	ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
-	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	/* .Labels is "k=v,k=v", unescaped: the sandbox label is asked for
-	 * exactly (docker and podman both have .Label). */
-	ARGS(&a, "--format",
-	     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
-	r = cli_run(e, what, &a, NULL, 0, &res, err);
+	/* .Labels is "k=v,k=v" for docker, unescaped: the sandbox label is
+	 * asked for exactly with .Label.  podman 4.3 has no .Label (its
+	 * template fails) but gives .Labels as an object: plain {{json .}}
+	 * is exact there, and once seen it is asked that way at once. */
+	static _Atomic bool no_label_fn;
+	for (int attempt = 0;; attempt++) {
+		bool plain = no_label_fn;
+		strv_free(&a);
+		cli_begin(&a, e);
+		ARGS(&a, "ps", "-a", "--no-trunc", "--filter");
+		strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
+		if (plain)
+			ARGS(&a, "--format", "{{json .}}");
+		else
+			ARGS(&a, "--format",
+			     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
+		r = cli_run(e, what, &a, NULL, 0, &res, err);
+		if (r < 0 && !plain && attempt == 0 && strstr(err->msg, "field Label")) {
+			spawn_result_free(&res);
+			no_label_fn = true;
+			continue;
+		}
+		break;
+	}
 	if (r < 0) {
 		spawn_result_free(&res);
 		return r;
@@ -888,9 +916,11 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 	cli_begin(&a, e);
 	ARGS(&a, "events", "--filter");
 	strv_addf(&a, "label=%s=%s", SBX_LABEL_INSTANCE, e->instance);
-	/* Only what the model acts on: every run would add three exec events. */
+	/* Only what the model acts on: every run would add three exec events.
+	 * Both vocabularies: podman says `died` and `remove` where docker says
+	 * `die` and `destroy` (docker accepts names it does not know). */
 	ARGS(&a, "--filter", "type=container", "--filter", "event=start", "--filter", "event=die",
-	     "--filter", "event=destroy",
+	     "--filter", "event=died", "--filter", "event=destroy", "--filter", "event=remove",
 	     "--filter", "event=pause", "--filter", "event=unpause", "--format", "{{json .}}");
 	if (a.oom)
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);

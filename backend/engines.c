@@ -46,6 +46,7 @@ struct engine_slot {
 	unsigned users SBX_GUARDED_BY(slots_lock);
 	enum engine_health health SBX_GUARDED_BY(slots_lock);
 	bool kick SBX_GUARDED_BY(slots_lock); /* a call worked while the stream is down */
+	double rechecked SBX_GUARDED_BY(slots_lock); /* monotonic time of the last recheck */
 };
 
 #define MAX_ENGINES 32
@@ -189,6 +190,31 @@ void engine_health(const struct engine *e, bool up, const char *why)
 {
 	sbx_lock(&slots_lock);
 	health_locked(slot_of(e), up, why);
+	sbx_unlock(&slots_lock);
+}
+
+bool engine_down(const struct engine *e)
+{
+	if (!e)
+		return false;
+	sbx_lock(&slots_lock);
+	bool down = slot_of(e)->health == ENGINE_DOWN;
+	sbx_unlock(&slots_lock);
+	return down;
+}
+
+void engine_recheck(const struct engine *e)
+{
+	if (!e)
+		return;
+	struct engine_slot *slot = slot_of(e);
+	double now = mono_now();
+	sbx_lock(&slots_lock);
+	if (slot->health == ENGINE_DOWN && started && !slot->kick && now - slot->rechecked >= 1) {
+		slot->rechecked = now;
+		slot->kick = true;
+		slot_poke(slot);
+	}
 	sbx_unlock(&slots_lock);
 }
 

@@ -33,6 +33,12 @@ void engine_use(const struct engine *e, int delta);
 void engine_answered(const struct engine *e);
 /* Whether e answers, logged once per change. */
 void engine_health(const struct engine *e, bool up, const char *why);
+/* Whether e is known not to answer (its last call or events stream
+ * failed and nothing worked since); slots_lock is taken inside. */
+bool engine_down(const struct engine *e);
+/* A user was refused because e is down: reconnect now rather than at the
+ * end of the backoff (at most once a second), so the next try can work. */
+void engine_recheck(const struct engine *e);
 /* Templates changed: each engine's slot checks whether it is still used. */
 void engines_poke_all(void);
 

@@ -365,6 +365,7 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	}
 	enum sandbox_state before = s->state;
 	s->state = SBX_REMOVING;
+	sandbox_mark_rmdir_locked(s, true);
 	s->refs++;
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	sbx_unlock(&model_lock);
@@ -376,6 +377,7 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	sbx_lock(&model_lock);
 	if (rc < 0) {
 		s->state = before;
+		sandbox_mark_rmdir_locked(s, false);
 		sandbox_set_error_locked(s, err->msg);
 		sandbox_put_locked(s);
 		sbx_unlock(&model_lock);

@@ -84,9 +84,12 @@ struct sandbox_view {
 	bool running;
 	bool paused;  /* docker pause: no exec can start */
 	bool idle_stopped; /* stopped by the idle TTL: the next exec starts it */
+	bool engine_down; /* its engine is known not to answer */
 	unsigned nruns;
 };
 void sandbox_view(struct sandbox *s, struct sandbox_view *v);
+/* An exec was refused because the sandbox's engine is down: ask it again. */
+void sandbox_engine_recheck(struct sandbox *s);
 
 /* Settings: the files env, auth, workdir, timeout. */
 enum setting { SETTING_ENV, SETTING_AUTH, SETTING_WORKDIR, SETTING_TIMEOUT, SETTING_TTL };
@@ -94,6 +97,9 @@ enum setting { SETTING_ENV, SETTING_AUTH, SETTING_WORKDIR, SETTING_TIMEOUT, SETT
  * validates first and changes nothing on error. */
 int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf, size_t len,
 			  bool replace, struct sbx_err *err);
+/* Clears a setting without a log line: the first half of a shell's `>`
+ * (its open truncates, the write comes later and says what happened). */
+int sandbox_setting_clear(struct sandbox *s, enum setting which, struct sbx_err *err);
 /* Checks the complete lines of a partial write: 0 or -errno. */
 int setting_check_partial(enum setting which, const char *buf, size_t len, struct sbx_err *err);
 /* What reading the file shows (auth: names only), malloc'ed. */

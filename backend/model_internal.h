@@ -56,6 +56,7 @@ struct run {
 	bool kill_requested SBX_GUARDED_BY(model_lock); /* ctl kill / rmdir signalled it */
 	bool timed_out SBX_GUARDED_BY(model_lock);
 	bool container_died SBX_GUARDED_BY(model_lock);
+	bool rmdir_kill SBX_GUARDED_BY(model_lock); /* rmdir removes its container: it ends killed */
 	bool truncated SBX_GUARDED_BY(model_lock); /* output past max_output or a full disk */
 	/* Its local docker exec died while the command ran on inside: status
 	 * `lost`, but pgid stays known and ctl kill still reaches it until
@@ -133,6 +134,9 @@ void sandbox_set_error_locked(struct sandbox *s, const char *msg) SBX_REQUIRES(m
 char *sandbox_container_dup(struct sandbox *s) SBX_EXCLUDES(model_lock);
 /* Marks its live runs killed (rmdir) or lost with the container. */
 void sandbox_mark_runs_locked(struct sandbox *s, bool killed) SBX_REQUIRES(model_lock);
+/* rmdir is about to remove the container (on), or failed to (off): whatever
+ * the run's docker exec reports meanwhile, a live run ends `killed`. */
+void sandbox_mark_rmdir_locked(struct sandbox *s, bool on) SBX_REQUIRES(model_lock);
 bool sandbox_listed_locked(const struct sandbox *s) SBX_REQUIRES(model_lock);
 /* The latest run ctl kill can still reach: live, or whose observer was
  * lost.  A later run that never started does not hide it. */

@@ -611,18 +611,22 @@ static void finish(struct run_io *io)
 	sbx_lock(&model_lock);
 	r->io = NULL;
 	bool timed_out = r->timed_out, killed = r->kill_requested, died = r->container_died;
+	bool removed = r->rmdir_kill;
 	/* Our own kills go through the group inside (docker exec then exits
 	 * 137 by itself); a local docker exec dying of a signal nobody here
 	 * asked for was killed by someone else, and says nothing about the
 	 * command. */
 	bool observer_lost = io->marker_done && io->cli_signal && r->pgid > 1 && !died &&
-			     !timed_out && !killed;
+			     !timed_out && !killed && !removed;
 	if (observer_lost)
 		r->observer_lost = true;
 	long pgid = r->pgid;
 	sbx_unlock(&model_lock);
 
-	if (!io->marker_done) {
+	if (removed) {
+		/* rmdir ended it, however docker exec reported that. */
+		conclude(r, OUTCOME_KILLED, code, 0, NULL);
+	} else if (!io->marker_done) {
 		conclude_not_started(io, died);
 	} else if (observer_lost) {
 		char reason[200];

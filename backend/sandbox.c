@@ -133,6 +133,13 @@ void sandbox_mark_runs_locked(struct sandbox *s, bool killed)
 	}
 }
 
+void sandbox_mark_rmdir_locked(struct sandbox *s, bool on)
+{
+	for (unsigned i = 0; i < s->nruns; i++)
+		if (s->runs[i]->phase != RUN_ENDED)
+			s->runs[i]->rmdir_kill = on;
+}
+
 struct run *sandbox_killable_run_locked(struct sandbox *s)
 {
 	for (unsigned i = s->nruns; i > 0; i--) {
@@ -160,6 +167,7 @@ void sandbox_status_line(struct sandbox *s, struct run *r, char *buf, size_t len
 
 void sandbox_view(struct sandbox *s, struct sandbox_view *v)
 {
+	bool down = engine_down(s->engine);
 	sbx_lock(&model_lock);
 	*v = (struct sandbox_view){
 		.created = s->created,
@@ -167,9 +175,15 @@ void sandbox_view(struct sandbox *s, struct sandbox_view *v)
 		.running = s->state == SBX_RUNNING,
 		.idle_stopped = s->state == SBX_STOPPED && s->idle_stopped,
 		.paused = s->paused,
+		.engine_down = down,
 		.nruns = s->nruns,
 	};
 	sbx_unlock(&model_lock);
+}
+
+void sandbox_engine_recheck(struct sandbox *s)
+{
+	engine_recheck(s->engine);
 }
 
 struct run *sandbox_run(struct sandbox *s, unsigned number)
@@ -263,6 +277,11 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 		return sbx_err_set(err, ENOMEM, "exec: out of memory");
 
 	struct exec_snapshot x = { 0 };
+	if (engine_down(s->engine)) {
+		engine_recheck(s->engine);
+		return sbx_err_set(err, ECONNREFUSED, "exec: the engine of %s does not answer",
+				   s->name);
+	}
 	sbx_lock(&model_lock);
 	if (s->state != SBX_RUNNING) {
 		sbx_unlock(&model_lock);

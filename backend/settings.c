@@ -48,7 +48,7 @@ static bool has_path(char **paths, size_t n, const char *p)
 	return false;
 }
 
-static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace,
+static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace, bool quiet,
 		     struct sbx_err *err)
 {
 	struct auth_doc doc = { 0 };
@@ -129,7 +129,7 @@ static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool
 	}
 	sbx_unlock(&model_lock);
 	/* Names only: values never reach a log. */
-	if (rc == 0)
+	if (rc == 0 && !quiet)
 		log_info("sandbox %s: auth %s (%zu variables, %zu files)", s->name,
 			 replace ? "replaced" : "added", doc.env.n, doc.nfiles);
 	auth_doc_free(&doc);
@@ -255,7 +255,7 @@ static int setting_apply(struct sandbox *s, enum setting which, const char *buf,
 	case SETTING_ENV:
 		return sandbox_set_env(s, buf, len, replace, err);
 	case SETTING_AUTH:
-		return sandbox_set_auth(s, buf, len, replace, err);
+		return sandbox_set_auth(s, buf, len, replace, false, err);
 	case SETTING_WORKDIR:
 		return sandbox_set_workdir(s, buf, len, err);
 	case SETTING_TIMEOUT:
@@ -279,6 +279,13 @@ int sandbox_setting_apply(struct sandbox *s, enum setting which, const char *buf
 	free(before);
 	free(after);
 	return rc;
+}
+
+int sandbox_setting_clear(struct sandbox *s, enum setting which, struct sbx_err *err)
+{
+	if (which == SETTING_AUTH)
+		return sandbox_set_auth(s, "", 0, true, true, err);
+	return sandbox_setting_apply(s, which, "", 0, true, err);
 }
 
 int setting_check_partial(enum setting which, const char *buf, size_t len, struct sbx_err *err)

@@ -535,7 +535,32 @@ static int load_config(const char *path, struct sbx_err *err)
 	int rc = read_file(path, &text, &len, 16u << 20);
 	if (rc < 0)
 		return sbx_err_set(err, -rc, "config %s: %s", path, strerror(-rc));
-	cleanup_cjson cJSON *root = cJSON_ParseWithLength(text, len);
+	const char *end = NULL;
+	cleanup_cjson cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+	if (!root) {
+		/* Where the parser stopped, as an editor counts: 1-based. */
+		size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+		/* cJSON points one past a character that cannot start a key
+		 * (`{"a": 1,}`): back to that character. */
+		if (off >= 1 && off <= len && !strchr(" \t\r\n\"", text[off - 1])) {
+			size_t p = off - 1;
+			while (p > 0 && strchr(" \t\r\n", text[p - 1]))
+				p--;
+			if (p > 0 && (text[p - 1] == ',' || text[p - 1] == '{'))
+				off--;
+		}
+		unsigned line = 1, col = 1;
+		for (size_t i = 0; i < off; i++) {
+			if (text[i] == '\n') {
+				line++;
+				col = 1;
+			} else {
+				col++;
+			}
+		}
+		return sbx_err_set(err, EINVAL, "config %s: malformed JSON at line %u column %u",
+				   path, line, col);
+	}
 	if (!cJSON_IsObject(root))
 		return sbx_err_set(err, EINVAL, "config %s: not a JSON object", path);
 	const cJSON *v;

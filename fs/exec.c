@@ -16,8 +16,18 @@ static int exec_open(struct handle *h, int flags)
 		return 0;
 	struct sandbox_view v;
 	sandbox_view(h->sbx, &v);
+	/* Known now, so said now: bash ignores the errors of close(). */
+	if (v.engine_down) {
+		sandbox_engine_recheck(h->sbx);
+		return refusal(ECONNREFUSED, "open exec: the engine of %s does not answer",
+			       sandbox_name(h->sbx));
+	}
 	if (!v.running && !v.idle_stopped)
-		return refusal(EHOSTDOWN, "open exec: the container is not running");
+		return refusal(EHOSTDOWN, "open exec: the container of %s is not running",
+			       sandbox_name(h->sbx));
+	if (v.paused)
+		return refusal(EBUSY, "open exec: the container of %s is paused",
+			       sandbox_name(h->sbx));
 	return 0;
 }
 

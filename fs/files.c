@@ -165,6 +165,7 @@ static int setting_open(struct handle *h, int flags)
 static void poison(struct handle *h, const struct sbx_err *err)
 {
 	h->w.poisoned = true;
+	h->cleared = false;
 	if (h->undo_valid) {
 		setting_restore(h->sbx, &h->undo);
 		h->undo_valid = false;
@@ -230,8 +231,12 @@ static void setting_flush(fuse_req_t req, struct handle *h)
 	 * later write on this open turns out invalid. */
 	if (h->w.len == 0 && !h->undo_valid && setting_save(h->sbx, which, &h->undo) == 0)
 		h->undo_valid = true;
-	int rc = sandbox_setting_apply(h->sbx, which, h->w.data ? h->w.data : "", h->w.len,
-				       h->trunc, &err);
+	/* The clear is logged with what follows it: one line per `>`. */
+	bool clear = h->w.len == 0 && h->trunc;
+	int rc = clear ? sandbox_setting_clear(h->sbx, which, &err) :
+		 sandbox_setting_apply(h->sbx, which, h->w.data ? h->w.data : "", h->w.len,
+				       h->trunc || h->cleared, &err);
+	h->cleared = rc == 0 && clear;
 	write_buf_clear(&h->w);
 	h->trunc = false;
 	if (rc < 0) {
@@ -244,6 +249,8 @@ static void setting_flush(fuse_req_t req, struct handle *h)
 
 static void setting_release(struct handle *h)
 {
+	if (h->cleared && h->kind == K_AUTH)
+		log_info("sandbox %s: auth cleared", sandbox_name(h->sbx));
 	if (h->undo_valid)
 		setting_undo_free(&h->undo);
 	h->undo_valid = false;

@@ -95,6 +95,15 @@ static struct node child_of(const struct node *p, const char *name, double *time
 				sandbox_ref(p->sbx);
 			}
 		}
+	} else if (p->kind == K_RUNS && !strcmp(name, "latest")) {
+		struct sandbox_view v;
+		sandbox_view(p->sbx, &v);
+		if (v.nruns > 0) {
+			*timeout = 0; /* it changes with every run */
+			n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), 0, K_RUNS_LATEST),
+					   .kind = K_RUNS_LATEST, .sbx = p->sbx };
+			sandbox_ref(p->sbx);
+		}
 	} else if (p->kind == K_RUNS) {
 		char *end;
 		unsigned long num = strtoul(name, &end, 10);
@@ -395,7 +404,31 @@ static void list_dir(fuse_req_t req, struct dirlist *d, const struct node *n)
 			snprintf(name, sizeof(name), "%u", i);
 			dir_add(req, d, name, ino_make(sandbox_id(n->sbx), i, K_RUN_DIR), DIR_MODE);
 		}
+		/* Numeric order, as `ls -U` shows it (`ls` sorts names itself;
+		 * `ls -v` sorts numerically).  `latest` is looked up, never
+		 * listed: a glob of runs/ stays a list of numbers. */
 	}
+}
+
+/* runs/latest → "N", the newest run's directory. */
+static void sfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct node n;
+	if (node_resolve(ino, &n) < 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	struct sandbox_view v = { 0 };
+	if (n.kind == K_RUNS_LATEST)
+		sandbox_view(n.sbx, &v);
+	node_release(&n);
+	if (v.nruns == 0) {
+		fuse_reply_err(req, n.kind == K_RUNS_LATEST ? ENOENT : EINVAL);
+		return;
+	}
+	char target[16];
+	snprintf(target, sizeof(target), "%u", v.nruns);
+	fuse_reply_readlink(req, target);
 }
 
 static void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -710,6 +743,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.init = sfs_init,
 	.lookup = sfs_lookup,
 	.getattr = sfs_getattr,
+	.readlink = sfs_readlink,
 	.setattr = sfs_setattr,
 	.opendir = sfs_opendir,
 	.readdir = sfs_readdir,

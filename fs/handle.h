@@ -44,6 +44,7 @@ struct handle {
 
 	/* Settings (files.c). */
 	bool undo_valid;         /* undo holds what an O_TRUNC flush cleared */
+	bool cleared;            /* an empty flush of this O_TRUNC open cleared, unlogged */
 	struct setting_undo undo;
 
 	/* exec (exec.c). */

@@ -47,6 +47,7 @@ enum kind {
 	K_STATS,
 	K_TTL,
 	K_RUNS,
+	K_RUNS_LATEST, /* runs/latest: a symlink to the newest run's directory */
 	/* runs/N (run >= 1) */
 	K_RUN_DIR,
 	K_RUN_CMD,
@@ -57,6 +58,7 @@ enum kind {
 	K_RUN_STARTED,
 	K_RUN_ENDED,
 	K_RUN_STDIN,
+	K_RUN_WAIT,
 	K_MAX,
 	/* Not part of a sandbox inode number. */
 	K_ROOT = 64,
@@ -70,8 +72,8 @@ enum kind {
 
 #define K_SANDBOX_FIRST K_EXEC /* files of a sandbox directory: K_EXEC..K_RUNS */
 #define K_SANDBOX_LAST K_RUNS
-#define K_RUN_FIRST K_RUN_CMD  /* files of runs/N: K_RUN_CMD..K_RUN_ENDED */
-#define K_RUN_LAST K_RUN_STDIN
+#define K_RUN_FIRST K_RUN_CMD  /* files of runs/N: K_RUN_CMD..K_RUN_WAIT */
+#define K_RUN_LAST K_RUN_WAIT
 
 static inline uint64_t ino_make(uint64_t sbx, unsigned run, enum kind k)
 {

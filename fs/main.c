@@ -113,6 +113,47 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void mountinfo_unescape(char *s)
+{
+	char *o = s;
+	for (char *i = s; *i; i++) {
+		if (i[0] == '\\' && i[1] >= '0' && i[1] <= '3' && i[2] >= '0' && i[2] <= '7' &&
+		    i[3] >= '0' && i[3] <= '7') {
+			*o++ = (char)((i[1] - '0') << 6 | (i[2] - '0') << 3 | (i[3] - '0'));
+			i += 3;
+		} else {
+			*o++ = *i;
+		}
+	}
+	*o = '\0';
+}
+
+/* Whether a sandboxfs is mounted on path (a live one: a stale mount was
+ * detached before this is asked). */
+static bool sandboxfs_mounted_on(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return false;
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		/* id parent major:minor root MOUNTPOINT opts... - FSTYPE source ... */
+		char mp[PATH_MAX], fstype[64];
+		const char *sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
+		    sscanf(sep + 3, "%63s", fstype) != 1)
+			continue;
+		mountinfo_unescape(mp);
+		found = !strcmp(mp, path) && !strcmp(fstype, "fuse.sandboxfs");
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
 /* Everything after option parsing; returns the exit status. */
 static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse_args *args)
 {
@@ -131,6 +172,12 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 		fprintf(stderr, "sandboxfs: mountpoint %s: %s\n", cmd->mountpoint, strerror(errno));
 		return 1;
 	}
+	/* Stacked on a live one, we would hide its sandboxes. */
+	if (sandboxfs_mounted_on(mountpoint)) {
+		fprintf(stderr, "sandboxfs: %s is already served by a running sandboxfs; unmount it "
+				"first (fusermount3 -u %s)\n", mountpoint, mountpoint);
+		return 1;
+	}
 
 	cleanup_free char *cli = find_cli(o->docker ? o->docker : "docker");
 	if (!cli) {
@@ -140,6 +187,10 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	}
 
 	cleanup_free char *state = o->state ? strdup(o->state) : default_state_dir(mountpoint);
+	if (state && stat(state, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+		fprintf(stderr, "sandboxfs: state directory %s is not a directory\n", state);
+		return 1;
+	}
 	if (!state || mkdir_p(state, &err) < 0) {
 		fprintf(stderr, "sandboxfs: state directory: %s\n", err.msg);
 		return 1;
@@ -203,8 +254,11 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	fuse_opt_add_arg(args, "-ofsname=sandboxfs,subtype=sandboxfs");
 	const struct fuse_lowlevel_ops *ops = fs_ops(&fo);
 	struct fuse_session *se = fuse_session_new(args, ops, sizeof(*ops), NULL);
-	if (!se)
+	if (!se) {
+		/* libfuse said which option it did not know. */
+		fprintf(stderr, "sandboxfs: see sandboxfs --help for the options\n");
 		return 1;
+	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	if (fuse_session_mount(se, mountpoint) != 0)

@@ -1,6 +1,7 @@
 /* Inodes: what each one names, its attributes, and the table of file
  * kinds.  The one place that says which run a file shows. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_STATS] = KIND("stats", RO_MODE, &stats_file_ops),
 	[K_TTL] = KIND("ttl", S_IFREG | 0644, &setting_file_ops),
 	[K_RUNS] = KIND("runs", DIR_MODE, NULL),
+	[K_RUNS_LATEST] = KIND("latest", S_IFLNK | 0777, NULL),
 	[K_RUN_DIR] = KIND(NULL, DIR_MODE, NULL),
 	[K_RUN_CMD] = KIND("cmd", RO_MODE, &run_cmd_file_ops),
 	[K_RUN_OUTPUT] = STREAM_KIND("output", STREAM_OUTPUT, false),
@@ -40,6 +42,7 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_RUN_STARTED] = KIND("started", RO_MODE, &run_text_file_ops),
 	[K_RUN_ENDED] = KIND("ended", RO_MODE, &run_text_file_ops),
 	[K_RUN_STDIN] = KIND("stdin", S_IFREG | 0222, &stdin_file_ops),
+	[K_RUN_WAIT] = { "wait", RO_MODE, &wait_file_ops, STREAM_OUTPUT, false },
 };
 
 static const struct kind_info other_kinds[] = {
@@ -135,7 +138,7 @@ int node_resolve(fuse_ino_t ino, struct node *n)
 	n->run = ino_run(ino);
 	if (n->kind == K_NONE || ino_sbx(ino) == 0)
 		return -ENOENT;
-	if ((n->run == 0) != (n->kind <= K_RUNS))
+	if ((n->run == 0) != (n->kind <= K_RUNS_LATEST))
 		return -ENOENT;
 	n->sbx = model_find_id(ino_sbx(ino));
 	if (!n->sbx)
@@ -201,8 +204,14 @@ void node_attr(const struct node *n, struct stat *st)
 		st->st_atim = st->st_ctim = v.started_at;
 		st->st_mtim = v.ended ? v.ended_at :
 			      v.last_output.tv_sec ? v.last_output : v.started_at;
-		if (ki->ops == &stream_file_ops)
+		/* The top-level streams are nonseekable, like a pipe: wc -c
+		 * trusts a size it cannot seek within and would print 0, so
+		 * they show none and are read to the end.  runs/N/ (and
+		 * runs/latest/) show the bytes spooled so far. */
+		if (ki->ops == &stream_file_ops && !ki->follows_latest)
 			st->st_size = v.size[ki->stream];
 	}
+	if (n->kind == K_RUNS_LATEST)
+		st->st_size = snprintf(NULL, 0, "%u", sv.nruns);
 	st->st_blocks = (st->st_size + 511) / 512;
 }

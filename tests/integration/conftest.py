@@ -24,6 +24,7 @@ instance this session created fails the run.
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 
@@ -171,6 +172,32 @@ def image():
     return IMAGE
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _podman_setup():
+    """With SANDBOXFS_TEST_ENGINE=podman: a containers.conf of the session's
+    own (CONTAINERS_CONF, inherited by the daemons), and the base image
+    loaded from docker when podman lacks it."""
+    if not sbxlib.PODMAN:
+        yield
+        return
+    if not shutil.which("podman"):
+        pytest.exit("SANDBOXFS_TEST_ENGINE=podman but podman is not installed", 2)
+    conf = os.path.join(tmp_base(), "containers.conf")
+    with open(conf, "w") as f:
+        f.write(sbxlib.PODMAN_CONF)
+    old = os.environ.get("CONTAINERS_CONF")
+    os.environ["CONTAINERS_CONF"] = conf
+    if sbxlib.docker("image", "exists", IMAGE, check=False).returncode != 0:
+        save = subprocess.Popen(["docker", "save", "sandboxfs/base"], stdout=subprocess.PIPE)
+        sbxlib.docker("load", input=save.stdout.read(), timeout=120)
+        save.wait(60)
+    yield
+    if old is None:
+        os.environ.pop("CONTAINERS_CONF", None)
+    else:
+        os.environ["CONTAINERS_CONF"] = old
+
+
 @pytest.fixture
 def scratch():
     """A fresh host directory of this test (config files, workspaces), under
@@ -189,6 +216,8 @@ def make_dockerd():
     Teardown kills it and its containers, unmounts and removes its directory."""
     if not (shutil.which("dockerd") and shutil.which("unshare")):
         pytest.skip("dockerd or unshare is not installed")
+    if sbxlib.PODMAN:
+        pytest.skip("a second dockerd: docker only")
     engines = []
 
     def factory(load=True):

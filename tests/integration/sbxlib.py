@@ -20,8 +20,15 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGE = os.environ.get("SANDBOXFS_TEST_IMAGE", "sandboxfs/base")
-DOCKER = os.environ.get("SANDBOXFS_TEST_DOCKER") or shutil.which("docker") or "docker"
+# SANDBOXFS_TEST_ENGINE=podman runs the suites against podman: its CLI, the
+# base image loaded as localhost/sandboxfs/base, and a test-owned
+# containers.conf (conftest.py; docs/templates.md, podman).
+ENGINE = os.environ.get("SANDBOXFS_TEST_ENGINE", "docker")
+PODMAN = ENGINE == "podman"
+IMAGE = os.environ.get("SANDBOXFS_TEST_IMAGE",
+                       "localhost/sandboxfs/base" if PODMAN else "sandboxfs/base")
+DOCKER = (os.environ.get("SANDBOXFS_TEST_DOCKER") or shutil.which(ENGINE) or ENGINE)
+PODMAN_CONF = '[containers]\ndefault_ulimits = ["nofile=1024:20000", "nproc=4096:4096"]\n'
 SANITIZED = os.environ.get("SANDBOXFS_SANITIZE") == "1"
 
 # The files of a sandbox directory (docs/interface.md, "The tree").
@@ -29,7 +36,7 @@ CONTROL_FILES = {
     "exec", "output", "stdout", "stderr", "status", "wait", "auth", "env",
     "workdir", "timeout", "ctl", "info", "stdin", "events", "stats", "ttl", "runs",
 }
-RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended", "stdin"}
+RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended", "stdin", "wait"}
 
 RFC3339_MS = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n$")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [a-z]+: .+$")
@@ -468,7 +475,8 @@ class Mount:
         self.state = state or os.path.join(self.dir, "state")
         self.log_path = os.path.join(self.dir, "daemon.log")
         self.image = image
-        self.cmd = [binary, "-f", "-o", f"state={self.state},image={image}",
+        engine = f",docker={DOCKER}" if PODMAN else ""
+        self.cmd = [binary, "-f", "-o", f"state={self.state},image={image}{engine}",
                     *extra_args, self.path]
         self.env = env
         self.proc = None

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from sbxlib import (CONTROL_FILES, IMAGE, LOG_LINE, REPO, Sandbox, cat, docker, engine_version,
+from sbxlib import (CONTROL_FILES, DOCKER, IMAGE, LOG_LINE, PODMAN, REPO, Sandbox, cat, docker, engine_version,
                     errname, errno_of, fuse_mounted, grep_tree, inspect, inspect_raw,
                     proc_cmdlines, read, unique_name, wait_for, write)
 
@@ -51,7 +51,7 @@ def test_backend_file(mount):
     assert kv["state"] == mount.state
     assert kv["image"] == IMAGE
     assert kv["engine"] == engine_version()
-    assert os.path.basename(kv["cli"]) == "docker"
+    assert os.path.basename(kv["cli"]) == os.path.basename(DOCKER)
 
 
 def test_instance_id_and_fstype(mount):
@@ -96,18 +96,22 @@ def test_mkdir_creates_running_labelled_container(mount):
     info = inspect(mount.container(name))
     assert info is not None, f"no container {mount.container(name)}"
     assert info["State"]["Running"] is True
-    assert info["Name"] == "/" + mount.container(name)
+    assert info["Name"] == ("" if PODMAN else "/") + mount.container(name)
     labels = info["Config"]["Labels"]
     assert labels["sandboxfs.instance"] == mount.instance
     assert labels["sandboxfs.sandbox"] == name
     assert labels["sandboxfs.mountpoint"] == mount.path
-    assert info["Config"]["Image"] == IMAGE
+    assert info["Config"]["Image"] == IMAGE + (":latest" if PODMAN else "")
 
 
 def test_container_is_hardened(sbx):
     info = sbx.inspect()
     hc = info["HostConfig"]
-    assert "ALL" in [c.upper() for c in (hc.get("CapDrop") or [])]
+    if PODMAN:   # podman lists each capability it drops
+        st = docker("exec", sbx.container, "grep", "CapEff", "/proc/self/status").stdout
+        assert st.split() == [b"CapEff:", b"0000000000000000"], st
+    else:
+        assert "ALL" in [c.upper() for c in (hc.get("CapDrop") or [])]
     assert any(o.startswith("no-new-privileges") for o in (hc.get("SecurityOpt") or []))
     assert hc["PidsLimit"] == 512
     assert hc["NetworkMode"] == "none"
@@ -541,6 +545,7 @@ def test_external_docker_kill_mid_run(mount):
 
 
 @pytest.mark.timeout_s(60)
+@pytest.mark.skipif(PODMAN, reason="DOCKER_HOST is docker's; podman is local")
 def test_unreachable_engine_is_econnrefused(make_mount):
     m = make_mount(env={"DOCKER_HOST": "unix:///nonexistent.sock", "DOCKER_CONTEXT": None})
     backend = read(m.p(".sandboxfs", "backend")).decode()
@@ -600,6 +605,8 @@ def test_foreign_container_of_the_same_name_is_eexist_and_untouched(mount):
 @pytest.mark.parametrize("form", ["-o", "--long"])
 def test_docker_option_selects_the_cli(make_mount, form):
     cli = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker")
+    if PODMAN:
+        cli = DOCKER
     args = ["-o", f"docker={cli}"] if form == "-o" else [f"--docker={cli}"]
     m = make_mount(extra_args=args)
     backend = read(m.p(".sandboxfs", "backend")).decode()

@@ -120,6 +120,8 @@ def test_restart_after_sigkill_loses_nothing(make_mount, intruders):
     # The new daemon detached the stale mount itself, and said so.
     stale = [x for x in m2.log().splitlines() if "stale" in x]
     assert stale and m1.path in stale[0], f"no warning about the stale mount:\n{m2.log_tail()}"
+    assert len(stale) == 1, stale
+    assert len([x for x in m2.sbx_log().decode().splitlines() if "stale" in x]) == 1
     assert m2.instance == m1.instance
     # Every sandbox is listed again, on the same containers.
     assert m2.names() == r.names

@@ -561,7 +561,10 @@ static void test_fake_ok(void)
 	free(log);
 	log = slurp(argv_log);
 	is_text(log, "exec -i --env-file /dev/fd/3 -w /work c /bin/sh -c "
-		    "echo $$; __sbx_cmd=$(cat); eval \"$__sbx_cmd\"\n", "exec argv");
+		    "echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then "
+		    "set -- \"$__sbx_cmd\"; unset __sbx_cmd; command -v sh >/dev/null && "
+		    "exec sh -c \"$1\"; exec /bin/sh -c \"$1\"; fi; eval \"$__sbx_cmd\"\n",
+		"exec argv");
 	ok(!strstr(log, "hunter2"), "no secret in argv");
 	free(log);
 
@@ -632,7 +635,8 @@ static void test_fake_ok(void)
 	log = slurp(argv_log);
 	ok(strstr(log, "events --filter label=sandboxfs.instance=" INSTANCE
 		       " --filter type=container --filter event=start --filter event=die"
-		  " --filter event=destroy --filter event=pause --filter event=unpause --format {{json .}}\n") != NULL,
+		  " --filter event=died --filter event=destroy --filter event=remove"
+		  " --filter event=pause --filter event=unpause --format {{json .}}\n") != NULL,
 	   "events argv");
 	free(log);
 }
