@@ -4,6 +4,7 @@
 
 #include "json.h"
 #include "model_internal.h"
+#include "swarm.h"
 
 static const char *state_name(enum sandbox_state st)
 {
@@ -59,6 +60,9 @@ char *sandbox_info_json(struct sandbox *s)
 	sbx_lock(&model_lock);
 	PUT(cJSON_AddStringToObject(root, "name", s->name));
 	PUT(cJSON_AddStringToObject(root, "container", s->container));
+	/* Placed by swarm: the node it runs on (null on one engine). */
+	const char *node = swarm_node_of(s->engine);
+	PUT(node ? cJSON_AddStringToObject(root, "node", node) : cJSON_AddNullToObject(root, "node"));
 	if (s->container_id)
 		PUT(cJSON_AddStringToObject(root, "id", s->container_id));
 	else
