@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from sbxlib import assert_errno, cat, read, unique_name, wait_for, write
+from sbxlib import Sandbox, assert_errno, read, unique_name, wait_for, write
 
 pytestmark = pytest.mark.slow
 
@@ -70,10 +70,15 @@ def test_six_sandboxes_spread_over_both_nodes(make_mount, swarm, scratch):
     assert m.names() == {f"w{i}" for i in range(6)}
 
     # exec, output, status and auth on each node.
-    for b in boxes[:1] + [x for x in boxes if x.info()["node"] == swarm.node_ids[1]][:1]:
-        assert b.run("echo hi; echo err >&2; exit 3") == (b"hi\nerr\n", b"exited 3\n")
-        write(b.p("auth"), "TOKEN=s3cret-value\n")
-        assert b.run("echo $TOKEN") == (b"[masked]\n", b"exited 0\n")
+    one_each = [next(x for x in boxes if x.info()["node"] == n) for n in swarm.node_ids]
+    for b in one_each:
+        b.exec("echo hi; echo err >&2; exit 3")
+        assert b.wait(30) == b"exited 3\n"
+        assert (b.read("stdout"), b.read("stderr")) == (b"hi\n", b"err\n")
+        write(b.p("auth"), json.dumps({"env": {"TOKEN": "s3cret-value"},
+                                       "files": {"/tmp/cred": "file-secret"}}))
+        assert b.run("echo $TOKEN; cat /tmp/cred; echo; stat -c %a /tmp/cred") == \
+            (b"***\n***\n600\n", b"exited 0\n")
         # kill: a long run ended by ctl kill.
         b.exec("sleep 100")
         wait_for(lambda: b.status() == b"running\n", 10)
@@ -110,13 +115,15 @@ def test_hardening_and_no_egress(make_mount, swarm, scratch):
     # From inside: no new privileges, no capabilities, read-only root, and
     # no way out — no default route, and the other node's address does not
     # answer.
-    out, st = b.run("grep -E '^(NoNewPrivs|CapEff|CapBnd)' /proc/self/status;"
+    b.exec("grep -E '^(NoNewPrivs|CapEff|CapBnd)' /proc/self/status;"
                     "touch /x 2>/dev/null && echo rw || echo ro;"
                     "ip route | grep -c default;"
                     f"nc -w 3 {swarm.addr(0)} 2377 </dev/null && echo out || echo no-out")
-    assert out == (b"CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
-                   b"NoNewPrivs:\t1\nro\n0\nno-out\n"), out
-    assert st == b"exited 0\n"
+    assert b.wait(30) == b"exited 0\n"
+    assert b.read("stdout") == (b"CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+                                b"NoNewPrivs:\t1\nro\n0\nno-out\n")
+    assert b.read("stderr") == (f"nc: can't connect to remote host ({swarm.addr(0)}): "
+                                "Network is unreachable\n").encode()
 
 
 def test_refused_templates(make_mount, swarm, scratch):
@@ -137,10 +144,91 @@ def test_refused_templates(make_mount, swarm, scratch):
         assert why in m.log(), (why, m.log_tail(5))
 
 
-def test_config_without_swarm_section_refuses_placement(make_mount, scratch):
+@pytest.mark.parametrize("config,why", [
+    ({"templates": {"sw": {"placement": "swarm"}}},
+     'template sw: placement: swarm needs a "swarm" section in the config file'),
+    ({"swarm": {"nodes": {}}}, "swarm: nodes: an object of NODE_ID: ENGINE_URL, one at least"),
+    ({"swarm": {"nodes": {"abc": "http://x"}}}, "swarm: nodes: abc: a unix://, tcp:// or "
+     "ssh:// URL"),
+    ({"swarm": {"manager": 3, "nodes": {"abc": "unix:///x"}}},
+     "swarm: manager: a unix://, tcp:// or ssh:// URL"),
+    ({"swarm": {"nodes": {"abc": "unix:///x"}, "x": 1}}, 'swarm: unknown key "x"'),
+])
+def test_bad_swarm_config_refuses_to_start(sbx_bin, scratch, config, why):
     cfg = os.path.join(scratch, "config.json")
     with open(cfg, "w") as f:
-        json.dump({"templates": {"sw": {"placement": "swarm"}}}, f)
-    from sbxlib import Mount, MountError  # noqa: F401
-    with pytest.raises(Exception):
-        make_mount(extra_args=["-o", f"config={cfg}"])
+        json.dump(config, f)
+    mp = os.path.join(scratch, "mnt")
+    os.mkdir(mp)
+    p = subprocess.run([sbx_bin, "-f", "-o", f"state={scratch}/state,config={cfg}", mp],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    assert p.returncode == 1
+    assert p.stderr == f"sandboxfs: config {cfg}: {why}\n".encode()
+
+
+def test_restarted_daemon_adopts_sandboxes_of_every_node(make_mount, swarm, scratch):
+    state = os.path.join(scratch, "state")
+    m = swarm_mount(make_mount, swarm, scratch, state=state)
+    boxes = [m.sandbox(f"a{i}") for i in range(4)]
+    nodes = {b.name: b.info()["node"] for b in boxes}
+    assert set(nodes.values()) == set(swarm.node_ids)
+    assert boxes[0].run("echo before") == (b"before\n", b"exited 0\n")
+    m.unmount()
+    m.wait_exit(15)
+
+    m2 = swarm_mount(make_mount, swarm, scratch, state=state)
+    m2.sandboxes += [b.name for b in boxes]
+    assert m2.names() == set(nodes)
+    for name, node in nodes.items():
+        b = Sandbox(m2, name)
+        assert b.info()["node"] == node
+        assert b.run(f"echo {name}") == (f"{name}\n".encode(), b"exited 0\n")
+    assert read(m2.p("a0", "runs", "1", "output")) == b"before\n"
+    for name in nodes:
+        os.rmdir(m2.p(name))
+        m2.sandboxes.remove(name)
+    assert services(swarm, m2.instance) == []
+
+
+def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
+    """Last in this module: it kills node 2's dockerd."""
+    m = swarm_mount(make_mount, swarm, scratch)
+    boxes = [m.sandbox(f"f{i}") for i in range(4)]
+    on2 = [b for b in boxes if b.info()["node"] == swarm.node_ids[1]]
+    on1 = [b for b in boxes if b.info()["node"] == swarm.node_ids[0]]
+    assert len(on1) == len(on2) == 2
+    for b in boxes:
+        b.exec("echo started; sleep 300")
+    for b in boxes:
+        wait_for(lambda b=b: b.status() == b"running\n", 10)
+    readers = [subprocess.Popen(["cat", b.p("output")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for b in on2]
+    try:
+        t0 = time.monotonic()
+        os.kill(swarm.nodes[1].proc.pid, signal.SIGKILL)
+        for r in readers:
+            out, _ = r.communicate(timeout=10)   # EOF within 10 s
+        took = time.monotonic() - t0
+        assert took < 10, took
+        for b in on2:
+            assert b.status() == b"lost\n"
+            info = b.info()
+            assert info["node"] == swarm.node_ids[1]
+            assert info["latest"]["status"] == "lost"
+            assert info["error"], info
+        # The other node's sandboxes are untouched: still running, and new
+        # runs work.
+        for b in on1:
+            assert b.status() == b"running\n"
+        write(on1[0].p("ctl"), "kill\n")
+        assert on1[0].wait(15) == b"killed\n"
+        assert on1[0].run("echo alive") == (b"alive\n", b"exited 0\n")
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+                r.wait(5)
+    for b in on1:
+        os.rmdir(b.p())
+        m.sandboxes.remove(b.name)
