@@ -188,6 +188,14 @@ void engine_health(const struct engine *e, bool up, const char *why)
 	sbx_unlock(&slots_lock);
 }
 
+bool engine_is_down(const struct engine *e)
+{
+	sbx_lock(&slots_lock);
+	bool down = slot_of(e)->health == ENGINE_DOWN;
+	sbx_unlock(&slots_lock);
+	return down;
+}
+
 /* ---- the events streams (I/O thread) ---- */
 
 static void events_connect(struct engine_slot *e);

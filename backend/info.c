@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "engines.h"
 #include "model_internal.h"
 #include "swarm.h"
 
@@ -57,12 +58,16 @@ char *sandbox_info_json(struct sandbox *s)
 
 	if (!root)
 		return NULL;
+	/* Before model_lock: s->engine is fixed once the sandbox is listed. */
+	const char *node = swarm_node_of(s->engine);
+	bool node_down = node && engine_is_down(s->engine);
 	sbx_lock(&model_lock);
 	PUT(cJSON_AddStringToObject(root, "name", s->name));
 	PUT(cJSON_AddStringToObject(root, "container", s->container));
 	/* Placed by swarm: the node it runs on (null on one engine). */
-	const char *node = swarm_node_of(s->engine);
 	PUT(node ? cJSON_AddStringToObject(root, "node", node) : cJSON_AddNullToObject(root, "node"));
+	if (node)
+		PUT(cJSON_AddStringToObject(root, "node_state", node_down ? "down" : "up"));
 	if (s->container_id)
 		PUT(cJSON_AddStringToObject(root, "id", s->container_id));
 	else

@@ -216,11 +216,15 @@ def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
             info = b.info()
             assert info["node"] == swarm.node_ids[1]
             assert info["latest"]["status"] == "lost"
+            assert info["latest"]["reason"] == \
+                "the container stopped or was removed under the run"
             assert info["error"], info
         # The other node's sandboxes are untouched: still running, and new
         # runs work.
+        wait_for(lambda: on2[0].info()["node_state"] == "down", 15)
         for b in on1:
             assert b.status() == b"running\n"
+            assert b.info()["node_state"] == "up"
         write(on1[0].p("ctl"), "kill\n")
         assert on1[0].wait(15) == b"killed\n"
         assert on1[0].run("echo alive") == (b"alive\n", b"exited 0\n")
