@@ -45,6 +45,14 @@ def _nsip(pid, *args):
     return r
 
 
+def _own_netns(pid):
+    """Whether pid already left this process's network namespace."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+
+
 class Swarm:
     def __init__(self):
         self.net = random.randrange(0, 256)
@@ -75,14 +83,7 @@ class Swarm:
             with open(os.path.join(d.dir, "daemon.json"), "w") as f:
                 json.dump(NODE_DAEMON, f)
             d.start(timeout)
-        a, b = self.veth
-        _ip("link", "add", a, "type", "veth", "peer", "name", b)
-        for i, name in enumerate(self.veth):
-            pid = self.nodes[i].proc.pid
-            _ip("link", "set", name, "netns", str(pid))
-            _nsip(pid, "addr", "add", f"{self.addr(i)}/30", "dev", name)
-            _nsip(pid, "link", "set", name, "up")
-            _nsip(pid, "link", "set", "lo", "up")
+        self._link()
         m = self.manager
         m.docker("swarm", "init", "--advertise-addr", self.addr(0),
                  "--listen-addr", f"{self.addr(0)}:2377", timeout=60)
@@ -94,6 +95,53 @@ class Swarm:
             self.node_ids.append(d.docker("info", "--format", "{{.Swarm.NodeID}}")
                                  .stdout.decode().strip())
             d.load_image(image)
+        self.wait_ready(timeout)
+
+    def _link(self):
+        """The veth pair between the two namespaces (it dies with either)."""
+        a, b = self.veth
+        # An old pair outlives a killed node while its shims keep the old
+        # namespace: deleting one end deletes both.
+        for i, name in enumerate(self.veth):
+            if self.nodes[i].running():
+                subprocess.run(["nsenter", "-t", str(self.nodes[i].proc.pid), "-n", "ip",
+                                "link", "del", name], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=30)
+        _ip("link", "add", a, "type", "veth", "peer", "name", b)
+        for i, name in enumerate(self.veth):
+            pid = self.nodes[i].proc.pid
+            _ip("link", "set", name, "netns", str(pid))
+            _nsip(pid, "addr", "add", f"{self.addr(i)}/30", "dev", name)
+            _nsip(pid, "link", "set", name, "up")
+            _nsip(pid, "link", "set", "lo", "up")
+
+    def kill_node(self, i):
+        """SIGKILL node i's dockerd (a node failure); its namespace, and
+        with it the veth, goes away."""
+        d = self.nodes[i]
+        d.proc.kill()
+        d.proc.wait(30)
+        d._kill_group()  # its containerd too
+
+    def restart_node(self, i, timeout=90):
+        """Start node i's dockerd again on its directories (it keeps its
+        swarm membership), link it again and wait until the manager sees
+        every node Ready."""
+        d = self.nodes[i]
+        d.stop(30)
+        # A swarm member does not answer before it reaches the manager:
+        # link it first, then wait.
+        d.launch()
+        deadline = time.monotonic() + 30
+        while not _own_netns(d.proc.pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dockerd did not start: {d.tail()}")
+            time.sleep(0.1)
+        for name in self.veth:
+            if _ip("link", "show", name, check=False).returncode == 0:
+                _ip("link", "del", name, check=False)
+        self._link()
+        d.wait_answer(timeout)
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout=60):

@@ -206,7 +206,7 @@ def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
                                 stderr=subprocess.PIPE) for b in on2]
     try:
         t0 = time.monotonic()
-        os.kill(swarm.nodes[1].proc.pid, signal.SIGKILL)
+        swarm.kill_node(1)
         for r in readers:
             out, _ = r.communicate(timeout=10)   # EOF within 10 s
         took = time.monotonic() - t0
@@ -233,6 +233,25 @@ def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
             if r.poll() is None:
                 r.kill()
                 r.wait(5)
+    # The node comes back: what its engine then reports is reflected.
+    swarm.restart_node(1)
+    wait_for(lambda: all(b.info()["node_state"] == "up" for b in on2), 90)
+    # The node's restart stopped their containers (no live-restore); swarm
+    # calls the tasks failed and does not start them again (restart
+    # condition none); the sandboxes say exited, and stay so.
+    for b in on2:
+        wait_for(lambda b=b: b.info()["state"] == "exited", 30)
+    time.sleep(3)
+    for b in on2:
+        info = b.info()
+        assert (info["state"], info["node_state"], b.status()) == ("exited", "up", b"lost\n")
+        st = swarm.nodes[1].docker("inspect", "--format", "{{.State.Status}}",
+                                   info["id"]).stdout
+        assert st == b"exited\n"
+    tasks = swarm.manager.docker("service", "ps", "--format", "{{.CurrentState}}",
+                                 *[m.container(b.name) for b in on2]).stdout.decode()
+    assert [t.split()[0] for t in tasks.splitlines()] == ["Failed", "Failed"], tasks
+    assert m.names() == {b.name for b in boxes}
     for b in on1:
         os.rmdir(b.p())
         m.sandboxes.remove(b.name)
