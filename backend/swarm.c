@@ -14,7 +14,7 @@
 #include "swarm.h"
 
 /* Set once at start-up (templates_init), read-only afterwards. */
-static char *manager;   /* NULL: the mount's default engine */
+static char *manager; /* NULL: the mount's default engine */
 static char **node_ids;
 static char **node_urls;
 static size_t nnodes;
@@ -26,7 +26,8 @@ static bool configured;
 static bool url_ok(const char *u)
 {
 	return (!strncmp(u, "unix:///", 8) || !strncmp(u, "tcp://", 6) ||
-		!strncmp(u, "ssh://", 6)) && !strpbrk(u, " \t\n\r") && strlen(u) < 512;
+		!strncmp(u, "ssh://", 6)) &&
+	       !strpbrk(u, " \t\n\r") && strlen(u) < 512;
 }
 
 static bool node_id_ok(const char *s)
@@ -60,7 +61,8 @@ int swarm_config_load(const cJSON *section, struct sbx_err *err)
 	if (!cJSON_IsObject(section))
 		return sbx_err_set(err, EINVAL, "swarm: must be an object");
 	const cJSON *v;
-	cJSON_ArrayForEach(v, section) {
+	cJSON_ArrayForEach(v, section)
+	{
 		if (strcmp(v->string, "manager") && strcmp(v->string, "nodes"))
 			return sbx_err_set(err, EINVAL, "swarm: unknown key \"%.60s\"", v->string);
 	}
@@ -75,7 +77,8 @@ int swarm_config_load(const cJSON *section, struct sbx_err *err)
 	}
 	const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(section, "nodes");
 	if (!cJSON_IsObject(nodes) || !nodes->child)
-		return sbx_err_set(err, EINVAL, "swarm: nodes: an object of NODE_ID: ENGINE_URL, "
+		return sbx_err_set(err, EINVAL,
+				   "swarm: nodes: an object of NODE_ID: ENGINE_URL, "
 				   "one at least");
 	size_t n = (size_t)cJSON_GetArraySize(nodes);
 	if (n > SWARM_MAX_NODES)
@@ -84,13 +87,18 @@ int swarm_config_load(const cJSON *section, struct sbx_err *err)
 	node_urls = calloc(n, sizeof(*node_urls));
 	if (!node_ids || !node_urls)
 		return sbx_err_set(err, ENOMEM, "swarm: out of memory");
-	cJSON_ArrayForEach(v, nodes) {
+	cJSON_ArrayForEach(v, nodes)
+	{
 		if (!node_id_ok(v->string))
-			return sbx_err_set(err, EINVAL, "swarm: nodes: \"%.70s\" is not a node id "
-					   "(docker node ls -q)", v->string);
+			return sbx_err_set(err, EINVAL,
+					   "swarm: nodes: \"%.70s\" is not a node id "
+					   "(docker node ls -q)",
+					   v->string);
 		if (!cJSON_IsString(v) || !url_ok(v->valuestring))
-			return sbx_err_set(err, EINVAL, "swarm: nodes: %s: a unix://, tcp:// or "
-					   "ssh:// URL", v->string);
+			return sbx_err_set(err, EINVAL,
+					   "swarm: nodes: %s: a unix://, tcp:// or "
+					   "ssh:// URL",
+					   v->string);
 		node_ids[nnodes] = strdup(v->string);
 		node_urls[nnodes] = strdup(v->valuestring);
 		nnodes++;
@@ -111,18 +119,22 @@ int swarm_check_template(const struct template *t, struct sbx_err *err)
 	/* Each refusal is a setting a service spec cannot carry as the
 	 * template means it: never placed with less than was asked. */
 	if (!configured)
-		return sbx_err_set(err, EINVAL, "placement: swarm needs a \"swarm\" section in "
+		return sbx_err_set(err, EINVAL,
+				   "placement: swarm needs a \"swarm\" section in "
 				   "the config file");
 	if (t->engine)
 		return sbx_err_set(err, EINVAL, "placement: swarm picks the node: no \"engine\"");
 	if (t->nworkspaces)
-		return sbx_err_set(err, EINVAL, "placement: swarm: workspaces are host "
+		return sbx_err_set(err, EINVAL,
+				   "placement: swarm: workspaces are host "
 				   "directories, which another node does not have");
 	if (t->network && strcmp(t->network, "none") &&
 	    (!strcmp(t->network, "host") || !strcmp(t->network, "bridge") ||
 	     !strcmp(t->network, "default") || !strncmp(t->network, "container:", 10)))
-		return sbx_err_set(err, EINVAL, "placement: swarm: network \"%s\" does not exist "
-				   "in a swarm (name an overlay network, or none)", t->network);
+		return sbx_err_set(err, EINVAL,
+				   "placement: swarm: network \"%s\" does not exist "
+				   "in a swarm (name an overlay network, or none)",
+				   t->network);
 	return 0;
 }
 
@@ -198,8 +210,8 @@ static void words_free(struct words *w)
 }
 #define cleanup_words __attribute__((cleanup(words_free)))
 
-static int run(const struct engine *e, const char *what, struct words *w,
-	       struct spawn_result *res, struct sbx_err *err)
+static int run(const struct engine *e, const char *what, struct words *w, struct spawn_result *res,
+	       struct sbx_err *err)
 {
 	if (w->oom) {
 		if (res)
@@ -230,8 +242,11 @@ static int ensure_none_network(const struct engine *m, char **name, struct sbx_e
 	if (rc == 0) {
 		bool ok = res.out && !strncmp(res.out, "overlay true", 12);
 		spawn_result_free(&res);
-		return ok ? 0 : sbx_err_set(err, EPERM, "network %s exists but is not an internal "
-					    "overlay network", *name);
+		return ok ? 0
+			  : sbx_err_set(err, EPERM,
+					"network %s exists but is not an internal "
+					"overlay network",
+					*name);
 	}
 	spawn_result_free(&res);
 	cleanup_words struct words c = { 0 };
@@ -256,7 +271,9 @@ static int service_rm(const struct engine *m, const char *service, struct sbx_er
 	add(&w, "%s", service);
 	int rc = run(m, "service rm", &w, NULL, err);
 	return rc < 0 && (rc == -ENOENT || strstr(err->msg, "not found") ||
-			  strstr(err->msg, "No such service")) ? 0 : rc;
+			  strstr(err->msg, "No such service"))
+		       ? 0
+		       : rc;
 }
 
 static int service_create(const struct engine *m, const char *service, const char *name,
@@ -387,8 +404,8 @@ static int task_state(const struct engine *m, const char *service, char **node, 
 		*cid = strdup(c);
 		return *node && *cid ? 1 : sbx_err_set(err, ENOMEM, "out of memory");
 	}
-	static const char *const over[] = { "failed", "rejected", "shutdown", "complete",
-					    "orphaned", "remove" };
+	static const char *const over[] = { "failed",	"rejected", "shutdown",
+					    "complete", "orphaned", "remove" };
 	for (size_t k = 0; k < SBX_ARRAY_SIZE(over); k++)
 		if (!strcmp(state, over[k]))
 			return sbx_err_set(err, EIO, "the task of service %s is %s: %s", service,
@@ -415,9 +432,11 @@ static int verify_hardening(const struct engine *e, const char *cid, const char 
 	struct sbx_err e2 = { 0 };
 	if (engine_exec_script(e, cid, script, NULL, 0, &e2) == 0)
 		return 0;
-	return sbx_err_set(err, EPERM, "node %s does not hold the sandbox to no-new-privileges "
+	return sbx_err_set(err, EPERM,
+			   "node %s does not hold the sandbox to no-new-privileges "
 			   "with no capabilities (set \"no-new-privileges\": true in its "
-			   "daemon.json; docs/scale-out.md): %s", node_id, e2.msg);
+			   "daemon.json; docs/scale-out.md): %s",
+			   node_id, e2.msg);
 }
 
 int swarm_create(const char *name, const char *image, const char *mountpoint,
@@ -459,8 +478,10 @@ int swarm_create(const char *name, const char *image, const char *mountpoint,
 	}
 	const struct engine *e = NULL;
 	if (rc > 0 && !(e = node_engine(node_id)))
-		rc = sbx_err_set(err, EINVAL, "swarm placed it on node %s, which the swarm "
-				 "section does not name", node_id);
+		rc = sbx_err_set(err, EINVAL,
+				 "swarm placed it on node %s, which the swarm "
+				 "section does not name",
+				 node_id);
 	if (rc > 0)
 		rc = verify_hardening(e, cid, node_id, err);
 	if (rc < 0) {
