@@ -192,7 +192,8 @@ def test_restarted_daemon_adopts_sandboxes_of_every_node(make_mount, swarm, scra
 
 
 def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
-    """Last in this module: it kills node 2's dockerd."""
+    """It kills node 2's dockerd and starts it again (the tests after it
+    run on the node that came back)."""
     m = swarm_mount(make_mount, swarm, scratch)
     boxes = [m.sandbox(f"f{i}") for i in range(4)]
     on2 = [b for b in boxes if b.info()["node"] == swarm.node_ids[1]]
@@ -255,3 +256,38 @@ def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
     for b in on1:
         os.rmdir(b.p())
         m.sandboxes.remove(b.name)
+
+
+def test_ctl_stop_start_and_parallel_mkdir(make_mount, swarm, scratch):
+    m = swarm_mount(make_mount, swarm, scratch)
+    names = [f"p{i}" for i in range(4)]
+    m.sandboxes += names
+    procs = [subprocess.Popen(["mkdir", m.p(n)], stderr=subprocess.PIPE) for n in names]
+    assert [p.wait(90) for p in procs] == [0, 0, 0, 0], [p.stderr.read() for p in procs]
+    boxes = [Sandbox(m, n) for n in names]
+    assert sorted(b.info()["node"] for b in boxes) == sorted(swarm.node_ids * 2)
+    b = boxes[0]
+    write(b.p("ctl"), "stop\n")
+    wait_for(lambda: b.info()["state"] == "exited", 30)
+    write(b.p("ctl"), "start\n")
+    wait_for(lambda: b.info()["state"] == "running", 30)
+    assert b.run("echo again") == (b"again\n", b"exited 0\n")
+
+
+def test_node_without_no_new_privileges_is_refused(make_mount, swarm, scratch):
+    """After the node failure test: node 2 comes back without
+    no-new-privileges in its daemon.json. A sandbox swarm puts there is
+    refused with EPERM, and its service removed: never a weaker sandbox."""
+    d = swarm.nodes[1]
+    with open(os.path.join(d.dir, "daemon.json"), "w") as f:
+        f.write("{}\n")
+    swarm.restart_node(1)
+    m = swarm_mount(make_mount, swarm, scratch, {
+        "sw": {"match": "*", "placement": "swarm",
+               "constraints": [f"node.id=={swarm.node_ids[1]}"]}})
+    name = unique_name("n")
+    assert_errno(errno.EPERM, os.mkdir, m.p(name))
+    assert m.names() == set()
+    assert services(swarm, m.instance) == []
+    assert (f"mkdir {name}: node {swarm.node_ids[1]} does not hold the sandbox to "
+            "no-new-privileges with no capabilities") in m.log()
