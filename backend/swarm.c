@@ -462,6 +462,11 @@ int swarm_create(const char *name, const char *image, const char *mountpoint,
 		rc = service_create(m, service, name, image, mountpoint, t, network, err);
 	if (rc < 0 && (strstr(err->msg, "AlreadyExists") || strstr(err->msg, "already exists")))
 		return sbx_err_set(err, EEXIST, "service %s exists", service);
+	if (rc == -ETIMEDOUT || rc == -EIO) {
+		/* The manager may have made it all the same: not left behind. */
+		struct sbx_err ign = { 0 };
+		service_rm(m, service, &ign);
+	}
 	if (rc < 0)
 		return rc;
 
