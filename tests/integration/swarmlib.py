@@ -126,22 +126,30 @@ class Swarm:
     def restart_node(self, i, timeout=90):
         """Start node i's dockerd again on its directories (it keeps its
         swarm membership), link it again and wait until the manager sees
-        every node Ready."""
+        every node Ready. A start whose containerd does not come up (seen
+        under load) is tried again, up to three times."""
         d = self.nodes[i]
-        d.stop(30)
-        # A swarm member does not answer before it reaches the manager:
-        # link it first, then wait.
-        d.launch()
-        deadline = time.monotonic() + 30
-        while not _own_netns(d.proc.pid):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"dockerd did not start: {d.tail()}")
-            time.sleep(0.1)
-        for name in self.veth:
-            if _ip("link", "show", name, check=False).returncode == 0:
-                _ip("link", "del", name, check=False)
-        self._link()
-        d.wait_answer(timeout)
+        for attempt in range(3):
+            d.stop(30)
+            d._kill_group()
+            # A swarm member does not answer before it reaches the manager:
+            # link it first, then wait.
+            d.launch()
+            deadline = time.monotonic() + 30
+            while not _own_netns(d.proc.pid):
+                if time.monotonic() > deadline or not d.running():
+                    break
+                time.sleep(0.1)
+            try:
+                if not _own_netns(d.proc.pid):
+                    raise AssertionError(f"dockerd did not start: {d.tail()}")
+                self._link()
+                d.wait_answer(timeout)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                time.sleep(2)
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout=60):
