@@ -191,6 +191,7 @@ def test_restarted_daemon_adopts_sandboxes_of_every_node(make_mount, swarm, scra
     assert services(swarm, m2.instance) == []
 
 
+@pytest.mark.timeout_s(300)
 def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
     """It kills node 2's dockerd and starts it again (the tests after it
     run on the node that came back)."""
@@ -274,6 +275,7 @@ def test_ctl_stop_start_and_parallel_mkdir(make_mount, swarm, scratch):
     assert b.run("echo again") == (b"again\n", b"exited 0\n")
 
 
+@pytest.mark.timeout_s(300)
 def test_node_without_no_new_privileges_is_refused(make_mount, swarm, scratch):
     """After the node failure test: node 2 comes back without
     no-new-privileges in its daemon.json. A sandbox swarm puts there is
