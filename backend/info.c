@@ -1,5 +1,6 @@
 /* The info file: a JSON description of a sandbox, built with cJSON.  It
  * names credentials but never carries a value, nor any command output. */
+#include <stdio.h>
 #include <string.h>
 
 #include "json.h"
@@ -124,6 +125,13 @@ char *sandbox_info_json(struct sandbox *s)
 		PUT(json_put_item(files, NULL, cJSON_CreateString(s->auth_files[i])));
 
 	const char *error = latest_error_locked(s);
+	char node_error[128];
+	if (node_down) {
+		/* Says more than any run's reason: the whole node is away. */
+		snprintf(node_error, sizeof(node_error),
+			 "swarm node %s does not answer: runs there end lost", node);
+		error = node_error;
+	}
 	if (error)
 		PUT(cJSON_AddStringToObject(root, "error", error));
 	else

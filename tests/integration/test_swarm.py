@@ -224,6 +224,9 @@ def test_node_failure_loses_its_runs_only(make_mount, swarm, scratch):
         # The other node's sandboxes are untouched: still running, and new
         # runs work.
         wait_for(lambda: on2[0].info()["node_state"] == "down", 15)
+        for b in on2:
+            assert b.info()["error"] == (f"swarm node {swarm.node_ids[1]} does not answer: "
+                                         "runs there end lost")
         for b in on1:
             assert b.status() == b"running\n"
             assert b.info()["node_state"] == "up"
