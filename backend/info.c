@@ -1,10 +1,13 @@
 /* The info file: a JSON description of a sandbox, built with cJSON.  It
  * names credentials but never carries a value, nor any command output. */
+#include <stdio.h>
 #include <string.h>
 
 #include "agent_channel.h"
 #include "json.h"
+#include "engines.h"
 #include "model_internal.h"
+#include "swarm.h"
 
 static const char *state_name(enum sandbox_state st)
 {
@@ -57,9 +60,16 @@ char *sandbox_info_json(struct sandbox *s)
 
 	if (!root)
 		return NULL;
+	/* Before model_lock: s->engine is fixed once the sandbox is listed. */
+	const char *node = swarm_node_of(s->engine);
+	bool node_down = node && engine_down(s->engine);
 	sbx_lock(&model_lock);
 	PUT(cJSON_AddStringToObject(root, "name", s->name));
 	PUT(cJSON_AddStringToObject(root, "container", s->container));
+	/* Placed by swarm: the node it runs on (null on one engine). */
+	PUT(node ? cJSON_AddStringToObject(root, "node", node) : cJSON_AddNullToObject(root, "node"));
+	if (node)
+		PUT(cJSON_AddStringToObject(root, "node_state", node_down ? "down" : "up"));
 	if (s->container_id)
 		PUT(cJSON_AddStringToObject(root, "id", s->container_id));
 	else
@@ -127,6 +137,13 @@ char *sandbox_info_json(struct sandbox *s)
 		cJSON_AddStringToObject(root, "transport_reason", why);
 
 	const char *error = latest_error_locked(s);
+	char node_error[128];
+	if (node_down) {
+		/* Says more than any run's reason: the whole node is away. */
+		snprintf(node_error, sizeof(node_error),
+			 "swarm node %s does not answer: runs there end lost", node);
+		error = node_error;
+	}
 	if (error)
 		PUT(cJSON_AddStringToObject(root, "error", error));
 	else

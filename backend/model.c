@@ -12,6 +12,7 @@
 #include "log.h"
 #include "model_internal.h"
 #include "state.h"
+#include "swarm.h"
 #include "template.h"
 #include "workspace.h"
 
@@ -230,9 +231,27 @@ static void ws_holds_free(struct ws_hold *held, size_t n)
 	free(held);
 }
 
+/* Swarm picks the node: the sandbox, not yet published, moves to that
+ * node's engine (no workspaces here: swarm_check_template refuses them). */
+static int place_by_swarm(struct sandbox *s, const struct template *t, char **id,
+			  struct sbx_err *err)
+{
+	const struct engine *node = NULL;
+	int rc = swarm_create(s->name, s->image, model_config()->mountpoint, t, &node, id, err);
+	if (rc == 0 && node != s->engine) {
+		engine_use(node, +1);
+		sbx_lock(&model_lock);
+		const struct engine *old = s->engine;
+		s->engine = node;
+		sbx_unlock(&model_lock);
+		engine_use(old, -1);
+	}
+	return rc;
+}
+
 /* Each workspace is held open from its check until the container has been
  * verified to mount that very directory (docs/security.md). */
-static int create_container(const struct sandbox *s, struct template *t, char **id,
+static int create_container(struct sandbox *s, struct template *t, char **id,
 			    struct sbx_err *err)
 {
 	struct ws_hold *held = calloc(t->nworkspaces ? t->nworkspaces : 1, sizeof(*held));
@@ -245,7 +264,9 @@ static int create_container(const struct sandbox *s, struct template *t, char **
 		rc = workspace_open(t->workspaces[i].path, &held[i].fd, held[i].canon, err);
 		t->workspaces[i].source = held[i].canon;
 	}
-	if (rc == 0)
+	if (rc == 0 && t->swarm)
+		rc = place_by_swarm(s, t, id, err);
+	else if (rc == 0)
 		rc = engine_create_spec(s, t, id, err);
 	if (rc == 0 && t->nworkspaces && (rc = verify_workspaces(s->engine, *id, t, held, err)) < 0) {
 		free(*id);
@@ -373,6 +394,9 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	int rc = cid ? engine_destroy(s->engine, cid, err) :
 		       sbx_err_set(err, ENOMEM, "out of memory");
 	free(cid);
+	struct sbx_err serr = { 0 };
+	if (rc == 0 && swarm_remove(s->engine, s->name, &serr) < 0)
+		log_warn("rmdir %s: removing its swarm service: %s", name, serr.msg);
 
 	sbx_lock(&model_lock);
 	if (rc < 0) {
@@ -663,6 +687,7 @@ int model_start(struct sbx_err *err)
 	size_t n = 0;
 	template_engines(&endpoints, &n);
 	engine_for(NULL);
+	swarm_touch_engines();
 	/* Engines that templates name may hold sandboxes of ours from before. */
 	for (size_t i = 0; i < n; i++) {
 		engine_for(endpoints[i]);

@@ -16,6 +16,7 @@
 #include "json.h"
 #include "log.h"
 #include "state.h"
+#include "swarm.h"
 #include "workspace.h"
 
 /* templates_lock guards everything below. */
@@ -30,6 +31,7 @@ static char *persist_path;
 static const char *const known_keys[] = {
 	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
 	"pids", "read_only", "init", "labels", "engine", "cap_add", "ttl", "on_idle",
+	"placement", "constraints",
 };
 
 void template_free(struct template *t)
@@ -51,6 +53,9 @@ void template_free(struct template *t)
 		free(t->cap_add[i]);
 	free(t->cap_add);
 	free(t->engine);
+	for (size_t i = 0; i < t->nconstraints; i++)
+		free(t->constraints[i]);
+	free(t->constraints);
 	free(t->text);
 	free(t);
 }
@@ -257,6 +262,28 @@ static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
 	return 0;
 }
 
+/* Swarm placement constraints ("node.labels.zone==a"): passed to
+ * --constraint as they are, so only a plain expression is taken. */
+static int parse_constraints(struct template *t, const cJSON *v, struct sbx_err *err)
+{
+	int n = cJSON_GetArraySize(v);
+	if (!cJSON_IsArray(v) || n > 16)
+		return sbx_err_set(err, EINVAL, "constraints: an array of at most 16 strings");
+	if (!(t->constraints = calloc((size_t)n + 1, sizeof(*t->constraints))))
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	const cJSON *c;
+	cJSON_ArrayForEach(c, v) {
+		if (!cJSON_IsString(c) || !c->valuestring[0] || strlen(c->valuestring) > 200 ||
+		    !strstr(c->valuestring, "=") || c->valuestring[0] == '-' ||
+		    strpbrk(c->valuestring, "\n\r\t"))
+			return sbx_err_set(err, EINVAL, "constraints: \"KEY==VALUE\" or "
+					   "\"KEY!=VALUE\" strings");
+		if (!(t->constraints[t->nconstraints++] = strdup(c->valuestring)))
+			return sbx_err_set(err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
 static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 {
 	const char *k = v->string;
@@ -331,6 +358,13 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 			return sbx_err_set(err, EINVAL, "engine: a context name or a host URL");
 	} else if (!strcmp(k, "cap_add")) {
 		return parse_caps(t, v, err);
+	} else if (!strcmp(k, "placement")) {
+		if (!cJSON_IsString(v) || (strcmp(v->valuestring, "swarm") &&
+					   strcmp(v->valuestring, "engine")))
+			return sbx_err_set(err, EINVAL, "placement: \"engine\" or \"swarm\"");
+		t->swarm = !strcmp(v->valuestring, "swarm");
+	} else if (!strcmp(k, "constraints")) {
+		return parse_constraints(t, v, err);
 	}
 	return 0;
 }
@@ -380,6 +414,10 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 		rc = check_workspace_vs_socket(t, unix_socket(t->engine), err);
 	if (rc == 0)
 		rc = check_workspace_vs_socket(t, unix_socket(getenv("DOCKER_HOST")), err);
+	if (rc == 0 && t->nconstraints && !t->swarm)
+		rc = sbx_err_set(err, EINVAL, "constraints: only with \"placement\": \"swarm\"");
+	if (rc == 0 && t->swarm)
+		rc = swarm_check_template(t, err);
 	if (rc == 0 && !t->network)
 		t->network = strdup("none");
 	if (rc == 0) {
@@ -565,10 +603,14 @@ static int load_config(const char *path, struct sbx_err *err)
 		return sbx_err_set(err, EINVAL, "config %s: not a JSON object", path);
 	const cJSON *v;
 	cJSON_ArrayForEach(v, root) {
-		if (strcmp(v->string, "templates") != 0)
+		if (strcmp(v->string, "templates") != 0 && strcmp(v->string, "swarm") != 0)
 			return sbx_err_set(err, EINVAL, "config %s: unknown key \"%.60s\"", path,
 					   v->string);
 	}
+	/* Before the templates: a template placed by swarm needs the section. */
+	const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "swarm");
+	if (sw && swarm_config_load(sw, err) < 0)
+		return sbx_err_wrap(err, "config %s", path);
 	const cJSON *tpls = cJSON_GetObjectItemCaseSensitive(root, "templates");
 	if (tpls && !cJSON_IsObject(tpls))
 		return sbx_err_set(err, EINVAL, "config %s: \"templates\" must be an object", path);
@@ -635,6 +677,7 @@ void templates_shutdown(void)
 		free(deleted[i]);
 	free(deleted);
 	free(persist_path);
+	swarm_config_free();
 	list = NULL;
 	runtime_flags = NULL;
 	deleted = NULL;
@@ -831,20 +874,27 @@ struct template *template_for(const char *sandbox_name, struct sbx_err *err)
 	return rc < 0 ? NULL : t;
 }
 
+static void add_engine(char **engines, size_t *n, const char *url)
+{
+	for (size_t j = 0; j < *n; j++)
+		if (engines[j] && !strcmp(engines[j], url))
+			return;
+	engines[(*n)++] = strdup(url);
+}
+
 int template_engines(char ***engines, size_t *n)
 {
+	/* The swarm's engines count as named: its nodes hold sandboxes. */
+	const char *sw[SWARM_MAX_NODES + 1];
+	size_t nsw = swarm_endpoints(sw, SBX_ARRAY_SIZE(sw));
 	pthread_mutex_lock(&templates_lock);
-	*engines = calloc(nlist ? nlist : 1, sizeof(**engines));
+	*engines = calloc(nlist + nsw + 1, sizeof(**engines));
 	*n = 0;
-	for (size_t i = 0; *engines && i < nlist; i++) {
-		if (!list[i]->engine)
-			continue;
-		bool seen = false;
-		for (size_t j = 0; j < *n; j++)
-			seen |= !strcmp((*engines)[j], list[i]->engine);
-		if (!seen)
-			(*engines)[(*n)++] = strdup(list[i]->engine);
-	}
+	for (size_t i = 0; *engines && i < nlist; i++)
+		if (list[i]->engine)
+			add_engine(*engines, n, list[i]->engine);
+	for (size_t i = 0; *engines && i < nsw; i++)
+		add_engine(*engines, n, sw[i]);
 	pthread_mutex_unlock(&templates_lock);
 	return *engines ? 0 : -ENOMEM;
 }
@@ -867,7 +917,13 @@ char *template_effective_json(const struct template *t, const char *image)
 		    cJSON_AddBoolToObject(o, "init", t->init) &&
 		    (!t->user || cJSON_AddStringToObject(o, "user", t->user)) &&
 		    (!t->workdir || cJSON_AddStringToObject(o, "workdir", t->workdir)) &&
-		    (!t->engine || cJSON_AddStringToObject(o, "engine", t->engine));
+		    (!t->engine || cJSON_AddStringToObject(o, "engine", t->engine)) &&
+		    (!t->swarm || cJSON_AddStringToObject(o, "placement", "swarm"));
+	cJSON *cons = t->swarm ? cJSON_AddArrayToObject(o, "constraints") : NULL;
+	for (size_t i = 0; full && cons && i < t->nconstraints; i++)
+		full = json_put_item(cons, NULL, cJSON_CreateString(t->constraints[i]));
+	if (t->swarm && !cons)
+		full = false;
 	cJSON *ws = cJSON_AddArrayToObject(o, "workspace");
 	for (size_t i = 0; full && i < t->nworkspaces; i++) {
 		char buf[4200];

@@ -41,6 +41,9 @@ struct template {
 	char **cap_add;
 	size_t ncap_add;
 	char *engine;         /* docker context name or host URL, NULL = default */
+	bool swarm;           /* "placement": "swarm" (backend/swarm.c) */
+	char **constraints;   /* swarm placement constraints */
+	size_t nconstraints;
 	char *text;           /* the template as JSON, as served by the file */
 };
 

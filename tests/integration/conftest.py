@@ -250,3 +250,22 @@ def make_tmpfs():
     yield factory
     for t in reversed(made):
         t.teardown()
+
+
+@pytest.fixture(scope="module")
+def swarm():
+    """A two-node Docker Swarm of this module's own (swarmlib.Swarm: two
+    isolated dockerds joined over a veth pair), taken down completely at the
+    end, also when building it failed half-way."""
+    if not all(shutil.which(p) for p in ("dockerd", "unshare", "nsenter", "ip")):
+        pytest.skip("dockerd, unshare, nsenter or ip is not installed")
+    import swarmlib
+    s = swarmlib.Swarm()
+    s.up()
+    dirs, veths = [d.dir for d in s.nodes], s.veth
+    try:
+        yield s
+    finally:
+        s.down()
+        left = swarmlib.leftovers(dirs, veths)
+        assert not left, f"the swarm left behind {left}"

@@ -779,6 +779,11 @@ class Dockerd:
         return docker("-H", self.host, *args, timeout=timeout, check=check, input=input)
 
     def start(self, timeout=60):
+        self.launch()
+        return self.wait_answer(timeout)
+
+    def launch(self):
+        """Start dockerd without waiting for it to answer."""
         logf = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
@@ -791,12 +796,17 @@ class Dockerd:
                 start_new_session=True)
         finally:
             logf.close()
+
+    def wait_answer(self, timeout=60):
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"dockerd exited with {self.proc.returncode}: {self.tail()}")
-            if self.docker("info", check=False, timeout=10).returncode == 0:
-                return self
+            try:
+                if self.docker("info", check=False, timeout=10).returncode == 0:
+                    return self
+            except AssertionError:
+                pass  # no answer in 10 s: a swarm member still reaching its manager
             if time.monotonic() > deadline:
                 raise AssertionError(f"dockerd did not answer within {timeout}s: {self.tail()}")
             time.sleep(0.2)
