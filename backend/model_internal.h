@@ -85,6 +85,7 @@ struct sandbox {
 	const struct engine *engine; /* where its container lives */
 	char *spool_dir;             /* STATE/sandboxes/NAME */
 	struct timespec created;
+	bool from_pool;              /* its container was a pool container */
 
 	char *container_id SBX_GUARDED_BY(model_lock);
 	enum sandbox_state state SBX_GUARDED_BY(model_lock);
@@ -130,6 +131,13 @@ void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, siz
 	SBX_REQUIRES(model_lock);
 /* We changed s's container (create, ctl start/stop): see changed_gen. */
 void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
+
+/* ---- model.c ---- */
+struct template;
+/* Makes a pool container named slot for template t, exactly as mkdir would
+ * make a sandbox's (pool.c). */
+int model_pool_container(const char *slot, struct template *t, const struct engine *e,
+			 char **id, struct sbx_err *err);
 
 /* ---- save.c ---- */
 int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);

@@ -29,6 +29,7 @@ static char *persist_path;
 static const char *const known_keys[] = {
 	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
 	"pids", "read_only", "init", "labels", "engine", "cap_add",
+	"pool",
 };
 
 void template_free(struct template *t)
@@ -320,6 +321,12 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 		    v->valuedouble != floor(v->valuedouble))
 			return sbx_err_set(err, EINVAL, "pids: a whole number (0 = no limit)");
 		t->pids = (long)v->valuedouble;
+	} else if (!strcmp(k, "pool")) {
+		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > TEMPLATE_MAX_POOL ||
+		    v->valuedouble != floor(v->valuedouble))
+			return sbx_err_set(err, EINVAL, "pool: a whole number from 0 to %d",
+					   TEMPLATE_MAX_POOL);
+		t->pool = (long)v->valuedouble;
 	} else if (!strcmp(k, "read_only") || !strcmp(k, "init")) {
 		if (!cJSON_IsBool(v))
 			return sbx_err_set(err, EINVAL, "%s: true or false", k);
@@ -358,6 +365,7 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 	t->name = strdup(name);
 	t->memory = TEMPLATE_DEFAULT_MEMORY;
 	t->pids = TEMPLATE_DEFAULT_PIDS;
+	t->pool = -1;
 	t->init = true;
 	int rc = t->name ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *v;

@@ -33,6 +33,7 @@ struct template {
 	long long memory;     /* bytes, 0 = no limit */
 	double cpus;          /* 0 = no limit */
 	long pids;            /* 0 = no limit */
+	long pool;            /* ready containers kept, -1 = the mount's -o pool */
 	bool read_only;
 	bool init;
 	struct kv_list labels;
@@ -44,6 +45,7 @@ struct template {
 
 #define TEMPLATE_DEFAULT_MEMORY (2LL << 30)
 #define TEMPLATE_DEFAULT_PIDS 512
+#define TEMPLATE_MAX_POOL 64
 
 void template_free(struct template *t);
 struct template *template_dup(const struct template *t);

@@ -82,7 +82,7 @@ static struct node child_of(const struct node *p, const char *name, double *time
 						   .kind = K_DIR, .sbx = s };
 		}
 	} else if (p->kind == K_META_DIR) {
-		for (unsigned i = INO_META_VERSION; i <= INO_TEMPLATES; i++)
+		for (unsigned i = INO_META_VERSION; i <= INO_META_POOL; i++)
 			if (!strcmp(name, meta_names[i]))
 				n = (struct node){ .ino = i,
 						   .kind = i == INO_TEMPLATES ? K_TEMPLATES : K_META_FILE };
@@ -376,6 +376,7 @@ static void list_dir(fuse_req_t req, struct dirlist *d, const struct node *n)
 		for (unsigned i = INO_META_VERSION; i <= INO_META_LOG; i++)
 			dir_add(req, d, meta_names[i], i, RO_MODE);
 		dir_add(req, d, "templates", INO_TEMPLATES, kind_info(K_TEMPLATES)->mode);
+		dir_add(req, d, meta_names[INO_META_POOL], INO_META_POOL, RO_MODE);
 	} else if (n->kind == K_TEMPLATES) {
 		struct list_ctx c = { req, d };
 		tpl_list(add_template, &c);

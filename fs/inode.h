@@ -20,6 +20,7 @@
 #define INO_META_BACKEND 4
 #define INO_META_LOG 5
 #define INO_TEMPLATES 6
+#define INO_META_POOL 7
 /* .sandboxfs/templates/NAME: TEMPLATE_INO_BASE + the template's id */
 #define TEMPLATE_INO_BASE (1u << 24)
 
