@@ -404,8 +404,8 @@ int pool_start(long target)
 	return 0;
 }
 
-/* Ready containers are left: the next start removes them (not ours to
- * keep: the templates may change meanwhile). */
+/* Ready containers are removed: an unmount leaves no container that is not
+ * a sandbox (one a crash leaves is removed by the next start). */
 void pool_stop(void)
 {
 	if (!running)
@@ -418,8 +418,11 @@ void pool_stop(void)
 	running = false;
 	sbx_lock(&pool_lock);
 	for (size_t i = 0; i < npools; i++) {
-		while (pools[i].nslots)
+		while (pools[i].nslots) {
+			if (pools[i].slots[0].id && pools[i].engine)
+				destroy_quietly(pools[i].engine, pools[i].slots[0].id);
 			slot_del_locked(&pools[i], 0);
+		}
 		free(pools[i].slots);
 		free(pools[i].key);
 		free(pools[i].effective);
