@@ -228,10 +228,10 @@ def crash_loop(make_mount, cycles):
         gone = all(prefix + n not in names for n in removed)
         sandboxes = {n[len(prefix):] for n in names
                      if n.startswith(prefix) and not n.startswith(prefix + "_")}
-        return not tombs and gone and sandboxes == listed and len(slots(m)) == 2
+        return (not tombs and gone and sandboxes == listed and len(slots(m)) == 2
+                and pool_text(m) == "default 2/2\n")
 
     wait_for(settled, 90, interval=0.5, what="removals done, no orphan, pool refilled")
-    assert pool_text(m) == "default 2/2\n"
     for n in alive:
         assert json.loads(read(m.p(n, "info")))["name"] == n
 
