@@ -369,6 +369,9 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	sbx_lock(&model_lock);
 	if (rc == 0)
 		rc = reserve_locked(name, t, s, err);
+	/* The container of a removed NAME gives its name up within a rename. */
+	if (rc == 0)
+		removal_wait_name_locked(name);
 	sbx_unlock(&model_lock);
 	if (rc < 0) {
 		sandbox_put(s);
@@ -432,9 +435,8 @@ static void trash_spool(const char *dir, uint64_t id)
 		drop_spool_task(moved);
 }
 
-/* rmdir renames the container to a tombstone (sandboxfs-INSTANCE-_rm_ID)
- * and returns: the name is free at once, and the container is removed on
- * the task thread.  A tombstone found at start is removed (reconcile). */
+/* rmdir journals the removal and returns: the container is renamed and
+ * removed in the background (removal.c). */
 int sandbox_remove(const char *name, struct sbx_err *err)
 {
 	sbx_lock(&model_lock);
@@ -452,26 +454,9 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	sbx_unlock(&model_lock);
 
-	char tomb[128];
-	int rc = 0;
-	bool later = false;
-	if (!cid) {
-		rc = sbx_err_set(err, ENOMEM, "out of memory");
-	} else {
-		snprintf(tomb, sizeof(tomb), "sandboxfs-%s-" TOMB_PREFIX "%.24s",
-			 model_config()->engine.instance, cid);
-		rc = engine_rename(s->engine, cid, tomb, err);
-		later = rc == 0;
-		if (rc == -ENOENT) {
-			sbx_err_clear(err);
-			rc = 0;
-		} else if (rc < 0 && rc != -ECONNREFUSED && rc != -ETIMEDOUT) {
-			/* Say, a CLI without rename: remove it here and now. */
-			log_debug("rmdir %s: rename: %s; removing at once", name, err->msg);
-			sbx_err_clear(err);
-			rc = engine_destroy(s->engine, cid, err);
-		}
-	}
+	int rc = cid ? removal_begin(s->engine, name, cid, false, err) :
+		       sbx_err_set(err, ENOMEM, "out of memory");
+	free(cid);
 
 	sbx_lock(&model_lock);
 	if (rc < 0) {
@@ -479,7 +464,6 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 		sandbox_set_error_locked(s, err->msg);
 		sandbox_put_locked(s);
 		sbx_unlock(&model_lock);
-		free(cid);
 		return sbx_err_wrap(err, "rmdir %s", name);
 	}
 	sandbox_mark_runs_locked(s, true);
@@ -488,11 +472,8 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	uint64_t id = s->id;
 	sbx_unlock(&model_lock);
 	trash_spool(s->spool_dir, id);
-	if (later)
-		destroy_later(s->engine, tomb);
 	sandbox_put(s);
-	free(cid);
-	log_info("rmdir %s: removed%s", name, later ? " (container removed in the background)" : "");
+	log_info("rmdir %s: removed (the container goes in the background)", name);
 	return 0;
 }
 
@@ -514,6 +495,14 @@ static void handle_event(const struct engine *engine, const struct engine_event 
 {
 	if (strcmp(ev->instance, model_config()->engine.instance) != 0)
 		return; /* not ours: never touched */
+	/* A pool container an earlier daemon's CLI finished making after our
+	 * start: reconcile removes it. */
+	if (ev->kind == ENGINE_EV_START &&
+	    !strncmp(ev->sandbox, POOL_SLOT_PREFIX, strlen(POOL_SLOT_PREFIX)) &&
+	    !pool_owns(ev->sandbox)) {
+		resync(engine, false, 0);
+		return;
+	}
 	sbx_lock(&model_lock);
 	struct sandbox *s = find_container_locked(ev->id);
 	if (!s && ev->kind == ENGINE_EV_START && parse_sandbox_name(ev->sandbox, NULL) == 0 &&
@@ -731,7 +720,7 @@ static void reconcile(const struct engine *engine, bool after_outage, double out
 	bool *unknown = calloc(n ? n : 1, sizeof(*unknown));
 	for (size_t j = 0; unknown && j < n; j++)
 		unknown[j] = v[j].sandbox && parse_sandbox_name(v[j].sandbox, NULL) == 0 &&
-			     !known_locked(&v[j]);
+			     !known_locked(&v[j]) && !removal_pending_id_locked(v[j].id);
 	sbx_unlock(&model_lock);
 
 	for (size_t j = 0; unknown && j < n; j++)
@@ -801,6 +790,7 @@ int model_start(struct sbx_err *err)
 
 	/* Adopt before the first request is served, so that `ls` right after
 	 * a restart already lists what was there. */
+	removal_recover();
 	const struct engine *engines[64];
 	size_t count = engines_list(engines, SBX_ARRAY_SIZE(engines));
 	for (size_t i = 0; i < count; i++)
@@ -818,6 +808,14 @@ int model_start(struct sbx_err *err)
 	return 0;
 }
 
+void model_resync_all(void)
+{
+	const struct engine *engines[64];
+	size_t count = engines_list(engines, SBX_ARRAY_SIZE(engines));
+	for (size_t i = 0; i < count; i++)
+		resync(engines[i], false, 0);
+}
+
 void model_engines_changed(void)
 {
 	engines_poke_all();
@@ -830,6 +828,7 @@ const struct engine *model_default_engine(void)
 
 void model_shutdown(void)
 {
+	removal_drain();
 	pool_stop();
 	ioloop_stop();
 	sbx_lock(&model_lock);

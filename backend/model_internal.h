@@ -139,6 +139,23 @@ struct template;
 int model_pool_container(const char *slot, struct template *t, const struct engine *e,
 			 char **id, struct sbx_err *err);
 
+/* Reconciles every engine again, on the task thread. */
+void model_resync_all(void);
+
+/* ---- removal.c: rmdir's second half ---- */
+/* Journals the removal of container cid (sandbox name) unless journaled,
+ * and removes it on a thread of its own. */
+int removal_begin(const struct engine *e, const char *name, const char *cid, bool journaled,
+		  struct sbx_err *err) SBX_EXCLUDES(model_lock);
+/* Is cid's removal under way (not to be adopted back)? */
+bool removal_pending_id_locked(const char *cid) SBX_REQUIRES(model_lock);
+/* Waits while a container still named name is being removed. */
+void removal_wait_name_locked(const char *name) SBX_REQUIRES(model_lock);
+/* Replays the journal of a daemon that died (before the first reconcile). */
+void removal_recover(void) SBX_EXCLUDES(model_lock);
+/* Waits for the removals under way (shutdown). */
+void removal_drain(void) SBX_EXCLUDES(model_lock);
+
 /* ---- save.c ---- */
 int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);
 

@@ -311,7 +311,15 @@ static void refill_one(const char *key, struct template *t, const struct engine 
 static void *pool_main(void *arg)
 {
 	(void)arg;
+	double started = now_mono();
+	bool resynced = false;
 	for (;;) {
+		/* A container the killed daemon's CLI was still making when we
+		 * reconciled at start (created, maybe never started): look again. */
+		if (!resynced && now_mono() - started > 3) {
+			model_resync_all();
+			resynced = true;
+		}
 		struct want w[64];
 		size_t nw = scan_templates(w, SBX_ARRAY_SIZE(w));
 		char **drop = NULL;
