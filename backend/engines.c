@@ -181,6 +181,14 @@ static void health_locked(struct engine_slot *e, bool up, const char *why)
 	e->health = up ? ENGINE_UP : ENGINE_DOWN;
 }
 
+bool engine_is_down(const struct engine *e)
+{
+	sbx_lock(&slots_lock);
+	bool down = slot_of(e)->health == ENGINE_DOWN;
+	sbx_unlock(&slots_lock);
+	return down;
+}
+
 void engine_health(const struct engine *e, bool up, const char *why)
 {
 	sbx_lock(&slots_lock);

@@ -33,6 +33,8 @@ void engine_use(const struct engine *e, int delta);
 void engine_answered(const struct engine *e);
 /* Whether e answers, logged once per change. */
 void engine_health(const struct engine *e, bool up, const char *why);
+/* Was e last seen not answering? */
+bool engine_is_down(const struct engine *e);
 /* Templates changed: each engine's slot checks whether it is still used. */
 void engines_poke_all(void);
 

@@ -454,8 +454,22 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	sbx_unlock(&model_lock);
 
-	int rc = cid ? removal_begin(s->engine, name, cid, false, err) :
-		       sbx_err_set(err, ENOMEM, "out of memory");
+	int rc = cid ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
+	/* An engine known to be down: the rename is tried here, so that the
+	 * rmdir fails fast and changes nothing rather than succeed with a
+	 * container that cannot go. */
+	if (rc == 0 && engine_is_down(s->engine)) {
+		char tomb[128];
+		snprintf(tomb, sizeof(tomb), "sandboxfs-%s-" TOMB_PREFIX "%.24s",
+			 model_config()->engine.instance, cid);
+		rc = engine_rename(s->engine, cid, tomb, err);
+		if (rc == -ENOENT) {
+			sbx_err_clear(err);
+			rc = 0;
+		}
+	}
+	if (rc == 0)
+		rc = removal_begin(s->engine, name, cid, false, err);
 	free(cid);
 
 	sbx_lock(&model_lock);

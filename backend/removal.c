@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engines.h"
@@ -29,12 +30,27 @@ struct removal {
 };
 
 static struct removal *pending SBX_GUARDED_BY(model_lock);
+static bool draining SBX_GUARDED_BY(model_lock);
 static unsigned inflight SBX_GUARDED_BY(model_lock);
 static pthread_cond_t removal_cond = PTHREAD_COND_INITIALIZER;
 
 static void cond_wait_locked(void) SBX_REQUIRES(model_lock) SBX_NO_TSA
 {
 	pthread_cond_wait(&removal_cond, &model_lock.m);
+}
+
+/* Sleeps s seconds, or less when the daemon stops; false if it does. */
+static bool pause_unless_draining(unsigned s) SBX_EXCLUDES(model_lock) SBX_NO_TSA
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += s;
+	sbx_lock(&model_lock);
+	if (!draining)
+		pthread_cond_timedwait(&removal_cond, &model_lock.m, &ts);
+	bool go_on = !draining;
+	sbx_unlock(&model_lock);
+	return go_on;
 }
 
 bool removal_pending_id_locked(const char *cid)
@@ -78,9 +94,12 @@ static void *removal_main(void *arg)
 	snprintf(tomb, sizeof(tomb), "sandboxfs-%s-" TOMB_PREFIX "%.24s",
 		 model_config()->engine.instance, r->cid);
 	int rc = engine_rename(r->engine, r->cid, tomb, &err);
-	/* An engine that is down: a few tries, then the next start's. */
-	for (int i = 1; (rc == -ECONNREFUSED || rc == -ETIMEDOUT) && i <= 4; i++) {
-		sleep((unsigned)i);
+	/* An engine that went down: retried (the container stays pending, so
+	 * it is never adopted back) until it answers or the daemon stops; the
+	 * next start replays the journal. */
+	for (unsigned i = 1; rc == -ECONNREFUSED || rc == -ETIMEDOUT; i++) {
+		if (!pause_unless_draining(i < 10 ? i : 10))
+			break;
 		sbx_err_clear(&err);
 		rc = engine_rename(r->engine, r->cid, tomb, &err);
 	}
@@ -201,6 +220,8 @@ void removal_recover(void)
 void removal_drain(void)
 {
 	sbx_lock(&model_lock);
+	draining = true;
+	pthread_cond_broadcast(&removal_cond);
 	while (inflight)
 		cond_wait_locked();
 	sbx_unlock(&model_lock);
