@@ -414,8 +414,8 @@ static void drop_spool_task(void *ctx)
 	free(dir);
 }
 
-/* The spool moves to STATE/trash at once (a new sandbox of the name gets a
- * fresh one) and is deleted on the task thread; the start empties trash. */
+/* The spool moves to STATE/trash (a crash mid-delete leaves nothing under
+ * the name; the start empties trash) and is deleted. */
 static void trash_spool(const char *dir, uint64_t id)
 {
 	char trash[PATH_MAX], to[PATH_MAX + 32];
@@ -431,8 +431,8 @@ static void trash_spool(const char *dir, uint64_t id)
 			rm_rf(dir);
 		return;
 	}
-	if (task_queue(drop_spool_task, moved) < 0)
-		drop_spool_task(moved);
+	/* Here, not later: an rmdir frees the space of a full state dir. */
+	drop_spool_task(moved);
 }
 
 /* rmdir journals the removal and returns: the container is renamed and
@@ -457,8 +457,19 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	int rc = cid ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
 	/* An engine known to be down: the rename is tried here, so that the
 	 * rmdir fails fast and changes nothing rather than succeed with a
-	 * container that cannot go. */
-	if (rc == 0 && engine_is_down(s->engine)) {
+	 * container that cannot go.  So too when the journal cannot be
+	 * written (a full state directory): once renamed, the name says it. */
+	bool here = rc == 0 && engine_is_down(s->engine);
+	if (rc == 0 && !here) {
+		rc = removal_begin(s->engine, name, cid, false, err);
+		if (rc < 0 && rc != -ENOMEM) {
+			log_debug("rmdir %s: journal: %s; renaming now", name, err->msg);
+			sbx_err_clear(err);
+			here = true;
+			rc = 0;
+		}
+	}
+	if (rc == 0 && here) {
 		char tomb[128];
 		snprintf(tomb, sizeof(tomb), "sandboxfs-%s-" TOMB_PREFIX "%.24s",
 			 model_config()->engine.instance, cid);
@@ -467,9 +478,9 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 			sbx_err_clear(err);
 			rc = 0;
 		}
+		if (rc == 0)
+			rc = removal_begin(s->engine, name, cid, true, err);
 	}
-	if (rc == 0)
-		rc = removal_begin(s->engine, name, cid, false, err);
 	free(cid);
 
 	sbx_lock(&model_lock);
