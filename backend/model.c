@@ -384,6 +384,8 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	if (rc == 0 && !pooled)
 		rc = create_container(s, t, NULL, &id, err);
 
+	if (rc == -ECONNREFUSED) /* rmdir then knows not to promise a removal */
+		engine_health(s->engine, false, err->msg);
 	sbx_lock(&model_lock);
 	if (rc < 0) {
 		table_del_locked(s);
