@@ -424,20 +424,25 @@ void pool_stop(void)
 	sbx_unlock(&pool_lock);
 	pthread_join(thread, NULL);
 	running = false;
+	/* The thread is gone and mkdir no longer runs: the pools are ours
+	 * alone; no docker call is made under the lock all the same. */
 	sbx_lock(&pool_lock);
-	for (size_t i = 0; i < npools; i++) {
-		while (pools[i].nslots) {
-			if (pools[i].slots[0].id && pools[i].engine)
-				destroy_quietly(pools[i].engine, pools[i].slots[0].id);
-			slot_del_locked(&pools[i], 0);
-		}
-		free(pools[i].slots);
-		free(pools[i].key);
-		free(pools[i].effective);
-		free(pools[i].last_error);
-	}
-	free(pools);
+	struct pool *gone = pools;
+	size_t n = npools;
 	pools = NULL;
 	npools = 0;
 	sbx_unlock(&pool_lock);
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < gone[i].nslots; j++) {
+			if (gone[i].slots[j].id && gone[i].engine)
+				destroy_quietly(gone[i].engine, gone[i].slots[j].id);
+			free(gone[i].slots[j].name);
+			free(gone[i].slots[j].id);
+		}
+		free(gone[i].slots);
+		free(gone[i].key);
+		free(gone[i].effective);
+		free(gone[i].last_error);
+	}
+	free(gone);
 }
