@@ -61,15 +61,28 @@ bool removal_pending_id_locked(const char *cid)
 	return false;
 }
 
+static void cond_wait_until_locked(const struct timespec *ts) SBX_REQUIRES(model_lock) SBX_NO_TSA
+{
+	pthread_cond_timedwait(&removal_cond, &model_lock.m, ts);
+}
+
+/* Bounded: an engine that does not answer would hold the request for ever
+ * (the create then fails on its own, EEXIST or ECONNREFUSED). */
 void removal_wait_name_locked(const char *name)
 {
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 15;
 	for (;;) {
 		bool busy = false;
 		for (struct removal *r = pending; r && !busy; r = r->next)
 			busy = !r->renamed && !strcmp(r->name, name);
-		if (!busy)
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (!busy || now.tv_sec > until.tv_sec ||
+		    (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
 			return;
-		cond_wait_locked();
+		cond_wait_until_locked(&until);
 	}
 }
 
