@@ -347,6 +347,25 @@ static void *pool_main(void *arg)
 				drop_engine[j] = w[i].e;
 			w[i].effective = NULL;
 		}
+		/* A template deleted (or no longer valid): its ready containers go. */
+		for (size_t i = 0; i < npools; i++) {
+			struct pool *p = &pools[i];
+			for (size_t j = 0; !p->seen && j < p->nslots;) {
+				char **d = p->slots[j].id && !p->slots[j].claimed ?
+						   realloc(drop, (ndrop + 1) * sizeof(*d)) :
+						   NULL;
+				if (!d) {
+					j++;
+					continue;
+				}
+				drop = d;
+				if (ndrop < 64)
+					drop_engine[ndrop] = p->engine;
+				drop[ndrop++] = p->slots[j].id;
+				p->slots[j].id = NULL;
+				slot_del_locked(p, j);
+			}
+		}
 		double now = now_mono();
 		for (size_t i = 0; i < nw && pick == SIZE_MAX; i++) {
 			struct pool *p = find_pool_locked(pool_key(w[i].t));
