@@ -2,6 +2,7 @@
  * file of the state directory (opened with openat, never linked, so it
  * disappears with its last fd). */
 #include "cmd_spool.h"
+#include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,21 +49,6 @@ void cmd_spool_free(struct cmd_spool *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	cmd_spool_init(c);
-}
-
-static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
-{
-	while (len > 0) {
-		ssize_t n = pwrite(fd, buf, len, off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
 }
 
 /* An unlinked file in the spool directory. */
@@ -155,15 +141,5 @@ int cmd_spool_read(const struct cmd_spool *c, size_t off, char *buf, size_t len)
 		memcpy(buf, c->mem + off, len);
 		return 0;
 	}
-	while (len > 0) {
-		ssize_t n = pread(c->fd, buf, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		buf += n;
-		len -= (size_t)n;
-		off += (size_t)n;
-	}
-	return 0;
+	return pread_all(c->fd, buf, len, (off_t)off);
 }

@@ -407,6 +407,21 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 		ARGS(&a, "--user", spec->user);
 	if (spec->read_only)
 		ARGS(&a, "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777");
+	/* --tmpfs, not --mount type=tmpfs: only this form may be exec.  Owned
+	 * by the container's user when that is numeric (a name would need the
+	 * image's passwd); else root's, and a named user falls back to exec. */
+	if (spec->agent_tmpfs) {
+		unsigned long uid = 0, gid = 0;
+		int k = spec->user ? sscanf(spec->user, "%lu:%lu", &uid, &gid) : 0;
+		size_t digits = spec->user ? strspn(spec->user, "0123456789:") : 0;
+		bool numeric = k >= 1 && digits == strlen(spec->user);
+		strv_add(&a, "--tmpfs");
+		if (numeric && (uid || gid))
+			strv_addf(&a, "/.sandboxfs:exec,mode=0700,size=64m,uid=%lu,gid=%lu", uid,
+				  k == 2 ? gid : uid);
+		else
+			strv_add(&a, "/.sandboxfs:exec,mode=0700,size=64m");
+	}
 	for (size_t i = 0; i < spec->ncap_add; i++)
 		ARGS(&a, "--cap-add", spec->cap_add[i]);
 	for (size_t i = 0; i < spec->nworkspaces; i++) {

@@ -41,6 +41,7 @@ struct container_spec {
 	double cpus;            /* 0 = no limit */
 	const char *user;
 	int read_only;          /* --read-only, with a tmpfs on /tmp */
+	int agent_tmpfs;        /* an exec-capable private tmpfs on /.sandboxfs for the agent */
 	const struct workspace *workspaces; /* bind mounts at the same path */
 	size_t nworkspaces;
 	const struct kv_list *env;    /* container environment (not secrets) */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 #include "state.h"
@@ -33,6 +34,7 @@ struct loaded {
 	char *reason;
 	struct timespec started, ended;
 	off_t size[STREAM_COUNT];
+	bool live; /* ran through the agent: a restart resumes it */
 };
 
 static void parse_status(const char *dir, struct loaded *l)
@@ -66,7 +68,15 @@ static void load_one(const char *dir, struct loaded *l)
 	}
 	parse_status(dir, l);
 	parse_time(dir, "ended", &l->ended);
-	if (l->outcome == OUTCOME_LOST && l->ended.tv_sec == 0) {
+	char marker[PATH_MAX];
+	struct stat msb;
+	if (l->outcome == OUTCOME_LOST && l->ended.tv_sec == 0 && l->reason &&
+	    path_join(marker, sizeof(marker), dir, "agent") == 0 && lstat(marker, &msb) == 0) {
+		/* Live through the agent, which outlives us: resumed, not lost. */
+		free(l->reason);
+		l->reason = NULL;
+		l->live = true;
+	} else if (l->outcome == OUTCOME_LOST && l->ended.tv_sec == 0) {
 		/* It was live when the daemon died: it ends now, as far as
 		 * anyone can tell, and the spool says so from now on. */
 		char when[40], line[48];
@@ -83,6 +93,28 @@ static void load_one(const char *dir, struct loaded *l)
 		l->reason = reason;
 	}
 	parse_time(dir, "started", &l->started);
+}
+
+/* A live run's spool, open again for appending: output, and each stream
+ * that has its own file (one that is a hard link of output is its alias). */
+static int reopen_spool(const char *dir, int fds[STREAM_COUNT], int *alias)
+{
+	struct stat out, sb;
+	fds[STREAM_OUTPUT] = open_in(dir, "output", O_RDWR, 0600);
+	if (fds[STREAM_OUTPUT] < 0 || fstat(fds[STREAM_OUTPUT], &out) < 0)
+		return -EIO;
+	for (int st = STREAM_STDOUT; st < STREAM_COUNT; st++) {
+		int fd = open_in(dir, stream_names[st], O_RDWR, 0600);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &sb) == 0 && sb.st_ino == out.st_ino && sb.st_dev == out.st_dev) {
+			*alias = st;
+			close(fd);
+		} else {
+			fds[st] = fd;
+		}
+	}
+	return 0;
 }
 
 static unsigned highest_run(const char *runs_dir)
@@ -128,8 +160,14 @@ int runs_load(const struct sandbox *s, const char *container, struct run ***out,
 		}
 		struct loaded l = { 0 };
 		load_one(r->dir, &l);
+		int fds[STREAM_COUNT] = { -1, -1, -1 }, alias = -1;
+		if (l.live && reopen_spool(r->dir, fds, &alias) < 0)
+			l.live = false; /* cannot append: it ends lost at resume */
 		sbx_lock(&model_lock);
-		r->phase = RUN_ENDED;
+		r->phase = l.live ? RUN_LIVE : RUN_ENDED;
+		for (int st = 0; st < STREAM_COUNT; st++)
+			r->fd[st] = fds[st];
+		r->alias = alias;
 		r->outcome = l.outcome;
 		r->exit_code = l.exit_code;
 		r->reason = l.reason;

@@ -2,6 +2,7 @@
  * names credentials but never carries a value, nor any command output. */
 #include <string.h>
 
+#include "agent_channel.h"
 #include "json.h"
 #include "model_internal.h"
 
@@ -104,6 +105,7 @@ char *sandbox_info_json(struct sandbox *s)
 		PUT(cJSON_AddStringToObject(env, s->env.keys[i], s->env.values[i]));
 	PUT(cJSON_AddStringToObject(settings, "workdir", s->workdir));
 	PUT(cJSON_AddNumberToObject(settings, "timeout", (double)s->timeout));
+	PUT(cJSON_AddStringToObject(settings, "stdin", s->stdin_open ? "open" : "eof"));
 
 	cJSON *auth = cJSON_AddObjectToObject(root, "auth");
 	cJSON *names = cJSON_AddArrayToObject(auth, "env");
@@ -114,6 +116,15 @@ char *sandbox_info_json(struct sandbox *s)
 	PUT(files);
 	for (size_t i = 0; i < s->nauth_files; i++)
 		PUT(json_put_item(files, NULL, cJSON_CreateString(s->auth_files[i])));
+
+	/* How runs reach the sandbox: its agent, or one docker exec each. */
+	char why[240] = "no agent";
+	const char *transport = "exec";
+	if (s->chan)
+		agent_channel_describe(s->chan, why, sizeof(why), &transport);
+	cJSON_AddStringToObject(root, "transport", transport);
+	if (strcmp(transport, "agent") != 0)
+		cJSON_AddStringToObject(root, "transport_reason", why);
 
 	const char *error = latest_error_locked(s);
 	if (error)

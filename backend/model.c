@@ -268,6 +268,7 @@ static int engine_create_spec(const struct sandbox *s, const struct template *t,
 		.cpus = t->cpus,
 		.user = t->user,
 		.read_only = t->read_only,
+		.agent_tmpfs = 1,
 		.workspaces = t->workspaces,
 		.nworkspaces = t->nworkspaces,
 		.env = &t->env,
@@ -398,12 +399,16 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	s->state = SBX_RUNNING;
 	engine_answered(s->engine);
 	sandbox_changed_locked(s);
+	struct sandbox *s_agent = s;
+	sandbox_get_locked(s_agent);
 	if (out)
 		*out = s;
 	else
 		sandbox_put_locked(s);
 	sbx_unlock(&model_lock);
 	log_info("mkdir %s: container %.12s%s", name, id, pooled ? " (from the pool)" : "");
+	sandbox_agent_start(s_agent, true);
+	sandbox_put(s_agent);
 	return 0;
 }
 
@@ -697,6 +702,9 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	sbx_lock(&model_lock);
 	s->container_id = strdup(c->id);
 	ok = ok && s->container_id && !known_locked(c) && table_add_locked(s) == 0;
+	struct sandbox *s_agent = ok ? s : NULL;
+	if (s_agent)
+		sandbox_get_locked(s_agent);
 	if (ok) {
 		s->id = next_id++;
 		s->state = c->running ? SBX_RUNNING : SBX_STOPPED;
@@ -712,6 +720,10 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	free(runs);
 	if (ok)
 		log_info("adopted sandbox %s (container %.12s, %u runs)", c->sandbox, c->id, nruns);
+	if (s_agent) {
+		sandbox_agent_start(s_agent, c->running);
+		sandbox_put(s_agent);
+	}
 }
 
 /* Brings the table in line with what one engine lists: adopts containers

@@ -146,6 +146,12 @@ void sandbox_status_line(struct sandbox *s, struct run *r, char *buf, size_t len
  * once numbered, a run that cannot start ends `lost`. */
 int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	      struct sbx_err *err);
+/* Feeds the stdin of a run started with `ctl stdin open` (through the
+ * agent): -EPIPE once it was closed or the run ended, -EOPNOTSUPP for a
+ * run whose stdin was never open. */
+int run_stdin_write(struct run *r, const char *buf, size_t len, struct sbx_err *err);
+/* End-of-file on that stdin (ctl eof). */
+int run_stdin_close(struct run *r, struct sbx_err *err);
 /* Signals the run's process group inside the container. */
 int run_kill(struct run *r, int sig, struct sbx_err *err);
 

@@ -63,6 +63,7 @@ struct run {
 	bool observer_lost SBX_GUARDED_BY(model_lock);
 
 	struct run_io *io SBX_GUARDED_BY(model_lock); /* live part, owned by the I/O thread */
+	struct agent_channel *chan SBX_GUARDED_BY(model_lock); /* live through the agent */
 };
 
 enum sandbox_state {
@@ -109,6 +110,8 @@ struct sandbox {
 	/* The table's generation when we last made, started or stopped its
 	 * container: an engine listing older than that says nothing of it. */
 	uint64_t changed_gen SBX_GUARDED_BY(model_lock);
+	struct agent_channel *chan SBX_GUARDED_BY(model_lock); /* the agent inside, or NULL */
+	bool stdin_open SBX_GUARDED_BY(model_lock); /* ctl stdin open: runs keep stdin open */
 };
 
 /* ---- model_base.c ---- */
@@ -158,6 +161,10 @@ void removal_drain(void) SBX_EXCLUDES(model_lock);
 
 /* ---- save.c ---- */
 int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);
+/* Gives a sandbox its agent channel and, when it runs, starts it
+ * (asynchronously).  Runs found live in its spool are resumed through it,
+ * or end lost. */
+void sandbox_agent_start(struct sandbox *s, bool running) SBX_EXCLUDES(model_lock);
 
 /* ---- run_object.c: runs as objects ---- */
 /* A new run numbered after s's last one, not yet in s->runs. */

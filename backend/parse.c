@@ -136,6 +136,27 @@ int parse_sandbox_name(const char *name, struct sbx_err *err)
 			   "and be at most 63 bytes");
 }
 
+/* ---- sizes ---- */
+
+int parse_size_suffix(const char *s, long long max, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long n = strtoll(s, &end, 10);
+	long long mult = 1;
+	switch (*end) {
+	case 'k': case 'K': mult = 1LL << 10; end++; break;
+	case 'm': case 'M': mult = 1LL << 20; end++; break;
+	case 'g': case 'G': mult = 1LL << 30; end++; break;
+	case 'b': case 'B': end++; break;
+	default: break;
+	}
+	if (errno || end == s || !is_digit(s[0]) || *end || n < 0 || n > max / mult)
+		return -EINVAL;
+	*out = n * mult;
+	return 0;
+}
+
 /* ---- kv_list ---- */
 
 void secret_free(char *s)
@@ -816,9 +837,23 @@ static int ctl_words(const struct token *w, size_t n, struct ctl_cmd *c, struct 
 			return sbx_err_set(err, EINVAL, "save takes one argument: IMAGE[:TAG]");
 		return parse_image_ref(&w[1], c->image, sizeof(c->image), err);
 	}
+	if (word_is(&w[0], "eof")) {
+		c->verb = CTL_EOF;
+		if (n > 1)
+			return sbx_err_set(err, EINVAL, "eof takes no argument");
+		return 0;
+	}
+	if (word_is(&w[0], "stdin")) {
+		c->verb = CTL_STDIN;
+		if (n != 2 || !(word_is(&w[1], "open") || word_is(&w[1], "eof")))
+			return sbx_err_set(err, EINVAL, "stdin takes one argument: open or eof");
+		c->stdin_open = word_is(&w[1], "open");
+		return 0;
+	}
 	return sbx_err_set(err, EINVAL,
-			   "unknown ctl action '%s': expected kill [SIGNAL], stop, start or "
-			   "save IMAGE[:TAG]", quoted(q, sizeof(q), w[0].s, w[0].len));
+			   "unknown ctl action '%s': expected kill [SIGNAL], stop, start, "
+			   "save IMAGE[:TAG], eof or stdin open|eof",
+			   quoted(q, sizeof(q), w[0].s, w[0].len));
 }
 
 int parse_ctl(const char *buf, size_t len, struct ctl_cmd *out, struct sbx_err *err)

@@ -48,6 +48,10 @@ const char *kv_list_get(const struct kv_list *l, const char *key);
 /* Bytes of l as env-file lines. */
 size_t kv_list_env_bytes(const struct kv_list *l);
 
+/* Bytes as digits with an optional k/m/g (or b) suffix, either case, at
+ * most max: 0, or -EINVAL. */
+int parse_size_suffix(const char *s, long long max, long long *out);
+
 /* Variable names: [A-Za-z_][A-Za-z0-9_]*, at most 255 chars. */
 int parse_env_name(const char *s, size_t len, struct sbx_err *err);
 
@@ -87,9 +91,10 @@ int parse_signal(const char *s, size_t len, int *sig, struct sbx_err *err);
 int parse_image_name(const char *s, size_t len, struct sbx_err *err);
 
 /* ctl: one action per write; trailing newline allowed. */
-enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE };
+enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE, CTL_EOF, CTL_STDIN };
 struct ctl_cmd {
 	enum ctl_verb verb;
+	bool stdin_open;     /* CTL_STDIN: "stdin open" (else "stdin eof") */
 	int signal;          /* CTL_KILL; SIGKILL when not given */
 	char image[256];     /* CTL_SAVE: IMAGE[:TAG] */
 };

@@ -12,6 +12,7 @@
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 
+#include "agent_channel.h"
 #include "ioloop.h"
 #include "log.h"
 #include "run.h"
@@ -53,22 +54,6 @@ struct run_io {
  * Only the I/O thread changes a live run's alias, fd[] and size[]; it reads
  * them without the lock and takes it to publish a change.  The analysis
  * cannot see that ownership, hence SBX_NO_TSA on these few functions. */
-
-static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
-{
-	while (len > 0) {
-		ssize_t n = pwrite(fd, buf, len, off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
 
 static void grew_locked(struct run *r, enum stream st, off_t n) SBX_REQUIRES(model_lock)
 {
@@ -854,6 +839,10 @@ int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
 	rc = spool_create(r, l->cmd, err);
 	if (rc < 0)
 		return sbx_err_wrap(err, "exec in %s", r->sandbox_name);
+	/* Through the sandbox's agent when its channel is up; -EAGAIN: not up,
+	 * the per-run docker exec below is the fallback. */
+	if (l->chan && (rc = agent_channel_spawn(l->chan, r, l, err)) != -EAGAIN)
+		return rc;
 
 	struct engine_exec ex = { .pid = 0, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1 };
 	rc = spawn_exec(r, io, l, &ex, err);
@@ -885,7 +874,15 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 	r->kill_requested = true;
 	long pgid = r->pgid;
 	pid_t local = r->local_pid;
+	struct agent_channel *chan = r->chan;
+	if (chan)
+		agent_channel_ref(chan);
 	sbx_unlock(&model_lock);
+	if (chan) {
+		int rc = agent_channel_signal(chan, r, sig, err);
+		agent_channel_put(chan);
+		return rc;
+	}
 	int rc = 0;
 	if (pgid > 0)
 		rc = engine_kill_group(r->engine, r->container, pgid, sig, err);
@@ -904,4 +901,131 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 				 "whose observer was lost", r->sandbox_name, r->number, sig, pgid);
 	}
 	return rc;
+}
+
+/* ---- stdin (through the agent only) ---- */
+
+static int stdin_op(struct run *r, const char *buf, size_t len, bool close_it,
+		    struct sbx_err *err)
+{
+	sbx_lock(&model_lock);
+	bool ended = r->phase == RUN_ENDED;
+	struct agent_channel *c = r->chan;
+	if (c)
+		agent_channel_ref(c);
+	sbx_unlock(&model_lock);
+	if (ended)
+		return sbx_err_set(err, EPIPE, "stdin: run %u has ended", r->number);
+	if (!c)
+		return sbx_err_set(err, EOPNOTSUPP,
+				   "stdin: run %u runs through docker exec: its stdin is at end-of-file",
+				   r->number);
+	int rc = agent_channel_stdin(c, r, buf, len, close_it, err);
+	agent_channel_put(c);
+	return rc;
+}
+
+int run_stdin_write(struct run *r, const char *buf, size_t len, struct sbx_err *err)
+{
+	return stdin_op(r, buf, len, false, err);
+}
+
+int run_stdin_close(struct run *r, struct sbx_err *err)
+{
+	return stdin_op(r, NULL, 0, true, err);
+}
+
+/* ---- hooks for the agent transport (run.h) ---- */
+
+void run_hook_attach(struct run *r, struct agent_channel *c)
+{
+	agent_channel_ref(c);
+	sbx_lock(&model_lock);
+	run_get_locked(r);
+	r->chan = c;
+	sbx_unlock(&model_lock);
+}
+
+static void drop_chan(struct run *r)
+{
+	sbx_lock(&model_lock);
+	struct agent_channel *c = r->chan;
+	r->chan = NULL;
+	sbx_unlock(&model_lock);
+	if (c)
+		agent_channel_put(c);
+}
+
+void run_hook_detach(struct run *r)
+{
+	drop_chan(r);
+}
+
+void run_hook_live(struct run *r, long pgid)
+{
+	struct run_io io = { .run = r };
+	set_live(&io, pgid);
+}
+
+void run_hook_mark_agent(struct run *r)
+{
+	write_file_in(r->dir, "agent", "1\n", 2, NULL);
+}
+
+void run_hook_changed(struct run *r)
+{
+	notify_run_changed(r);
+}
+
+/* The agent's runs spool exactly like docker exec's: a run_io on loan
+ * around the same push (its maskers are the caller's). */
+void run_hook_push(struct run *r, struct masker mask[STREAM_COUNT], enum stream st,
+		   const char *buf, size_t len, int *spool_errno)
+{
+	struct run_io io = { .run = r, .spool_errno = *spool_errno };
+	memcpy(io.mask, mask, sizeof(io.mask));
+	push(&io, st, buf, len);
+	memcpy(mask, io.mask, sizeof(io.mask));
+	*spool_errno = io.spool_errno;
+}
+
+void run_hook_flush(struct run *r, struct masker mask[STREAM_COUNT], int *spool_errno)
+{
+	struct run_io io = { .run = r, .spool_errno = *spool_errno };
+	memcpy(io.mask, mask, sizeof(io.mask));
+	for (int st = STREAM_STDOUT; st < STREAM_COUNT; st++) {
+		struct emit_ctx e = { &io, st };
+		mask_flush(&io.mask[st], emit_masked, &e);
+	}
+	struct emit_ctx o = { &io, STREAM_OUTPUT };
+	mask_flush(&io.mask[STREAM_OUTPUT], emit_masked, &o);
+	memcpy(mask, io.mask, sizeof(io.mask));
+	*spool_errno = io.spool_errno;
+}
+
+void run_hook_exited(struct run *r, int code, bool timed_out)
+{
+	drop_chan(r);
+	sbx_lock(&model_lock);
+	r->timed_out = r->timed_out || timed_out;
+	bool to = r->timed_out, killed = r->kill_requested;
+	sbx_unlock(&model_lock);
+	if (to)
+		conclude(r, OUTCOME_TIMEOUT, code, 0, NULL);
+	else if (killed && code > 128)
+		conclude(r, OUTCOME_KILLED, code, 0, NULL);
+	else
+		conclude(r, OUTCOME_EXITED, code, 0, NULL);
+}
+
+void run_hook_lost(struct run *r, int start_errno, const char *reason)
+{
+	drop_chan(r);
+	sbx_lock(&model_lock);
+	bool killed = r->kill_requested && !start_errno;
+	sbx_unlock(&model_lock);
+	if (killed)
+		conclude(r, OUTCOME_KILLED, 137, 0, NULL);
+	else
+		conclude(r, OUTCOME_LOST, -1, start_errno, reason);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent_channel.h"
 #include "engines.h"
 #include "model_internal.h"
 #include "run.h"
@@ -72,6 +73,10 @@ void sandbox_put_locked(struct sandbox *s)
 	free(s->effective);
 	free(s->workdir);
 	free(s->last_error);
+	if (s->chan) {
+		agent_channel_stop(s->chan); /* a kill, no wait: fine under the lock */
+		agent_channel_put(s->chan);
+	}
 	free(s);
 }
 
@@ -191,6 +196,8 @@ struct exec_snapshot {
 	const char **secrets; /* point into copies held by `copies` */
 	size_t nsecrets;
 	struct kv_list copies;
+	struct agent_channel *chan;
+	bool stdin_open;
 };
 
 static void exec_snapshot_free(struct exec_snapshot *x)
@@ -199,6 +206,8 @@ static void exec_snapshot_free(struct exec_snapshot *x)
 	free(x->workdir);
 	free(x->secrets);
 	kv_list_free(&x->copies);
+	if (x->chan)
+		agent_channel_put(x->chan);
 }
 
 static int exec_snapshot_take_locked(struct sandbox *s, struct exec_snapshot *x)
@@ -208,6 +217,10 @@ static int exec_snapshot_take_locked(struct sandbox *s, struct exec_snapshot *x)
 	x->env = kv_list_text(lists, 2, true, &x->env_len);
 	x->workdir = strdup(s->workdir);
 	x->timeout = s->timeout;
+	x->stdin_open = s->stdin_open;
+	x->chan = s->chan;
+	if (x->chan)
+		agent_channel_ref(x->chan);
 	int rc = x->env && x->workdir ? 0 : -ENOMEM;
 	if (rc == 0)
 		rc = kv_list_merge(&x->copies, &s->auth);
@@ -277,7 +290,8 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	struct run_launch l = {
 		.cmd = cmd, .env = x.env, .env_len = x.env_len,
 		.workdir = x.workdir, .timeout = x.timeout,
-		.secrets = x.secrets, .nsecrets = x.nsecrets,
+		.secrets = x.secrets, .nsecrets = x.nsecrets, .chan = x.chan,
+		.stdin_open = x.stdin_open,
 	};
 	rc = run_launch(r, &l, err);
 	exec_snapshot_free(&x);
@@ -288,4 +302,61 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 		sbx_unlock(&model_lock);
 	}
 	return rc;
+}
+
+/* ---- the agent inside ---- */
+
+/* Runs the spool showed live after a restart (through the agent): each
+ * gets a reference in *out (malloc'ed). */
+static unsigned orphans(struct sandbox *s, struct run ***out)
+{
+	*out = NULL;
+	sbx_lock(&model_lock);
+	unsigned n = 0;
+	struct run **v = s->nruns ? calloc(s->nruns, sizeof(*v)) : NULL;
+	for (unsigned i = 0; v && i < s->nruns; i++) {
+		struct run *r = s->runs[i];
+		if (r->phase != RUN_ENDED && !r->io && !r->chan) {
+			run_get_locked(r);
+			v[n++] = r;
+		}
+	}
+	sbx_unlock(&model_lock);
+	*out = v;
+	return n;
+}
+
+void sandbox_agent_start(struct sandbox *s, bool running)
+{
+	struct run **live;
+	unsigned nlive = orphans(s, &live);
+	cleanup_free char *cid = sandbox_container_dup(s);
+	struct agent_channel *c = cid ? agent_channel_new(s->engine, cid, s->name) : NULL;
+	if (c && getenv("SANDBOXFS_NO_AGENT"))
+		agent_channel_disable(c, "the agent is off (SANDBOXFS_NO_AGENT)");
+	for (unsigned i = 0; i < nlive; i++) {
+		struct run *r = live[i];
+		sbx_lock(&model_lock);
+		uint64_t out = (uint64_t)r->size[STREAM_STDOUT], err = (uint64_t)r->size[STREAM_STDERR];
+		sbx_unlock(&model_lock);
+		/* The channel ends it (lost) if the agent cannot be reached. */
+		if (!c || !running || agent_channel_resume(c, r, out, err) < 0)
+			run_hook_lost(r, 0, "the daemon restarted while the run was live");
+		run_put(r);
+	}
+	free(live);
+	if (!c)
+		return; /* runs take docker exec; info says why */
+	sbx_lock(&model_lock);
+	struct agent_channel *old = s->chan;
+	s->chan = c;
+	agent_channel_ref(c);
+	sbx_unlock(&model_lock);
+	if (old) {
+		agent_channel_stop(old);
+		agent_channel_put(old);
+	}
+	if (running)
+		agent_channel_start(c);
+	agent_channel_put(c);
 }

@@ -210,6 +210,18 @@ int sandbox_ctl(struct sandbox *s, const char *buf, size_t len, struct sbx_err *
 			sbx_unlock(&model_lock);
 		}
 		break;
+	case CTL_EOF:
+		if (!latest)
+			rc = sbx_err_set(err, ESRCH, "ctl eof: no run");
+		else
+			rc = run_stdin_close(latest, err);
+		break;
+	case CTL_STDIN:
+		sbx_lock(&model_lock);
+		s->stdin_open = cmd.stdin_open;
+		clock_gettime(CLOCK_REALTIME, &s->settings_changed);
+		sbx_unlock(&model_lock);
+		break;
 	case CTL_SAVE:
 		rc = sandbox_save(s, cid, cmd.image, err);
 		if (rc == 0)

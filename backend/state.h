@@ -16,6 +16,10 @@ void state_close(void);
 int mkdir_p(const char *path, struct sbx_err *err);
 /* Removes a tree; a missing path is success. */
 int rm_rf(const char *path);
+/* All of len bytes at off, retrying short and interrupted calls: 0, or
+ * -errno (-EIO when the file ends first). */
+int pwrite_all(int fd, const void *data, size_t len, off_t off);
+int pread_all(int fd, void *data, size_t len, off_t off);
 /* dir + "/" + name into buf; -ENAMETOOLONG when it does not fit. */
 int path_join(char *buf, size_t size, const char *dir, const char *name);
 /* openat(dir, name) with O_NOFOLLOW|O_CLOEXEC added: an fd or -errno. */

@@ -128,20 +128,8 @@ static int parse_size(const cJSON *v, long long *out, struct sbx_err *err)
 	}
 	if (!cJSON_IsString(v))
 		return sbx_err_set(err, EINVAL, "memory: a number of bytes or a string like \"2g\"");
-	char *end;
-	errno = 0;
-	long long n = strtoll(v->valuestring, &end, 10);
-	long long mult = 1;
-	switch (tolower((unsigned char)*end)) {
-	case 'k': mult = 1LL << 10; end++; break;
-	case 'm': mult = 1LL << 20; end++; break;
-	case 'g': mult = 1LL << 30; end++; break;
-	case 'b': end++; break;
-	default: break;
-	}
-	if (errno || end == v->valuestring || *end || n < 0 || n > (1LL << 50) / mult)
+	if (parse_size_suffix(v->valuestring, 1LL << 50, out) < 0)
 		return sbx_err_set(err, EINVAL, "memory: cannot parse \"%.40s\"", v->valuestring);
-	*out = n * mult;
 	return 0;
 }
 

@@ -191,6 +191,8 @@ static int setattr_size(const struct node *n, off_t size, struct handle *h)
 		return size == 0 ? 0 : EINVAL; /* the write that follows defines it */
 	if (!n->sbx || !kind_writable(n->kind) || n->kind == K_CTL)
 		return EACCES;
+	if (n->kind == K_STDIN || n->kind == K_RUN_STDIN)
+		return size == 0 ? 0 : EINVAL; /* `>` truncates: a stream has nothing to cut */
 	if (size != 0)
 		return EINVAL;
 	if (!ki->ops->truncate)
@@ -499,8 +501,6 @@ static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* ---- files: open, then the kind's functions ---- */
 
-void handle_free(struct handle *h);
-
 void handle_free(struct handle *h)
 {
 	if (!h)
@@ -535,11 +535,12 @@ static int open_check(const struct node *n, int flags)
 			       fname ? fname : "file");
 	if (acc != O_WRONLY && n->kind == K_CTL)
 		return refusal(EACCES, "open ctl for reading: ctl is write-only");
+	if (acc != O_WRONLY && (n->kind == K_STDIN || n->kind == K_RUN_STDIN))
+		return refusal(EACCES, "open stdin for reading: stdin is write-only");
 	return 0;
 }
 
-/* A handle for a resolved node; takes the node's sandbox reference. */
-static struct handle *handle_new(struct node *n, int flags)
+struct handle *handle_alloc(enum kind kind, uint64_t ino, int flags)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	if (!h)
@@ -547,12 +548,21 @@ static struct handle *handle_new(struct node *n, int flags)
 	sbx_mutex_init(&h->exec_lock);
 	cmd_spool_init(&h->cmd);
 	h->file_fd = -1;
-	h->ino = n->ino;
-	h->kind = n->kind;
-	h->ops = kind_info(n->kind)->ops;
-	h->stream = kind_info(n->kind)->stream;
+	h->ino = ino;
+	h->kind = kind;
+	h->ops = kind_info(kind)->ops;
+	h->stream = kind_info(kind)->stream;
 	h->writable = (flags & O_ACCMODE) != O_RDONLY;
 	h->trunc = h->writable && (flags & O_TRUNC);
+	return h;
+}
+
+/* A handle for a resolved node; takes the node's sandbox reference. */
+static struct handle *handle_new(struct node *n, int flags)
+{
+	struct handle *h = handle_alloc(n->kind, n->ino, flags);
+	if (!h)
+		return NULL;
 	h->run = node_run(n);
 	h->sbx = steal_pointer(&n->sbx);
 	return h;

@@ -16,6 +16,9 @@ void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off
 
 extern struct fs_options opts;
 
+/* A handle of a kind, not yet tracked; handle_free() undoes it. */
+struct handle *handle_alloc(enum kind kind, uint64_t ino, int flags);
+void handle_free(struct handle *h);
 /* Keeps h on (add) or off the list of open handles freed at unmount. */
 void handle_track(struct handle *h, bool add);
 

@@ -77,7 +77,7 @@ struct file_ops {
 
 extern const struct file_ops exec_file_ops, stream_file_ops, wait_file_ops, status_file_ops,
 	info_file_ops, run_text_file_ops, run_cmd_file_ops, setting_file_ops, ctl_file_ops, meta_file_ops,
-	template_file_ops;
+	template_file_ops, stdin_file_ops;
 
 /* Appends to a write buffer (zeroing what it moves: it may hold a
  * credential); returns 0 or an errno. */

@@ -40,6 +40,7 @@ enum kind {
 	K_TIMEOUT,
 	K_CTL,
 	K_INFO,
+	K_STDIN,
 	K_RUNS,
 	/* runs/N (run >= 1) */
 	K_RUN_DIR,
@@ -50,6 +51,7 @@ enum kind {
 	K_RUN_STATUS,
 	K_RUN_STARTED,
 	K_RUN_ENDED,
+	K_RUN_STDIN,
 	K_MAX,
 	/* Not part of a sandbox inode number. */
 	K_ROOT = 64,
@@ -62,7 +64,7 @@ enum kind {
 #define K_SANDBOX_FIRST K_EXEC /* files of a sandbox directory: K_EXEC..K_RUNS */
 #define K_SANDBOX_LAST K_RUNS
 #define K_RUN_FIRST K_RUN_CMD  /* files of runs/N: K_RUN_CMD..K_RUN_ENDED */
-#define K_RUN_LAST K_RUN_ENDED
+#define K_RUN_LAST K_RUN_STDIN
 
 static inline uint64_t ino_make(uint64_t sbx, unsigned run, enum kind k)
 {

@@ -87,26 +87,6 @@ static char *find_cli(const char *name)
 	return NULL;
 }
 
-static int parse_size_option(const char *s, long long *out)
-{
-	char *end;
-	errno = 0;
-	long long n = strtoll(s, &end, 10);
-	long long mult = 1;
-	if (*end == 'k' || *end == 'K')
-		mult = 1LL << 10;
-	else if (*end == 'm' || *end == 'M')
-		mult = 1LL << 20;
-	else if (*end == 'g' || *end == 'G')
-		mult = 1LL << 30;
-	if (mult > 1)
-		end++;
-	if (errno || end == s || *end || n < 0 || n > (1LL << 62) / mult)
-		return -EINVAL;
-	*out = n * mult;
-	return 0;
-}
-
 static char *default_state_dir(const char *mountpoint)
 {
 	const char *base = getenv("XDG_STATE_HOME");
@@ -125,12 +105,6 @@ static char *default_state_dir(const char *mountpoint)
 			asprintf(&dir, "/var/lib/sandboxfs/%s", escaped);
 	free(escaped);
 	return rc < 0 ? NULL : dir;
-}
-
-static bool path_under(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0' || (n == 1 && dir[0] == '/'));
 }
 
 static void raise_fd_limit(void)
@@ -174,7 +148,7 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 		return 1;
 	}
 	cleanup_free char *state_real = realpath(state, NULL);
-	if (!state_real || path_under(state_real, mountpoint)) {
+	if (!state_real || workspace_path_within(state_real, mountpoint)) {
 		fprintf(stderr, "sandboxfs: the state directory must not be under the mountpoint\n");
 		return 1;
 	}
@@ -184,7 +158,7 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	}
 
 	long long max_output = DEFAULT_MAX_OUTPUT;
-	if (o->max_output && parse_size_option(o->max_output, &max_output) < 0) {
+	if (o->max_output && parse_size_suffix(o->max_output, 1LL << 62, &max_output) < 0) {
 		fprintf(stderr, "sandboxfs: max_output=%s: expected bytes with an optional k/m/g\n",
 			o->max_output);
 		return 1;

@@ -26,6 +26,7 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_TIMEOUT] = KIND("timeout", S_IFREG | 0644, &setting_file_ops),
 	[K_CTL] = KIND("ctl", S_IFREG | 0222, &ctl_file_ops),
 	[K_INFO] = KIND("info", RO_MODE, &info_file_ops),
+	[K_STDIN] = { "stdin", S_IFREG | 0222, &stdin_file_ops, STREAM_OUTPUT, true },
 	[K_RUNS] = KIND("runs", DIR_MODE, NULL),
 	[K_RUN_DIR] = KIND(NULL, DIR_MODE, NULL),
 	[K_RUN_CMD] = KIND("cmd", RO_MODE, &run_cmd_file_ops),
@@ -35,6 +36,7 @@ static const struct kind_info kinds[K_MAX] = {
 	[K_RUN_STATUS] = KIND("status", RO_MODE, &status_file_ops),
 	[K_RUN_STARTED] = KIND("started", RO_MODE, &run_text_file_ops),
 	[K_RUN_ENDED] = KIND("ended", RO_MODE, &run_text_file_ops),
+	[K_RUN_STDIN] = KIND("stdin", S_IFREG | 0222, &stdin_file_ops),
 };
 
 static const struct kind_info other_kinds[] = {
@@ -66,7 +68,7 @@ const char *const meta_names[] = {
 bool kind_writable(enum kind k)
 {
 	return k == K_EXEC || k == K_AUTH || k == K_ENV || k == K_WORKDIR || k == K_TIMEOUT ||
-	       k == K_CTL || k == K_TEMPLATE;
+	       k == K_CTL || k == K_TEMPLATE || k == K_STDIN || k == K_RUN_STDIN;
 }
 
 bool node_is_dir(const struct node *n)

@@ -121,27 +121,19 @@ void tpl_list(void (*add)(void *ctx, const char *name, fuse_ino_t ino, mode_t mo
 
 static struct handle *tpl_handle(const char *name, uint32_t id, int flags)
 {
-	struct handle *h = calloc(1, sizeof(*h));
+	struct handle *h = handle_alloc(K_TEMPLATE, TEMPLATE_INO_BASE + id, flags);
 	if (!h)
 		return NULL;
-	sbx_mutex_init(&h->exec_lock);
-	cmd_spool_init(&h->cmd);
-	h->file_fd = -1;
-	h->kind = K_TEMPLATE;
-	h->ops = &template_file_ops;
-	h->ino = TEMPLATE_INO_BASE + id;
 	h->tpl_id = id;
 	h->tpl_name = strdup(name);
-	h->writable = (flags & O_ACCMODE) != O_RDONLY;
 	if (!h->tpl_name) {
-		free(h);
+		h->ops = NULL; /* nothing of it is pending yet */
+		handle_free(h);
 		return NULL;
 	}
 	pending_add(id);
 	return h;
 }
-
-void handle_free(struct handle *h);
 
 void tpl_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
 {

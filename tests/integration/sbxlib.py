@@ -27,9 +27,9 @@ SANITIZED = os.environ.get("SANDBOXFS_SANITIZE") == "1"
 # The files of a sandbox directory (docs/interface.md, "The tree").
 CONTROL_FILES = {
     "exec", "output", "stdout", "stderr", "status", "wait", "auth", "env",
-    "workdir", "timeout", "ctl", "info", "runs",
+    "workdir", "timeout", "ctl", "info", "stdin", "runs",
 }
-RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended"}
+RUN_FILES = {"cmd", "output", "stdout", "stderr", "status", "started", "ended", "stdin"}
 
 RFC3339_MS = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n$")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [a-z]+: .+$")
@@ -96,6 +96,24 @@ def write(path, data, mode="w", chunk=None):
             pass
         raise
     os.close(fd)
+
+
+def fill(path, chunk=1 << 16):
+    """Write zeros to path until its file system is full."""
+    buf = b"\0" * chunk
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, buf)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if len(buf) == 1:
+                    break
+                buf = buf[:len(buf) // 2]
+    finally:
+        os.close(fd)
 
 
 def errno_of(fn, *args, **kwargs):
@@ -275,9 +293,11 @@ def ps(container):
 
 def run_processes(container, baseline):
     """Processes inside the container that are neither in `baseline` (a set of
-    pids from before the run) nor the `ps` that lists them."""
+    pids from before the run), nor the `ps` that lists them, nor the
+    sandbox's agent (which may have started after the baseline)."""
     return [(pid, args) for pid, args in ps(container)
-            if pid not in baseline and not args.startswith("ps -o pid,args")]
+            if pid not in baseline and not args.startswith("ps -o pid,args")
+            and not args.startswith("/.sandboxfs/agent ")]
 
 
 def engine_version():

@@ -28,7 +28,7 @@ import pytest
 
 import sbxlib
 from conftest import tmp_base
-from sbxlib import CONTROL_FILES, DOCKER, IMAGE, REPO, RUN_FILES, SANITIZED, cat, read
+from sbxlib import CONTROL_FILES, DOCKER, IMAGE, REPO, RUN_FILES, SANITIZED, cat, read, fill
 
 PREFIX = "/usr/local"
 INSTALLED = {
@@ -633,24 +633,6 @@ def test_version_names_the_engine(sbx_bin, scratch):
 
 
 # ------------------------------------------------------------------ NOTES of the man page
-
-def fill(path, chunk=1 << 16):
-    """Zeros into path until its file system is full."""
-    buf = b"\0" * chunk
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        while True:
-            try:
-                os.write(fd, buf)
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                if len(buf) == 1:
-                    break
-                buf = buf[:len(buf) // 2]
-    finally:
-        os.close(fd)
-
 
 @pytest.mark.timeout_s(90)
 def test_shell_forms_that_see_a_failing_close(make_tmpfs, make_mount):

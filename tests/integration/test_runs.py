@@ -456,7 +456,7 @@ def test_info_is_the_documented_json(mount, sbx):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["created"])
     assert info["runs"] == 0
     assert info["latest"] is None
-    assert info["settings"] == {"env": {}, "workdir": "", "timeout": 0}
+    assert info["settings"] == {"env": {}, "workdir": "", "timeout": 0, "stdin": "eof"}
     assert info["auth"] == {"env": [], "files": []}
     assert info["error"] is None
 
@@ -471,7 +471,8 @@ def test_info_is_the_documented_json(mount, sbx):
     assert INFO_KEYS <= set(info)
     assert info["runs"] == 1
     assert {k: info["latest"][k] for k in ("run", "status")} == {"run": 1, "status": "exited 0"}
-    assert info["settings"] == {"env": {"K": "V"}, "workdir": "/tmp", "timeout": 7}
+    assert info["settings"] == {"env": {"K": "V"}, "workdir": "/tmp", "timeout": 7,
+                                "stdin": "eof"}
     assert info["auth"] == {"env": ["SEC"], "files": []}
     assert info["error"] is None
     assert value.encode() not in raw

@@ -335,7 +335,9 @@ def test_touch_of_a_new_template_is_einval(mount):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         assert_errno(errno.EINVAL, os.utime, fd)
-        assert_errno(errno.EINVAL, os.ftruncate, fd, 0)
+        # Truncating to 0 is what dd does before it writes: accepted, and
+        # nothing is defined until JSON is written and the file closed.
+        os.ftruncate(fd, 0)
     finally:
         os.close(fd)
     assert "touched" not in os.listdir(tdir(mount))

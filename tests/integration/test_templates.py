@@ -220,7 +220,8 @@ def test_default_sandbox_is_hardened(mount):
     assert hc["Privileged"] is False
     assert hc["ReadonlyRootfs"] is False
     assert not hc.get("Binds")
-    assert not hc.get("Tmpfs")
+    # Only the agent's private tmpfs (docs/agent-protocol.md).
+    assert hc.get("Tmpfs") == {"/.sandboxfs": "exec,mode=0700,size=64m"}, hc.get("Tmpfs")
     assert (info["Mounts"] or []) == [], info["Mounts"]
     assert "docker.sock" not in json.dumps(info)
     assert info["Config"]["User"] == ""

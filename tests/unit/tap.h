@@ -46,4 +46,15 @@ static inline int tap_done(void)
 	return tap_failed ? 1 : 0;
 }
 
+/* is_int on a call that fills a `struct sbx_err err` in scope, showing the
+ * reason when it differs. */
+#define is_call(expr, want, ...)                                         \
+	do {                                                             \
+		sbx_err_clear(&err);                                     \
+		long long rc_ = (expr);                                  \
+		is_int(rc_, want, __VA_ARGS__);                          \
+		if (rc_ != (long long)(want))                            \
+			printf("#   reason: %s\n", err.msg);             \
+	} while (0)
+
 #endif

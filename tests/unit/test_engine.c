@@ -53,15 +53,6 @@ static void show(const char *label, const char *s)
 		}                                                \
 	} while (0)
 
-/* is_int on a call that fills `err`, showing the reason when it differs. */
-#define is_call(expr, want, ...)                                         \
-	do {                                                             \
-		sbx_err_clear(&err);                                     \
-		long long rc_ = (expr);                                  \
-		is_int(rc_, want, __VA_ARGS__);                          \
-		if (rc_ != (long long)(want))                            \
-			printf("#   reason: %s\n", err.msg);             \
-	} while (0)
 
 static int64_t now_ms(void)
 {

@@ -24,6 +24,7 @@
 #include "state.h"
 #include "tap.h"
 #include "template.h"
+#include "fake_engine.h"
 
 /* run_start() of a command given as text (the tests' commands are small). */
 static int run_start_text(struct sandbox *s, const char *cmd, size_t len, struct run **out,
@@ -41,8 +42,7 @@ static int run_start_text(struct sandbox *s, const char *cmd, size_t len, struct
 #define INSTANCE "0123456789abcdef"
 #define MAX_POINTS 5000
 
-static char tmpdir[] = "/tmp/test_failmalloc.XXXXXX";
-static char state_dir[256], engine_dir[256];
+static struct fake_engine fe;
 static struct sandbox *alpha;
 
 /* One step of a sweep: arms failure n, makes the call, disarms (*fired),
@@ -298,7 +298,7 @@ static bool step_engine_json(unsigned long n, bool *fired)
 static int containers_on_engine(void)
 {
 	char path[300];
-	snprintf(path, sizeof(path), "%s/c", engine_dir);
+	snprintf(path, sizeof(path), "%s/c", fe.engine_dir);
 	DIR *d = opendir(path);
 	int n = 0;
 	for (struct dirent *de; d && (de = readdir(d));)
@@ -312,7 +312,7 @@ static int containers_on_engine(void)
 static int ps_done(void)
 {
 	char path[300];
-	snprintf(path, sizeof(path), "%s/calls.done", engine_dir);
+	snprintf(path, sizeof(path), "%s/calls.done", fe.engine_dir);
 	FILE *f = fopen(path, "re");
 	int n = 0, c;
 	if (!f)
@@ -567,7 +567,7 @@ static bool step_run(unsigned long n, bool *fired)
 static bool ci_persisted(void)
 {
 	char path[300], *text = NULL;
-	snprintf(path, sizeof(path), "%s/templates.json", state_dir);
+	snprintf(path, sizeof(path), "%s/templates.json", fe.state_dir);
 	bool found = read_file(path, &text, NULL, 1 << 20) == 0 && strstr(text, "ci-*");
 	free(text);
 	return found;
@@ -615,12 +615,12 @@ static void test_model(const char *fake)
 	struct sbx_err err = { 0 };
 	struct model_config cfg = {
 		.engine = { .cli = (char *)fake, .instance = INSTANCE, .timeout_ms = 20000 },
-		.state_dir = state_dir,
+		.state_dir = fe.state_dir,
 		.image = "sandboxfs/base",
 		.mountpoint = "/mnt/sbx",
 		.max_output = DEFAULT_MAX_OUTPUT,
 	};
-	if (templates_init(NULL, state_dir, "/mnt/sbx", &err) < 0 ||
+	if (templates_init(NULL, fe.state_dir, "/mnt/sbx", &err) < 0 ||
 	    model_init(&cfg, NULL, &err) < 0) {
 		ok(0, "model init: %s", err.msg);
 		return;
@@ -665,19 +665,9 @@ static void test_model(const char *fake)
 
 int main(void)
 {
-	const char *fake = getenv("FAKE_DOCKER");
-	char fake_abs[4096];
-	if (!fake || !*fake)
-		fake = "tests/fake-docker";
-	if (!realpath(fake, fake_abs) || !mkdtemp(tmpdir))
+	if (fake_engine_setup(&fe, "test_failmalloc") < 0)
 		return 99;
-	snprintf(state_dir, sizeof(state_dir), "%s/state", tmpdir);
-	snprintf(engine_dir, sizeof(engine_dir), "%s/engine", tmpdir);
-	mkdir_p(state_dir, NULL);
-	mkdir_p(engine_dir, NULL);
-	setenv("FAKE_DOCKER_STATE", engine_dir, 1);
-	unsetenv("FAKE_DOCKER_MODE");
-	signal(SIGPIPE, SIG_IGN);
+	const char *fake_abs = fe.cli;
 	failmalloc_init();
 
 	sweep("parse_kv_lines", step_kv_lines);
@@ -693,6 +683,6 @@ int main(void)
 	sweep("engine_parse_event, engine_parse_ps_line", step_engine_json);
 	test_model(fake_abs);
 
-	rm_rf(tmpdir);
+	rm_rf(fe.tmpdir);
 	return tap_done();
 }

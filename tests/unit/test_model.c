@@ -24,6 +24,7 @@
 #include "model.h"
 #include "state.h"
 #include "tap.h"
+#include "fake_engine.h"
 
 /* run_start() of a command given as text (the tests' commands are small). */
 static int run_start_text(struct sandbox *s, const char *cmd, size_t len, struct run **out,
@@ -41,8 +42,7 @@ static int run_start_text(struct sandbox *s, const char *cmd, size_t len, struct
 #define INSTANCE "0123456789abcdef"
 #define SECRET "s3cr3t-value"
 
-static char tmpdir[] = "/tmp/test_model.XXXXXX";
-static char state_dir[256], engine_dir[256];
+static struct fake_engine fe;
 
 /* ---- what the model tells us ---- */
 
@@ -127,15 +127,6 @@ static void show(const char *label, const char *s, size_t n)
 		}                                                                                  \
 	} while (0)
 
-/* is_int on a call that fills `err`, showing the reason when it differs. */
-#define is_call(expr, want, ...)                                                                   \
-	do {                                                                                       \
-		sbx_err_clear(&err);                                                               \
-		long long rc_ = (expr);                                                            \
-		is_int(rc_, want, __VA_ARGS__);                                                    \
-		if (rc_ != (long long)(want))                                                      \
-			printf("#   reason: %s\n", err.msg);                                       \
-	} while (0)
 
 /* What a reader of stream st sees of r, from offset 0 to the end. */
 static size_t read_stream(struct run *r, enum stream st, char *buf, size_t cap)
@@ -208,7 +199,7 @@ static bool exists(const char *dir, const char *name)
 static void write_mode(const char *mode)
 {
 	char path[300];
-	snprintf(path, sizeof(path), "%s/mode", engine_dir);
+	snprintf(path, sizeof(path), "%s/mode", fe.engine_dir);
 	if (mode)
 		write_file_atomic(path, mode, strlen(mode), NULL);
 	else
@@ -220,7 +211,7 @@ static void write_mode(const char *mode)
 static int ps_calls(const char *which)
 {
 	char path[300];
-	snprintf(path, sizeof(path), "%s/%s", engine_dir, which);
+	snprintf(path, sizeof(path), "%s/%s", fe.engine_dir, which);
 	FILE *f = fopen(path, "re");
 	int n = 0, c;
 	if (!f)
@@ -242,7 +233,7 @@ static int start_model(const char *fake, bool settle)
 	struct sbx_err err = { 0 };
 	struct model_config cfg = {
 		.engine = { .cli = (char *)fake, .instance = INSTANCE, .timeout_ms = 20000 },
-		.state_dir = state_dir,
+		.state_dir = fe.state_dir,
 		.image = "sandboxfs/base",
 		.mountpoint = "/mnt/sbx",
 		.max_output = DEFAULT_MAX_OUTPUT,
@@ -493,7 +484,7 @@ static void test_lifecycle(const char *fake)
 	is_call(sandbox_create("beta", &b, &err), 0, "mkdir beta");
 	ok(listed("beta") && nlisted() == 2, "beta is listed");
 	char beta_spool[300];
-	snprintf(beta_spool, sizeof(beta_spool), "%s/sandboxes", state_dir);
+	snprintf(beta_spool, sizeof(beta_spool), "%s/sandboxes", fe.state_dir);
 	ok(exists(beta_spool, "beta"), "beta has a spool");
 	is_call(sandbox_remove("beta", &err), 0, "rmdir beta");
 	ok(!listed("beta") && nlisted() == 1, "beta is gone from the listing");
@@ -521,7 +512,7 @@ static void test_adopt(const char *fake)
 
 	/* A run that was live when the daemon died: its spool says running. */
 	char dir[300];
-	snprintf(dir, sizeof(dir), "%s/sandboxes/alpha/runs/9", state_dir);
+	snprintf(dir, sizeof(dir), "%s/sandboxes/alpha/runs/9", fe.state_dir);
 	mkdir_p(dir, NULL);
 	write_file_in(dir, "cmd", "sleep 100", 9, NULL);
 	write_file_in(dir, "status", "running\n", 8, NULL);
@@ -598,7 +589,7 @@ static void test_adopt(const char *fake)
 	sandbox_put(s);
 	model_shutdown();
 	char engine_c[300];
-	snprintf(engine_c, sizeof(engine_c), "%s/c", engine_dir);
+	snprintf(engine_c, sizeof(engine_c), "%s/c", fe.engine_dir);
 	DIR *d = opendir(engine_c);
 	int left = 0;
 	for (struct dirent *de; d && (de = readdir(d));)
@@ -617,7 +608,7 @@ static void test_stale_listing(const char *fake)
 	char path[300];
 
 	/* The fake engine answers `ps` a second after taking its listing. */
-	snprintf(path, sizeof(path), "%s/ps_delay", engine_dir);
+	snprintf(path, sizeof(path), "%s/ps_delay", fe.engine_dir);
 	write_file_atomic(path, "1", 1, NULL);
 	int started = ps_calls("calls.started"), done = ps_done();
 	start_model(fake, false);
@@ -643,24 +634,14 @@ static void test_stale_listing(const char *fake)
 
 int main(void)
 {
-	const char *fake = getenv("FAKE_DOCKER");
-	char fake_abs[4096];
-	if (!fake || !*fake)
-		fake = "tests/fake-docker";
-	if (!realpath(fake, fake_abs) || !mkdtemp(tmpdir))
+	if (fake_engine_setup(&fe, "test_model") < 0)
 		return 99;
-	snprintf(state_dir, sizeof(state_dir), "%s/state", tmpdir);
-	snprintf(engine_dir, sizeof(engine_dir), "%s/engine", tmpdir);
-	mkdir_p(state_dir, NULL);
-	mkdir_p(engine_dir, NULL);
-	setenv("FAKE_DOCKER_STATE", engine_dir, 1);
-	unsetenv("FAKE_DOCKER_MODE");
-	signal(SIGPIPE, SIG_IGN);
+	const char *fake_abs = fe.cli;
 
 	test_lifecycle(fake_abs);
 	test_adopt(fake_abs);
 	test_stale_listing(fake_abs);
 
-	rm_rf(tmpdir);
+	rm_rf(fe.tmpdir);
 	return tap_done();
 }

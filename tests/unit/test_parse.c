@@ -380,6 +380,12 @@ static void test_ctl(void)
 	is_int(c.verb, CTL_STOP, "  verb");
 	is_int(parse_ctl(S("start\n"), &c, &e), 0, "start");
 	is_int(c.verb, CTL_START, "  verb");
+	is_int(parse_ctl(S("eof\n"), &c, &e), 0, "eof");
+	is_int(c.verb, CTL_EOF, "  verb");
+	is_int(parse_ctl(S("stdin open\n"), &c, &e), 0, "stdin open");
+	ok(c.verb == CTL_STDIN && c.stdin_open, "  open");
+	is_int(parse_ctl(S("stdin eof"), &c, &e), 0, "stdin eof");
+	ok(c.verb == CTL_STDIN && !c.stdin_open, "  eof");
 	is_int(parse_ctl(S("save my/img:v1\n"), &c, &e), 0, "save");
 	ok(c.verb == CTL_SAVE && strcmp(c.image, "my/img:v1") == 0, "  image");
 	is_int(parse_ctl(S("save reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), &c, &e), 0, "save with registry");
@@ -403,9 +409,15 @@ static void test_ctl(void)
 		{ S("stop\nstart"), "one ctl action per write" },
 		{ S("kill\n\n"), "one ctl action per write" },
 		{ S("reboot"),
-		  "unknown ctl action 'reboot': expected kill [SIGNAL], stop, start or save IMAGE[:TAG]" },
+		  "unknown ctl action 'reboot': expected kill [SIGNAL], stop, start, save IMAGE[:TAG], "
+		  "eof or stdin open|eof" },
 		{ S("KILL"),
-		  "unknown ctl action 'KILL': expected kill [SIGNAL], stop, start or save IMAGE[:TAG]" },
+		  "unknown ctl action 'KILL': expected kill [SIGNAL], stop, start, save IMAGE[:TAG], "
+		  "eof or stdin open|eof" },
+		{ S("eof now"), "eof takes no argument" },
+		{ S("stdin"), "stdin takes one argument: open or eof" },
+		{ S("stdin closed"), "stdin takes one argument: open or eof" },
+		{ S("stdin open now"), "stdin takes one argument: open or eof" },
 		{ S("kill TERM now"), "kill takes at most one argument: a signal" },
 		{ S("kill BOGUS"), "unknown signal 'BOGUS': use a name (TERM, SIGTERM) or 1..64" },
 		{ S("kill -9"), "unknown signal '-9': use a name (TERM, SIGTERM) or 1..64" },
@@ -423,7 +435,7 @@ static void test_ctl(void)
 		{ S("stop\0"), "ctl action contains a control character" },
 		{ S("averyveryveryveryveryveryveryveryveryverylongverb"),
 		  "unknown ctl action 'averyveryveryveryveryveryveryveryver...': expected kill [SIGNAL], stop, "
-		  "start or save IMAGE[:TAG]" },
+		  "start, save IMAGE[:TAG], eof or stdin open|eof" },
 	};
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++) {
 		memset(&c, 0x5a, sizeof(c));
@@ -506,8 +518,29 @@ static void test_workdir(void)
 	is_str(e.msg, "workdir is longer than 4095 bytes", "  message");
 }
 
+static void test_size_suffix(void)
+{
+	static const struct {
+		const char *in;
+		long long want;
+	} good[] = { { "0", 0 }, { "512", 512 }, { "1k", 1024 }, { "2K", 2048 }, { "3m", 3 << 20 },
+		     { "4G", 4LL << 30 }, { "8g", 8LL << 30 }, { "100b", 100 } };
+	static const char *const bad[] = { "", "k", "-1", "1x", "1kb", " 1", "1 ", "+1",
+					   "99999999999999999999", "8192g" };
+	long long v;
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(good); i++) {
+		v = -1;
+		is_int(parse_size_suffix(good[i].in, 1LL << 40, &v), 0, "size '%s'", good[i].in);
+		ok(v == good[i].want, "  is %lld", good[i].want);
+	}
+	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++)
+		is_int(parse_size_suffix(bad[i], 1LL << 40, &v), -EINVAL, "size '%s' is refused",
+		       bad[i]);
+}
+
 int main(void)
 {
+	test_size_suffix();
 	test_sandbox_name();
 	test_kv_list();
 	test_env_name();
