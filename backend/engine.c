@@ -399,6 +399,10 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 	strv_addf(&a, "%s=%s", SBX_LABEL_SANDBOX, spec->name);
 	strv_add(&a, "--label");
 	strv_addf(&a, "%s=%s", SBX_LABEL_MOUNTPOINT, spec->mountpoint ? spec->mountpoint : "");
+	if (spec->pool) {
+		strv_add(&a, "--label");
+		strv_addf(&a, "%s=%s", SBX_LABEL_POOL, spec->pool);
+	}
 	if (spec->init)
 		strv_add(&a, "--init");
 	ARGS(&a, "--cap-drop", "ALL", "--security-opt", "no-new-privileges");
@@ -523,6 +527,23 @@ int engine_destroy(const struct engine *e, const char *container, struct sbx_err
 	return r;
 }
 
+int engine_rename(const struct engine *e, const char *container, const char *newname,
+		  struct sbx_err *err)
+{
+	int r = check_operand("rename", newname, err);
+	if (r < 0)
+		return r;
+	/* `docker rename OLD NEW`: the new name goes after the container. */
+	cleanup_strv struct strv a = { 0 };
+	char what[SBX_ERR_MSG_MAX / 2];
+	if ((r = check_engine(e, err)) < 0 || (r = check_operand("rename", container, err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s rename %.80s", cli_name(e), container);
+	cli_begin(&a, e);
+	ARGS(&a, "rename", container, newname);
+	return cli_run(e, what, &a, NULL, 0, NULL, err);
+}
+
 int engine_stop(const struct engine *e, const char *container, struct sbx_err *err)
 {
 	return container_call(e, (const char *[]){ "stop", "-t", "2", NULL }, container, NULL, err);
@@ -645,7 +666,8 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 			ARGS(&a, "--format", "{{json .}}");
 		else
 			ARGS(&a, "--format",
-			     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},\"Ps\":{{json .}}}");
+			     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},"
+			     "\"Pool\":{{json (.Label \"" SBX_LABEL_POOL "\")}},\"Ps\":{{json .}}}");
 		r = cli_run(e, what, &a, NULL, 0, &res, err);
 		if (r < 0 && !plain && attempt == 0 && strstr(err->msg, "field Label")) {
 			spawn_result_free(&res);

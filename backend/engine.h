@@ -25,6 +25,9 @@ struct engine {
 #define SBX_LABEL_INSTANCE "sandboxfs.instance"
 #define SBX_LABEL_SANDBOX "sandboxfs.sandbox"
 #define SBX_LABEL_MOUNTPOINT "sandboxfs.mountpoint"
+/* On pool containers only: the template they were made from.  Labels
+ * cannot change, so a claimed one is recognised by its name (pool.c). */
+#define SBX_LABEL_POOL "sandboxfs.pool"
 
 /* What a new container is made of.  Templates (later) fill this in. */
 struct container_spec {
@@ -46,6 +49,7 @@ struct container_spec {
 	char *const *cap_add;
 	size_t ncap_add;
 	const char *workdir;
+	const char *pool;       /* a pool container of this template, or NULL */
 	/* Extra raw arguments placed before the image (templates, later). */
 	char *const *extra_args;
 };
@@ -72,6 +76,9 @@ int engine_data_root(const struct engine *e, char **dir, struct sbx_err *err);
 /* docker run -d ... ; on success *container_id is the full id (malloc'ed). */
 int engine_create(const struct engine *e, const struct container_spec *spec,
 		  char **container_id, struct sbx_err *err);
+/* docker rename CONTAINER NEWNAME (NEWNAME gets no prefix). */
+int engine_rename(const struct engine *e, const char *container, const char *newname,
+		  struct sbx_err *err);
 /* docker rm -f; a container already gone is success. */
 int engine_destroy(const struct engine *e, const char *container, struct sbx_err *err);
 int engine_stop(const struct engine *e, const char *container, struct sbx_err *err);
@@ -116,6 +123,8 @@ int engine_container_binds(const struct engine *e, const char *container,
 struct engine_container {
 	char *id;
 	char *sandbox; /* value of SBX_LABEL_SANDBOX */
+	char *name;    /* the container's name ("" if unknown) */
+	char *pool;    /* value of SBX_LABEL_POOL ("" if absent) */
 	char *image;
 	int running;
 	int paused;    /* running but frozen (docker pause) */

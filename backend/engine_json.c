@@ -14,6 +14,8 @@ void engine_container_clear(struct engine_container *c)
 	free(c->id);
 	free(c->sandbox);
 	free(c->image);
+	free(c->name);
+	free(c->pool);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -129,6 +131,16 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 		return -EINVAL;
 	}
 
+	/* The name is the truth for pool and removed containers (pool.c). */
+	const cJSON *names = cJSON_GetObjectItemCaseSensitive(o, "Names");
+	const char *nm = cJSON_IsString(names) ? names->valuestring :
+			 cJSON_IsArray(names) && cJSON_IsString(cJSON_GetArrayItem(names, 0)) ?
+								cJSON_GetArrayItem(names, 0)->valuestring :
+								"";
+	nm += *nm == '/';
+	const cJSON *pool = o != whole ? cJSON_GetObjectItemCaseSensitive(whole, "Pool") : NULL;
+	c->name = strndup(nm, strcspn(nm, ","));
+	c->pool = strdup(cJSON_IsString(pool) ? pool->valuestring : "");
 	c->id = strdup(id);
 	c->image = strdup(image ? image : "");
 	c->sandbox = sandbox;
@@ -140,7 +152,7 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 		c->running = status && strncmp(status, "Up", 2) == 0;
 		c->paused = c->running && strstr(status, "(Paused)") != NULL;
 	}
-	if (!c->id || !c->image) {
+	if (!c->id || !c->image || !c->name || !c->pool) {
 		engine_container_clear(c);
 		return -ENOMEM;
 	}

@@ -76,6 +76,7 @@ char *sandbox_info_json(struct sandbox *s)
 		PUT(cJSON_AddNullToObject(root, "id"));
 	PUT(cJSON_AddStringToObject(root, "image", s->image));
 	PUT(cJSON_AddStringToObject(root, "template", s->template_name ? s->template_name : ""));
+	PUT(cJSON_AddBoolToObject(root, "pool", s->from_pool));
 	if (s->effective)
 		PUT(json_put_item(root, "effective", cJSON_Parse(s->effective)));
 	else

@@ -1,15 +1,19 @@
 /* The sandbox table: create, remove, find, list, and what the engine tells
  * us about containers (events, reconciliation, adoption). */
 #include <fcntl.h>
+#include <inttypes.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "events.h"
+#include "engine_internal.h"
 #include "engines.h"
 #include "ioloop.h"
 #include "log.h"
+#include "pool.h"
 #include "model_internal.h"
 #include "state.h"
 #include "swarm.h"
@@ -196,8 +200,8 @@ static int spool_fresh(const struct sandbox *s, struct sbx_err *err)
 	return mkdir_p(runs_dir, err);
 }
 
-static int engine_create_spec(const struct sandbox *s, const struct template *t, char **id,
-			      struct sbx_err *err);
+static int engine_create_spec(const struct sandbox *s, const struct template *t,
+			      const char *pool, char **id, struct sbx_err *err);
 
 struct ws_hold {
 	int fd;
@@ -251,8 +255,8 @@ static int place_by_swarm(struct sandbox *s, const struct template *t, char **id
 
 /* Each workspace is held open from its check until the container has been
  * verified to mount that very directory (docs/security.md). */
-static int create_container(struct sandbox *s, struct template *t, char **id,
-			    struct sbx_err *err)
+static int create_container(struct sandbox *s, struct template *t, const char *pool,
+			    char **id, struct sbx_err *err)
 {
 	struct ws_hold *held = calloc(t->nworkspaces ? t->nworkspaces : 1, sizeof(*held));
 	if (!held)
@@ -267,7 +271,7 @@ static int create_container(struct sandbox *s, struct template *t, char **id,
 	if (rc == 0 && t->swarm)
 		rc = place_by_swarm(s, t, id, err);
 	else if (rc == 0)
-		rc = engine_create_spec(s, t, id, err);
+		rc = engine_create_spec(s, t, pool, id, err);
 	if (rc == 0 && t->nworkspaces && (rc = verify_workspaces(s->engine, *id, t, held, err)) < 0) {
 		free(*id);
 		*id = NULL;
@@ -276,8 +280,8 @@ static int create_container(struct sandbox *s, struct template *t, char **id,
 	return rc;
 }
 
-static int engine_create_spec(const struct sandbox *s, const struct template *t, char **id,
-			      struct sbx_err *err)
+static int engine_create_spec(const struct sandbox *s, const struct template *t,
+			      const char *pool, char **id, struct sbx_err *err)
 {
 	struct container_spec spec = {
 		.name = s->name,
@@ -298,8 +302,74 @@ static int engine_create_spec(const struct sandbox *s, const struct template *t,
 		.cap_add = t->cap_add,
 		.ncap_add = t->ncap_add,
 		.workdir = t->workdir,
+		.pool = pool,
 	};
 	return engine_create(s->engine, &spec, id, err);
+}
+
+int model_pool_container(const char *slot, struct template *t, const struct engine *e,
+			 char **id, struct sbx_err *err)
+{
+	struct sandbox *s = sandbox_new(slot, e);
+	if (!s)
+		return sbx_err_set(err, ENOMEM, "out of memory");
+	int rc = take_template(s, t, err);
+	if (rc == 0)
+		rc = create_container(s, t, pool_key(t), id, err);
+	sandbox_put(s);
+	return rc;
+}
+
+static void destroy_task(void *ctx)
+{
+	char **v = ctx; /* engine pointer, container */
+	struct sbx_err err = { 0 };
+	if (engine_destroy((const struct engine *)v[0], v[1], &err) < 0)
+		log_warn("removing container %.12s: %s", v[1], err.msg);
+	engine_use((const struct engine *)v[0], -1);
+	free(v[1]);
+	free(v);
+}
+
+/* docker rm -f on the task thread (rmdir's second half, leftovers). */
+static void destroy_later(const struct engine *e, const char *container)
+{
+	char **v = calloc(2, sizeof(*v));
+	if (v && (v[1] = strdup(container))) {
+		v[0] = (char *)e;
+		engine_use(e, +1);
+		if (task_queue(destroy_task, v) == 0)
+			return;
+		engine_use(e, -1);
+	}
+	if (v)
+		free(v[1]);
+	free(v);
+	struct sbx_err err = { 0 };
+	if (engine_destroy(e, container, &err) < 0)
+		log_warn("removing container %.12s: %s", container, err.msg);
+}
+
+/* A ready pool container renamed to the sandbox's name: from then on the
+ * name says whose it is (pool.h).  0, or -ENOENT: none ready or the rename
+ * failed; create normally. */
+static int claim_from_pool(const struct sandbox *s, const struct template *t, char **id)
+{
+	char *slot = NULL;
+	if (pool_claim(pool_key(t), s->effective, s->engine, id, &slot) < 0)
+		return -ENOENT;
+	struct sbx_err err = { 0 };
+	int rc = engine_rename(s->engine, *id, s->container, &err);
+	if (rc < 0) {
+		log_warn("mkdir %s: claiming pool container %.12s: %s; creating one", s->name, *id,
+			 err.msg);
+		destroy_later(s->engine, *id);
+		free(*id);
+		*id = NULL;
+	}
+	pool_claim_done(slot);
+	free(slot);
+	return rc < 0 ? -ENOENT : 0;
 }
 
 static void cleanup_templatep(struct template **t)
@@ -326,6 +396,9 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	sbx_lock(&model_lock);
 	if (rc == 0)
 		rc = reserve_locked(name, t, s, err);
+	/* The container of a removed NAME gives its name up within a rename. */
+	if (rc == 0)
+		removal_wait_name_locked(name);
 	sbx_unlock(&model_lock);
 	if (rc < 0) {
 		sandbox_put(s);
@@ -336,9 +409,12 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	rc = spool_fresh(s, err);
 	if (rc == 0)
 		sandbox_ttl_created(s);
-	if (rc == 0)
-		rc = create_container(s, t, &id, err);
+	bool pooled = rc == 0 && !t->swarm && claim_from_pool(s, t, &id) == 0;
+	if (rc == 0 && !pooled)
+		rc = create_container(s, t, NULL, &id, err);
 
+	if (rc == -ECONNREFUSED) /* rmdir then knows not to promise a removal */
+		engine_health(s->engine, false, err->msg);
 	sbx_lock(&model_lock);
 	if (rc < 0) {
 		table_del_locked(s);
@@ -347,6 +423,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 		return sbx_err_wrap(err, "mkdir %s", name);
 	}
 	s->container_id = id;
+	s->from_pool = pooled;
 	s->state = SBX_RUNNING;
 	events_created(name, s->template_name, s->image);
 	engine_answered(s->engine);
@@ -358,7 +435,7 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	else
 		sandbox_put_locked(s);
 	sbx_unlock(&model_lock);
-	log_info("mkdir %s: container %.12s", name, id);
+	log_info("mkdir %s: container %.12s%s", name, id, pooled ? " (from the pool)" : "");
 	sandbox_agent_start(s_agent, true);
 	sandbox_put(s_agent);
 	return 0;
@@ -373,6 +450,29 @@ static void drop_spool_task(void *ctx)
 	free(dir);
 }
 
+/* The spool moves to STATE/trash (a crash mid-delete leaves nothing under
+ * the name; the start empties trash) and is deleted. */
+static void trash_spool(const char *dir, uint64_t id)
+{
+	char trash[PATH_MAX], to[PATH_MAX + 32];
+	struct sbx_err ign = { 0 };
+	if (path_join(trash, sizeof(trash), model_config()->state_dir, "trash") < 0 ||
+	    mkdir_p(trash, &ign) < 0)
+		return (void)rm_rf(dir);
+	snprintf(to, sizeof(to), "%s/%" PRIu64 "-%ld", trash, id, (long)getpid());
+	char *moved = strdup(to);
+	if (!moved || rename(dir, to) < 0) {
+		free(moved);
+		if (errno != ENOENT)
+			rm_rf(dir);
+		return;
+	}
+	/* Here, not later: an rmdir frees the space of a full state dir. */
+	drop_spool_task(moved);
+}
+
+/* rmdir journals the removal and returns: the container is renamed and
+ * removed in the background (removal.c). */
 int sandbox_remove(const char *name, struct sbx_err *err)
 {
 	sbx_lock(&model_lock);
@@ -391,8 +491,33 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	char *cid = strdup(s->container_id ? s->container_id : s->container);
 	sbx_unlock(&model_lock);
 
-	int rc = cid ? engine_destroy(s->engine, cid, err) :
-		       sbx_err_set(err, ENOMEM, "out of memory");
+	int rc = cid ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
+	/* An engine known to be down: the rename is tried here, so that the
+	 * rmdir fails fast and changes nothing rather than succeed with a
+	 * container that cannot go.  So too when the journal cannot be
+	 * written (a full state directory): once renamed, the name says it. */
+	bool here = rc == 0 && engine_down(s->engine);
+	if (rc == 0 && !here) {
+		rc = removal_begin(s->engine, name, cid, false, err);
+		if (rc < 0 && rc != -ENOMEM) {
+			log_debug("rmdir %s: journal: %s; renaming now", name, err->msg);
+			sbx_err_clear(err);
+			here = true;
+			rc = 0;
+		}
+	}
+	if (rc == 0 && here) {
+		char tomb[128];
+		snprintf(tomb, sizeof(tomb), "sandboxfs-%s-" TOMB_PREFIX "%.24s",
+			 model_config()->engine.instance, cid);
+		rc = engine_rename(s->engine, cid, tomb, err);
+		if (rc == -ENOENT) {
+			sbx_err_clear(err);
+			rc = 0;
+		}
+		if (rc == 0)
+			rc = removal_begin(s->engine, name, cid, true, err);
+	}
 	free(cid);
 	struct sbx_err serr = { 0 };
 	if (rc == 0 && swarm_remove(s->engine, s->name, &serr) < 0)
@@ -410,12 +535,11 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	sandbox_mark_runs_locked(s, true);
 	s->state = SBX_REMOVED;
 	table_del_locked(s);
-	char *dir = strdup(s->spool_dir);
-	sandbox_put_locked(s);
+	uint64_t id = s->id;
 	sbx_unlock(&model_lock);
-	if (dir)
-		drop_spool_task(dir);
-	log_info("rmdir %s: removed", name);
+	trash_spool(s->spool_dir, id);
+	sandbox_put(s);
+	log_info("rmdir %s: removed (the container goes in the background)", name);
 	events_simple("sandbox_removed", name, NULL, NULL);
 	return 0;
 }
@@ -439,9 +563,18 @@ static void handle_event(const struct engine *engine, const struct engine_event 
 {
 	if (strcmp(ev->instance, model_config()->engine.instance) != 0)
 		return; /* not ours: never touched */
+	/* A pool container an earlier daemon's CLI finished making after our
+	 * start: reconcile removes it. */
+	if (ev->kind == ENGINE_EV_START &&
+	    !strncmp(ev->sandbox, POOL_SLOT_PREFIX, strlen(POOL_SLOT_PREFIX)) &&
+	    !pool_owns(ev->sandbox)) {
+		resync(engine, false, 0);
+		return;
+	}
 	sbx_lock(&model_lock);
 	struct sandbox *s = find_container_locked(ev->id);
-	if (!s && ev->kind == ENGINE_EV_START && !find_locked(ev->sandbox)) {
+	if (!s && ev->kind == ENGINE_EV_START && parse_sandbox_name(ev->sandbox, NULL) == 0 &&
+	    !find_locked(ev->sandbox)) {
 		/* A container of ours that we do not know started (e.g. one an
 		 * earlier daemon made): adopt it, off this thread. */
 		sbx_unlock(&model_lock);
@@ -555,6 +688,39 @@ static bool known_locked(const struct engine_container *c) SBX_REQUIRES(model_lo
 	return find_container_locked(c->id) || find_locked(c->sandbox);
 }
 
+/* The name is the truth (pool.h): a tombstone, or a pool container the
+ * pool does not own (an earlier daemon's), is removed; a claimed pool
+ * container is the sandbox its name says.  True if c is a sandbox's. */
+static bool sort_container(const struct engine *engine, struct engine_container *c)
+{
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "sandboxfs-%s-", model_config()->engine.instance);
+	size_t pl = strlen(prefix);
+	if (strncmp(c->name, prefix, pl) != 0)
+		return !c->pool[0];
+	const char *rest = c->name + pl;
+	if (!strncmp(rest, TOMB_PREFIX, strlen(TOMB_PREFIX))) {
+		log_info("removing container %.12s (%s) left by an rmdir", c->id, c->name);
+		destroy_later(engine, c->id);
+		return false;
+	}
+	if (!strncmp(rest, POOL_SLOT_PREFIX, strlen(POOL_SLOT_PREFIX))) {
+		if (!pool_owns(rest)) {
+			log_info("removing pool container %.12s left by an earlier daemon", c->id);
+			destroy_later(engine, c->id);
+		}
+		return false;
+	}
+	if (parse_sandbox_name(rest, NULL) == 0 && strcmp(rest, c->sandbox) != 0) {
+		char *n = strdup(rest);
+		if (!n)
+			return false;
+		free(c->sandbox);
+		c->sandbox = n;
+	}
+	return true;
+}
+
 /* Adopts a container of this instance that the table does not know.  Its
  * history is read from disk before the lock is taken. */
 static void adopt(const struct engine *engine, const struct engine_container *c)
@@ -563,6 +729,7 @@ static void adopt(const struct engine *engine, const struct engine_container *c)
 	if (!s)
 		return;
 	s->template_name = strdup("(adopted)");
+	s->from_pool = c->pool && c->pool[0];
 	if (c->image) {
 		free(s->image);
 		s->image = strdup(c->image);
@@ -621,12 +788,20 @@ static void reconcile(const struct engine *engine, bool after_outage, double out
 		return;
 	}
 	engine_health(engine, true, NULL);
+	size_t kept = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (sort_container(engine, &v[j]))
+			v[kept++] = v[j];
+		else
+			engine_container_clear(&v[j]);
+	}
+	n = kept;
 	sbx_lock(&model_lock);
 	update_known_locked(engine, v, n, listed_at, after_outage, outage_at, &restart);
 	bool *unknown = calloc(n ? n : 1, sizeof(*unknown));
 	for (size_t j = 0; unknown && j < n; j++)
 		unknown[j] = v[j].sandbox && parse_sandbox_name(v[j].sandbox, NULL) == 0 &&
-			     !known_locked(&v[j]);
+			     !known_locked(&v[j]) && !removal_pending_id_locked(v[j].id);
 	sbx_unlock(&model_lock);
 
 	for (size_t j = 0; unknown && j < n; j++)
@@ -697,13 +872,31 @@ int model_start(struct sbx_err *err)
 
 	/* Adopt before the first request is served, so that `ls` right after
 	 * a restart already lists what was there. */
+	removal_recover();
 	const struct engine *engines[64];
 	size_t count = engines_list(engines, SBX_ARRAY_SIZE(engines));
 	for (size_t i = 0; i < count; i++)
 		reconcile(engines[i], false, 0);
 	engines_start();
 	ttl_start();
+	char trash[PATH_MAX];
+	if (path_join(trash, sizeof(trash), model_config()->state_dir, "trash") == 0) {
+		char *dir = strdup(trash);
+		if (dir && task_queue(drop_spool_task, dir) < 0)
+			free(dir);
+	}
+	rc = pool_start(model_config()->pool);
+	if (rc < 0)
+		return sbx_err_set(err, -rc, "starting the pool thread: %s", strerror(-rc));
 	return 0;
+}
+
+void model_resync_all(void)
+{
+	const struct engine *engines[64];
+	size_t count = engines_list(engines, SBX_ARRAY_SIZE(engines));
+	for (size_t i = 0; i < count; i++)
+		resync(engines[i], false, 0);
 }
 
 void model_engines_changed(void)
@@ -719,6 +912,8 @@ const struct engine *model_default_engine(void)
 void model_shutdown(void)
 {
 	ttl_stop();
+	removal_drain();
+	pool_stop();
 	ioloop_stop();
 	sbx_lock(&model_lock);
 	struct sandbox **gone = table;

@@ -37,6 +37,7 @@ struct model_config {
 	const char *image;      /* default image */
 	const char *mountpoint;
 	long long max_output;   /* bytes spooled per run at most, 0 = no limit */
+	long pool;              /* -o pool: ready containers per template */
 };
 
 #define DEFAULT_MAX_OUTPUT (8LL << 30)
@@ -68,6 +69,9 @@ struct sandbox_listing {
 };
 int model_list(struct sandbox_listing *out);
 void sandbox_listing_free(struct sandbox_listing *l);
+
+/* The text of .sandboxfs/pool: "TEMPLATE ready/target[ error: WHY]" lines. */
+char *model_pool_text(void);
 
 int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err);
 int sandbox_remove(const char *name, struct sbx_err *err);

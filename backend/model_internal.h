@@ -87,6 +87,7 @@ struct sandbox {
 	const struct engine *engine; /* where its container lives */
 	char *spool_dir;             /* STATE/sandboxes/NAME */
 	struct timespec created;
+	bool from_pool;              /* its container was a pool container */
 
 	char *container_id SBX_GUARDED_BY(model_lock);
 	enum sandbox_state state SBX_GUARDED_BY(model_lock);
@@ -175,6 +176,30 @@ void events_auth_changed(struct sandbox *s) SBX_EXCLUDES(model_lock);
 void events_run_ended(struct run *r) SBX_EXCLUDES(model_lock);
 void events_run_started(struct sandbox *s, struct run *r, const struct cmd_spool *cmd)
 	SBX_EXCLUDES(model_lock);
+
+/* ---- model.c ---- */
+struct template;
+/* Makes a pool container named slot for template t, exactly as mkdir would
+ * make a sandbox's (pool.c). */
+int model_pool_container(const char *slot, struct template *t, const struct engine *e,
+			 char **id, struct sbx_err *err);
+
+/* Reconciles every engine again, on the task thread. */
+void model_resync_all(void);
+
+/* ---- removal.c: rmdir's second half ---- */
+/* Journals the removal of container cid (sandbox name) unless journaled,
+ * and removes it on a thread of its own. */
+int removal_begin(const struct engine *e, const char *name, const char *cid, bool journaled,
+		  struct sbx_err *err) SBX_EXCLUDES(model_lock);
+/* Is cid's removal under way (not to be adopted back)? */
+bool removal_pending_id_locked(const char *cid) SBX_REQUIRES(model_lock);
+/* Waits while a container still named name is being removed. */
+void removal_wait_name_locked(const char *name) SBX_REQUIRES(model_lock);
+/* Replays the journal of a daemon that died (before the first reconcile). */
+void removal_recover(void) SBX_EXCLUDES(model_lock);
+/* Waits for the removals under way (shutdown). */
+void removal_drain(void) SBX_EXCLUDES(model_lock);
 
 /* ---- save.c ---- */
 int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct sbx_err *err);

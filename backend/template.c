@@ -31,7 +31,7 @@ static char *persist_path;
 static const char *const known_keys[] = {
 	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
 	"pids", "read_only", "init", "labels", "engine", "cap_add", "ttl", "on_idle",
-	"placement", "constraints",
+	"placement", "constraints", "pool",
 };
 
 void template_free(struct template *t)
@@ -346,6 +346,12 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 					   strcmp(v->valuestring, "remove") != 0))
 			return sbx_err_set(err, EINVAL, "on_idle: \"stop\" or \"remove\"");
 		t->idle_remove = !strcmp(v->valuestring, "remove");
+	} else if (!strcmp(k, "pool")) {
+		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > TEMPLATE_MAX_POOL ||
+		    v->valuedouble != floor(v->valuedouble))
+			return sbx_err_set(err, EINVAL, "pool: a whole number from 0 to %d",
+					   TEMPLATE_MAX_POOL);
+		t->pool = (long)v->valuedouble;
 	} else if (!strcmp(k, "read_only") || !strcmp(k, "init")) {
 		if (!cJSON_IsBool(v))
 			return sbx_err_set(err, EINVAL, "%s: true or false", k);
@@ -391,6 +397,7 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 	t->name = strdup(name);
 	t->memory = TEMPLATE_DEFAULT_MEMORY;
 	t->pids = TEMPLATE_DEFAULT_PIDS;
+	t->pool = -1;
 	t->init = true;
 	int rc = t->name ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *v;

@@ -35,6 +35,7 @@ struct template {
 	long pids;            /* 0 = no limit */
 	long ttl;             /* idle seconds before on_idle, 0 = none */
 	bool idle_remove;     /* on_idle: remove (else stop) */
+	long pool;            /* ready containers kept, -1 = the mount's -o pool */
 	bool read_only;
 	bool init;
 	struct kv_list labels;
@@ -49,6 +50,7 @@ struct template {
 
 #define TEMPLATE_DEFAULT_MEMORY (2LL << 30)
 #define TEMPLATE_DEFAULT_PIDS 512
+#define TEMPLATE_MAX_POOL 64
 
 void template_free(struct template *t);
 struct template *template_dup(const struct template *t);

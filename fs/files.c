@@ -119,6 +119,9 @@ static int meta_open(struct handle *h, int flags)
 			     cfg->engine.instance, cfg->state_dir, cfg->image) < 0)
 			h->data = NULL;
 		break;
+	case INO_META_POOL:
+		h->data = model_pool_text();
+		break;
 	case INO_META_LOG:
 		h->data = sbx_log_snapshot(&h->len);
 		return h->data ? 0 : ENOMEM;

@@ -22,7 +22,8 @@
 #define INO_TEMPLATES 6
 #define INO_META_EVENTS 7
 #define INO_META_SUMMARY 8
-#define INO_META_LAST INO_META_SUMMARY
+#define INO_META_POOL 9
+#define INO_META_LAST INO_META_POOL
 /* .sandboxfs/templates/NAME: TEMPLATE_INO_BASE + the template's id */
 #define TEMPLATE_INO_BASE (1u << 24)
 

@@ -23,7 +23,7 @@
 #include "workspace.h"
 
 struct cli_options {
-	char *image, *docker, *state, *config, *max_output, *workspace_roots;
+	char *image, *docker, *state, *config, *max_output, *workspace_roots, *pool;
 	int shared; /* allow_other or allow_root was asked for: refused */
 };
 
@@ -34,6 +34,7 @@ static const struct fuse_opt cli_spec[] = {
 	OPT("state=%s", state),   OPT("--state=%s", state),
 	OPT("config=%s", config), OPT("--config=%s", config),
 	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
+	OPT("pool=%s", pool),     OPT("--pool=%s", pool),
 	OPT("workspace_roots=%s", workspace_roots), OPT("--workspace_roots=%s", workspace_roots),
 	/* Consumed here so that libfuse never sees them (docs/security.md). */
 	{ "allow_other", offsetof(struct cli_options, shared), 1 },
@@ -54,6 +55,8 @@ static void usage(const char *prog)
 	       "    -o config=FILE         JSON templates [none]\n"
 	       "    -o max_output=BYTES    output spooled per run at most, k/m/g suffix,\n"
 	       "                           0 = no limit [8g]\n"
+	       "    -o pool=N              ready containers kept per template (0-64), claimed\n"
+	       "                           by mkdir [0]\n"
 	       "    -o workspace_roots=DIRS  host directories a template may mount as a\n"
 	       "                           workspace, ':'-separated [/home:/srv:/tmp:/var/tmp]\n"
 	       "    (each also as --name=value)\n"
@@ -211,7 +214,19 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 			o->max_output);
 		return 1;
 	}
+	long pool = 0;
+	if (o->pool) {
+		char *end = NULL;
+		errno = 0;
+		pool = strtol(o->pool, &end, 10);
+		if (errno || end == o->pool || *end || pool < 0 || pool > TEMPLATE_MAX_POOL) {
+			fprintf(stderr, "sandboxfs: pool=%s: expected a whole number from 0 to %d\n",
+				o->pool, TEMPLATE_MAX_POOL);
+			return 1;
+		}
+	}
 	struct model_config mc = {
+		.pool = pool,
 		.max_output = max_output,
 		.engine = { .cli = cli, .instance = instance, .timeout_ms = 60000 },
 		.state_dir = state_real,
@@ -342,6 +357,7 @@ out:
 	free(o.state);
 	free(o.config);
 	free(o.max_output);
+	free(o.pool);
 	free(o.workspace_roots);
 	state_close();
 	return ret;

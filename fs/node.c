@@ -86,6 +86,7 @@ const char *const meta_names[] = {
 	[INO_TEMPLATES] = "templates",
 	[INO_META_EVENTS] = "events",
 	[INO_META_SUMMARY] = "summary",
+	[INO_META_POOL] = "pool",
 };
 
 bool kind_writable(enum kind k)
@@ -122,7 +123,7 @@ int node_resolve(fuse_ino_t ino, struct node *n)
 		n->kind = K_META_DIR;
 		return 0;
 	}
-	if (ino >= INO_META_VERSION && ino <= INO_META_LOG) {
+	if ((ino >= INO_META_VERSION && ino <= INO_META_LOG) || ino == INO_META_POOL) {
 		n->kind = K_META_FILE;
 		return 0;
 	}

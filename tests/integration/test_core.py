@@ -402,8 +402,9 @@ def test_rmdir_removes_container_and_directory(mount):
     os.rmdir(s.path)
     assert s.name not in mount.names()
     assert_errno(errno.ENOENT, os.stat, s.path)
-    assert inspect(cid) is None
-    assert mount.containers() == []
+    # The container goes in the background (docs/interface.md).
+    wait_for(lambda: inspect(cid) is None and mount.containers() == [], 30,
+             what="the container removed")
 
 
 def test_rmdir_during_a_live_run(mount):
@@ -412,10 +413,11 @@ def test_rmdir_during_a_live_run(mount):
     r = mount.reader(s.p("output"))
     r.wait_data(b"started\n", 10)
     t0 = time.monotonic()
+    cid = s.inspect()["Id"]
     os.rmdir(s.path)
     assert time.monotonic() - t0 < 15
-    assert inspect(s.container) is None
     assert s.name not in mount.names()
+    wait_for(lambda: inspect(cid) is None, 30, what="the container removed")
     assert r.wait_exit(5) == 0
     assert r.data() == b"started\n"
 

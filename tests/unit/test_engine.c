@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_internal.h"
 #include "subprocess.h"
 #include "tap.h"
 
@@ -643,6 +644,29 @@ static void test_fake_ok(void)
 
 #include "test_engine_real.h"
 
+/* The pool's truth is the container's name: engine_list's line carries
+ * the Pool label and Names (pool.h). */
+static void test_ps_pool_and_name(void)
+{
+	static const char line[] =
+		"{\"Sandbox\":\"_pool_00ff\",\"Pool\":\"default\",\"Ps\":{\"ID\":\"abc\","
+		"\"Image\":\"sandboxfs/base\",\"Names\":\"sandboxfs-" INSTANCE "-x\","
+		"\"State\":\"running\",\"Labels\":\"\"}}";
+	struct engine_container c = { 0 };
+	int r = engine_parse_ps_line(INSTANCE, line, sizeof(line) - 1, &c);
+	ok(r == 0 && !strcmp(c.sandbox, "_pool_00ff") && !strcmp(c.pool, "default") &&
+		   !strcmp(c.name, "sandboxfs-" INSTANCE "-x") && c.running,
+	   "ps line: pool label and name (%d)", r);
+	engine_container_clear(&c);
+	static const char plain[] =
+		"{\"Sandbox\":\"y\",\"Ps\":{\"ID\":\"abd\",\"Image\":\"i\",\"Names\":\"n1,n2\","
+		"\"State\":\"exited\",\"Labels\":\"\"}}";
+	r = engine_parse_ps_line(INSTANCE, plain, sizeof(plain) - 1, &c);
+	ok(r == 0 && !strcmp(c.pool, "") && !strcmp(c.name, "n1") && !c.running,
+	   "ps line without a pool label: empty pool, first name (%d)", r);
+	engine_container_clear(&c);
+}
+
 int main(void)
 {
 	fake = getenv("FAKE_DOCKER");
@@ -658,6 +682,7 @@ int main(void)
 
 	test_classify();
 	test_parse_event();
+	test_ps_pool_and_name();
 	test_spawn();
 	test_spawn_threads();
 	test_fake_errors();

@@ -335,6 +335,14 @@ static bool listed(const char *name)
 	return found;
 }
 
+/* rmdir removes the container in the background (removal.c). */
+static bool engine_settles_at(int before)
+{
+	for (int i = 0; i < 500 && containers_on_engine() != before; i++)
+		usleep(10000);
+	return containers_on_engine() == before;
+}
+
 static bool step_create(unsigned long n, bool *fired)
 {
 	struct sbx_err err = { 0 };
@@ -346,7 +354,7 @@ static bool step_create(unsigned long n, bool *fired)
 	*fired = failmalloc_disarm();
 	if (rc == 0)
 		return listed(name) && sandbox_remove(name, &err) == 0 &&
-		       containers_on_engine() == before;
+		       engine_settles_at(before);
 	bool good = is_nomem_json(rc, &err) && !listed(name) && containers_on_engine() == before;
 	if (!good)
 		printf("#   rc %d: %s; %d containers, %d before\n", rc, err.msg,
@@ -364,7 +372,7 @@ static bool step_remove(unsigned long n, bool *fired)
 	int rc = sandbox_remove("gone", &err);
 	*fired = failmalloc_disarm();
 	if (rc == 0)
-		return !listed("gone") && containers_on_engine() == before;
+		return !listed("gone") && engine_settles_at(before);
 	bool good = is_nomem(rc, &err) && listed("gone");
 	if (!good)
 		printf("#   rc %d: %s\n", rc, err.msg);
