@@ -43,7 +43,7 @@ struct agent_run {
 	struct run *run; /* a reference until the run ends */
 	uint32_t id;
 	struct masker mask[STREAM_COUNT]; /* one per file, as run.c does */
-	uint64_t got[2]; /* bytes received per stream (before masking) */
+	uint64_t got[2];		  /* bytes received per stream (before masking) */
 	int spool_errno;
 	bool dirty;	 /* got grew: an ACK is due */
 	bool resumed;	 /* found live in the spool after a restart */

@@ -57,7 +57,8 @@ static int open_spool_file(struct sbx_err *err)
 	const char *dir = spool_dir ? spool_dir : "/tmp";
 	int dfd = open(dir, O_DIRECTORY | O_PATH | O_CLOEXEC);
 	if (dfd < 0)
-		return sbx_err_set(err, errno, "spooling the command in %s: %s", dir, strerror(errno));
+		return sbx_err_set(err, errno, "spooling the command in %s: %s", dir,
+				   strerror(errno));
 	int fd = openat(dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
 		/* No O_TMPFILE on this file system: create and unlink at once. */

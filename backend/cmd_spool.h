@@ -15,10 +15,10 @@
 #define CMD_SPOOL_MEM_TOTAL (4u << 20)
 
 struct cmd_spool {
-	char *mem;   /* the command while it is small, else NULL */
-	size_t len;  /* bytes written so far */
-	size_t cap;  /* of mem */
-	int fd;      /* the unlinked file holding it once large, else -1 */
+	char *mem;  /* the command while it is small, else NULL */
+	size_t len; /* bytes written so far */
+	size_t cap; /* of mem */
+	int fd;	    /* the unlinked file holding it once large, else -1 */
 };
 
 void cmd_spool_init(struct cmd_spool *c);

@@ -22,20 +22,20 @@
  * PATH has none.  The command comes on stdin when large, so its size is
  * unbounded; one too long to be an argument (the kernel's 128 KiB per
  * string) is eval'ed, whose errors say `eval`. */
-#define RUN_EXEC_SH(arg) \
+#define RUN_EXEC_SH(arg)                                                                           \
 	"command -v sh >/dev/null && exec sh -c \"" arg "\"; exec /bin/sh -c \"" arg "\""
-#define RUN_WRAPPER                                                       \
-	"echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then " \
-	"set -- \"$__sbx_cmd\"; unset __sbx_cmd; " RUN_EXEC_SH("$1") "; fi; "  \
-	"eval \"$__sbx_cmd\""
+#define RUN_WRAPPER                                                                                \
+	"echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then "                        \
+	"set -- \"$__sbx_cmd\"; unset __sbx_cmd; " RUN_EXEC_SH("$1") "; fi; "                      \
+								     "eval \"$__sbx_cmd\""
 /* The same for a command small enough to be the wrapper's $1: no stdin to
  * attach and no `cat` to fork, which is most of the cost over a plain exec. */
 #define RUN_WRAPPER_ARG "echo $$; " RUN_EXEC_SH("$1")
 
 /* Writes the content of the first positional parameter's file from stdin,
  * mode 0600 from the start (umask), "~/" meaning $HOME. */
-#define PUT_FILE_SCRIPT                                                             \
-	"umask 077; p=\"$1\"; case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; " \
+#define PUT_FILE_SCRIPT                                                                            \
+	"umask 077; p=\"$1\"; case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; "              \
 	"mkdir -p \"$(dirname \"$p\")\" && cat > \"$p\" && chmod 600 \"$p\""
 
 /* docker's --env-file is read by the CLI; fd 3 is its pipe. */
@@ -132,13 +132,19 @@ static int has(const char *text, const char *needle)
 int engine_classify_error(const char *cli_stderr, int exit_code)
 {
 	static const char *const image_missing[] = {
-		"Unable to find image", "No such image", "pull access denied",
-		"manifest unknown", "repository does not exist", "image not known",
+		"Unable to find image",
+		"No such image",
+		"pull access denied",
+		"manifest unknown",
+		"repository does not exist",
+		"image not known",
 		/* podman, a short name with no search registry to pull from */
 		"did not resolve to an alias",
 	};
 	static const char *const unreachable[] = {
-		"error during connect", "connection refused", "dial unix",
+		"error during connect",
+		"connection refused",
+		"dial unix",
 	};
 	const char *t = cli_stderr ? cli_stderr : "";
 
@@ -169,8 +175,8 @@ int engine_classify_error(const char *cli_stderr, int exit_code)
 	if (has(t, "No such container") || has(t, "No such object"))
 		return ENOENT;
 	/* The image has no /bin/sh for the run's wrapper. */
-	if (has(t, "exec failed") && (has(t, "no such file or directory") ||
-				      has(t, "executable file not found")))
+	if (has(t, "exec failed") &&
+	    (has(t, "no such file or directory") || has(t, "executable file not found")))
 		return ENOENT;
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(unreachable); i++)
 		if (has(t, unreachable[i]))
@@ -229,7 +235,12 @@ static void pick_line(const char *text, char *out, size_t outsz)
 static int spawn_failed(const struct engine *e, const char *what, int r, struct sbx_err *err)
 {
 	switch (-r) {
-	case ENOENT: case EACCES: case ENOEXEC: case ENOTDIR: case ELOOP: case EPERM:
+	case ENOENT:
+	case EACCES:
+	case ENOEXEC:
+	case ENOTDIR:
+	case ELOOP:
+	case EPERM:
 		return sbx_err_set(err, ENOEXEC, "%s: cannot execute %s: %s", what, e->cli,
 				   strerror(-r));
 	}
@@ -239,9 +250,8 @@ static int spawn_failed(const struct engine *e, const char *what, int r, struct 
 /* Runs the CLI to completion and turns every kind of failure into an errno
  * and a one-line reason starting with `what`.  With res NULL the output is
  * dropped; else the caller frees *res, also on failure. */
-static int cli_run(const struct engine *e, const char *what, struct strv *args,
-		   const void *input, size_t input_len, struct spawn_result *res,
-		   struct sbx_err *err)
+static int cli_run(const struct engine *e, const char *what, struct strv *args, const void *input,
+		   size_t input_len, struct spawn_result *res, struct sbx_err *err)
 {
 	struct spawn_result own;
 	char line[SBX_ERR_MSG_MAX];
@@ -252,8 +262,8 @@ static int cli_run(const struct engine *e, const char *what, struct strv *args,
 	memset(res, 0, sizeof(*res));
 	if (args->oom)
 		r = sbx_err_set(err, ENOMEM, "%s: out of memory", what);
-	else if ((r = spawn_capture(args->v, NULL, input, input_len, -1, e->timeout_ms, res,
-				    err)) < 0)
+	else if ((r = spawn_capture(args->v, NULL, input, input_len, -1, e->timeout_ms, res, err)) <
+		 0)
 		r = spawn_failed(e, what, r, err);
 	else if (res->timed_out)
 		r = sbx_err_set(err, ETIMEDOUT, "%s: no answer from %s within %d ms", what,
@@ -333,8 +343,9 @@ int engine_check(const struct engine *e, char **version, struct sbx_err *err)
 	if (!v)
 		return sbx_err_set(err, ENOMEM, "%s: out of memory", what);
 	size_t n = strlen(v);
-	if (n == 0 || n > 64 || strspn(v, "0123456789abcdefghijklmnopqrstuvwxyz"
-				     "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+-~_") != n)
+	if (n == 0 || n > 64 ||
+	    strspn(v, "0123456789abcdefghijklmnopqrstuvwxyz"
+		      "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+-~_") != n)
 		return sbx_err_set(err, EIO, "%s: garbage output instead of a server version",
 				   what);
 	*version = steal_pointer(&v);
@@ -369,8 +380,8 @@ static void remove_quietly(const struct engine *e, const char *container)
 		log_debug("cleanup after failed create: %s", ign.msg);
 }
 
-int engine_create(const struct engine *e, const struct container_spec *spec,
-		  char **container_id, struct sbx_err *err)
+int engine_create(const struct engine *e, const struct container_spec *spec, char **container_id,
+		  struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	cleanup_free char *cname = NULL;
@@ -489,8 +500,8 @@ int engine_create(const struct engine *e, const struct container_spec *spec,
 }
 
 /* CLI WORDS... CONTAINER, for calls on one container. */
-static int container_call(const struct engine *e, const char *const *words,
-			  const char *container, struct spawn_result *res, struct sbx_err *err)
+static int container_call(const struct engine *e, const char *const *words, const char *container,
+			  struct spawn_result *res, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	char what[SBX_ERR_MSG_MAX / 2];
@@ -565,10 +576,9 @@ int engine_is_running(const struct engine *e, const char *container, struct sbx_
 	struct spawn_result res;
 	/* `container inspect`, not `inspect`: an image of that name must not
 	 * answer. */
-	int r = container_call(e,
-			       (const char *[]){ "container", "inspect", "-f",
-						 "{{.State.Running}}", NULL },
-			       container, &res, err);
+	int r = container_call(
+		e, (const char *[]){ "container", "inspect", "-f", "{{.State.Running}}", NULL },
+		container, &res, err);
 	if (r < 0) {
 		spawn_result_free(&res);
 		return r;
@@ -585,14 +595,13 @@ int engine_is_running(const struct engine *e, const char *container, struct sbx_
 	return r;
 }
 
-int engine_container_pid(const struct engine *e, const char *container, long *pid,
-			 char id[65], struct sbx_err *err)
+int engine_container_pid(const struct engine *e, const char *container, long *pid, char id[65],
+			 struct sbx_err *err)
 {
 	struct spawn_result res;
-	int r = container_call(e,
-			       (const char *[]){ "container", "inspect", "-f",
-						 "{{.State.Pid}} {{.Id}}", NULL },
-			       container, &res, err);
+	int r = container_call(
+		e, (const char *[]){ "container", "inspect", "-f", "{{.State.Pid}} {{.Id}}", NULL },
+		container, &res, err);
 	*pid = 0;
 	id[0] = '\0';
 	if (r == 0) {
@@ -612,21 +621,21 @@ int engine_container_pid(const struct engine *e, const char *container, long *pi
 	return r;
 }
 
-int engine_container_binds(const struct engine *e, const char *container,
-			   struct engine_bind **out, size_t *n, struct sbx_err *err)
+int engine_container_binds(const struct engine *e, const char *container, struct engine_bind **out,
+			   size_t *n, struct sbx_err *err)
 {
 	struct spawn_result res;
 	*out = NULL;
 	*n = 0;
-	int r = container_call(e,
-			       (const char *[]){ "container", "inspect", "-f",
-						 "{{json .Mounts}}", NULL },
-			       container, &res, err);
+	int r = container_call(
+		e, (const char *[]){ "container", "inspect", "-f", "{{json .Mounts}}", NULL },
+		container, &res, err);
 	if (r == 0) {
 		r = engine_parse_binds(res.out, res.out_len, out, n);
 		if (r < 0)
 			r = sbx_err_set(err, -r, "%s container inspect %s: %s", cli_name(e),
-					container, r == -ENOMEM ? "out of memory" : "garbage output");
+					container,
+					r == -ENOMEM ? "out of memory" : "garbage output");
 	}
 	spawn_result_free(&res);
 	return r;
@@ -667,7 +676,8 @@ int engine_list(const struct engine *e, struct engine_container **out, size_t *n
 		else
 			ARGS(&a, "--format",
 			     "{\"Sandbox\":{{json (.Label \"" SBX_LABEL_SANDBOX "\")}},"
-			     "\"Pool\":{{json (.Label \"" SBX_LABEL_POOL "\")}},\"Ps\":{{json .}}}");
+			     "\"Pool\":{{json (.Label \"" SBX_LABEL_POOL
+			     "\")}},\"Ps\":{{json .}}}");
 		r = cli_run(e, what, &a, NULL, 0, &res, err);
 		if (r < 0 && !plain && attempt == 0 && strstr(err->msg, "field Label")) {
 			spawn_result_free(&res);
@@ -793,7 +803,8 @@ static int env_pipe(const char *env, size_t len, struct sbx_err *err)
 		if (w < 0)
 			return sbx_err_set(err, errno == EAGAIN ? E2BIG : errno,
 					   "exec: environment of %zu bytes: %s", len,
-					   errno == EAGAIN ? "does not fit a pipe" : strerror(errno));
+					   errno == EAGAIN ? "does not fit a pipe"
+							   : strerror(errno));
 		off += (size_t)w;
 	}
 	return steal_fd(&rd);
@@ -899,8 +910,8 @@ int engine_put_file(const struct engine *e, const char *container, const char *p
 
 	if ((r = check_engine(e, err)) < 0)
 		return r;
-	snprintf(what, sizeof(what), "%s exec %s: put %s", cli_name(e),
-		 container ? container : "", path ? path : "");
+	snprintf(what, sizeof(what), "%s exec %s: put %s", cli_name(e), container ? container : "",
+		 path ? path : "");
 	if ((r = check_operand(what, container, err)) < 0)
 		return r;
 	if (!path || !path[0] || path[0] == '-' || strchr(path, '\n'))
@@ -981,8 +992,7 @@ void engine_argv_free(char **v)
 }
 
 int engine_cli(const struct engine *e, const char *what, const char *const *words,
-	       const void *input, size_t input_len, struct spawn_result *res,
-	       struct sbx_err *err)
+	       const void *input, size_t input_len, struct spawn_result *res, struct sbx_err *err)
 {
 	cleanup_strv struct strv a = { 0 };
 	int r = check_engine(e, err);

@@ -15,7 +15,7 @@
 #include "template.h"
 
 struct engine {
-	char *cli;      /* path or name of the docker CLI */
+	char *cli;	/* path or name of the docker CLI */
 	char *instance; /* this mount's label value, [a-z0-9]{16} */
 	int timeout_ms; /* bound on each short CLI call */
 	char *endpoint; /* NULL: the CLI's default; "x://..." → --host, else --context */
@@ -31,17 +31,17 @@ struct engine {
 
 /* What a new container is made of.  Templates (later) fill this in. */
 struct container_spec {
-	const char *name;       /* the sandbox name; container is sandboxfs-<instance>-<name> */
+	const char *name; /* the sandbox name; container is sandboxfs-<instance>-<name> */
 	const char *image;
 	const char *mountpoint; /* informational label */
-	const char *network;    /* "none" unless opted in */
-	long pids_limit;        /* 0 = engine default */
+	const char *network;	/* "none" unless opted in */
+	long pids_limit;	/* 0 = engine default */
 	long long memory_bytes; /* 0 = no limit */
-	int init;               /* --init */
-	double cpus;            /* 0 = no limit */
+	int init;		/* --init */
+	double cpus;		/* 0 = no limit */
 	const char *user;
-	int read_only;          /* --read-only, with a tmpfs on /tmp */
-	int agent_tmpfs;        /* an exec-capable private tmpfs on /.sandboxfs for the agent */
+	int read_only;	 /* --read-only, with a tmpfs on /tmp */
+	int agent_tmpfs; /* an exec-capable private tmpfs on /.sandboxfs for the agent */
 	const struct workspace *workspaces; /* bind mounts at the same path */
 	size_t nworkspaces;
 	const struct kv_list *env;    /* container environment (not secrets) */
@@ -49,7 +49,7 @@ struct container_spec {
 	char *const *cap_add;
 	size_t ncap_add;
 	const char *workdir;
-	const char *pool;       /* a pool container of this template, or NULL */
+	const char *pool; /* a pool container of this template, or NULL */
 	/* Extra raw arguments placed before the image (templates, later). */
 	char *const *extra_args;
 };
@@ -74,8 +74,8 @@ int engine_check(const struct engine *e, char **version, struct sbx_err *err);
 int engine_data_root(const struct engine *e, char **dir, struct sbx_err *err);
 
 /* docker run -d ... ; on success *container_id is the full id (malloc'ed). */
-int engine_create(const struct engine *e, const struct container_spec *spec,
-		  char **container_id, struct sbx_err *err);
+int engine_create(const struct engine *e, const struct container_spec *spec, char **container_id,
+		  struct sbx_err *err);
 /* docker rename CONTAINER NEWNAME (NEWNAME gets no prefix). */
 int engine_rename(const struct engine *e, const char *container, const char *newname,
 		  struct sbx_err *err);
@@ -91,14 +91,13 @@ int engine_commit(const struct engine *e, const char *container, char **image_id
 		  struct sbx_err *err);
 /* 1 if `docker image inspect REF` finds an image, 0 if not, or -errno. */
 int engine_image_exists(const struct engine *e, const char *ref, struct sbx_err *err);
-int engine_image_tag(const struct engine *e, const char *id, const char *ref,
-		     struct sbx_err *err);
+int engine_image_tag(const struct engine *e, const char *id, const char *ref, struct sbx_err *err);
 /* docker image rm; best effort when err is NULL. */
 int engine_image_remove(const struct engine *e, const char *id, struct sbx_err *err);
 /* Streams `docker save ID` through a search for each (value, len): 1 when
  * one occurs anywhere in the archive, 0 when none, or -errno. */
-int engine_image_contains(const struct engine *e, const char *id,
-			  const struct mask_secret *values, size_t n, struct sbx_err *err);
+int engine_image_contains(const struct engine *e, const char *id, const struct mask_secret *values,
+			  size_t n, struct sbx_err *err);
 /* Runs script (sh -c) in a container with args as $1...; stdin empty. */
 int engine_exec_script(const struct engine *e, const char *container, const char *script,
 		       char *const *args, size_t nargs, struct sbx_err *err);
@@ -106,8 +105,8 @@ int engine_exec_script(const struct engine *e, const char *container, const char
 int engine_is_running(const struct engine *e, const char *container, struct sbx_err *err);
 
 /* The host pid of the container's init (0 when not running) and its id. */
-int engine_container_pid(const struct engine *e, const char *container, long *pid,
-			 char id[65], struct sbx_err *err);
+int engine_container_pid(const struct engine *e, const char *container, long *pid, char id[65],
+			 struct sbx_err *err);
 
 /* A bind mount of a container, as the engine keeps it. */
 struct engine_bind {
@@ -116,8 +115,8 @@ struct engine_bind {
 	int ro;
 };
 void engine_binds_free(struct engine_bind *v, size_t n);
-int engine_container_binds(const struct engine *e, const char *container,
-			   struct engine_bind **out, size_t *n, struct sbx_err *err);
+int engine_container_binds(const struct engine *e, const char *container, struct engine_bind **out,
+			   size_t *n, struct sbx_err *err);
 
 /* One container of this instance, as listed by engine_list(). */
 struct engine_container {
@@ -127,7 +126,7 @@ struct engine_container {
 	char *pool;    /* value of SBX_LABEL_POOL ("" if absent) */
 	char *image;
 	int running;
-	int paused;    /* running but frozen (docker pause) */
+	int paused; /* running but frozen (docker pause) */
 };
 void engine_containers_free(struct engine_container *v, size_t n);
 /* All containers (running or not) labelled with this instance. */
@@ -175,17 +174,17 @@ int engine_events_start(const struct engine *e, pid_t *pid, int *fd, struct sbx_
 enum engine_event_kind {
 	ENGINE_EV_OTHER,
 	ENGINE_EV_START,
-	ENGINE_EV_DIE,     /* the container stopped (killed, stopped, exited) */
+	ENGINE_EV_DIE,	   /* the container stopped (killed, stopped, exited) */
 	ENGINE_EV_DESTROY, /* the container was removed */
 	ENGINE_EV_PAUSE,   /* docker pause: processes frozen, exec refused */
 	ENGINE_EV_UNPAUSE,
 };
 struct engine_event {
 	enum engine_event_kind kind;
-	char id[65];        /* container id */
-	char sandbox[64];   /* value of SBX_LABEL_SANDBOX ("" if absent) */
-	char instance[64];  /* value of SBX_LABEL_INSTANCE ("" if absent) */
-	int exit_code;      /* for DIE, -1 if unknown */
+	char id[65];	   /* container id */
+	char sandbox[64];  /* value of SBX_LABEL_SANDBOX ("" if absent) */
+	char instance[64]; /* value of SBX_LABEL_INSTANCE ("" if absent) */
+	int exit_code;	   /* for DIE, -1 if unknown */
 };
 /* Parses one line of `docker events --format '{{json .}}'` with cJSON.
  * Returns 0, or -EINVAL for anything that is not such an event. */

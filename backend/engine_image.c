@@ -49,12 +49,12 @@ int engine_commit(const struct engine *e, const char *container, char **image_id
 	struct engine slow = *e;
 	slow.timeout_ms = IMAGE_CALL_MS;
 	/* The sandbox's labels would make a container of the image look ours. */
-	int r = engine_cli(&slow, "commit",
-			   (const char *const[]){ "commit", "--change", "LABEL " SBX_LABEL_INSTANCE "=",
-						  "--change", "LABEL " SBX_LABEL_SANDBOX "=",
-						  "--change", "LABEL " SBX_LABEL_MOUNTPOINT "=",
-						  container, NULL },
-			   NULL, 0, &res, err);
+	int r = engine_cli(
+		&slow, "commit",
+		(const char *const[]){ "commit", "--change", "LABEL " SBX_LABEL_INSTANCE "=",
+				       "--change", "LABEL " SBX_LABEL_SANDBOX "=", "--change",
+				       "LABEL " SBX_LABEL_MOUNTPOINT "=", container, NULL },
+		NULL, 0, &res, err);
 	if (r == 0) {
 		*image_id = image_id_of(res.out);
 		if (!*image_id)
@@ -68,10 +68,10 @@ int engine_image_exists(const struct engine *e, const char *ref, struct sbx_err 
 {
 	if (check_ref("image inspect", ref, err) < 0)
 		return -EINVAL;
-	int r = engine_cli(e, "image inspect",
-			   (const char *const[]){ "image", "inspect", "--format", "{{.Id}}", ref,
-						  NULL },
-			   NULL, 0, NULL, err);
+	int r = engine_cli(
+		e, "image inspect",
+		(const char *const[]){ "image", "inspect", "--format", "{{.Id}}", ref, NULL }, NULL,
+		0, NULL, err);
 	if (r == -ENOMEDIUM || r == -ENOENT) {
 		sbx_err_clear(err);
 		return 0;
@@ -79,8 +79,7 @@ int engine_image_exists(const struct engine *e, const char *ref, struct sbx_err 
 	return r < 0 ? r : 1;
 }
 
-int engine_image_tag(const struct engine *e, const char *id, const char *ref,
-		     struct sbx_err *err)
+int engine_image_tag(const struct engine *e, const char *id, const char *ref, struct sbx_err *err)
 {
 	if (check_ref("tag", id, err) < 0 || check_ref("tag", ref, err) < 0)
 		return -EINVAL;
@@ -135,8 +134,8 @@ static int count_emit(void *ctx, const char *buf, size_t len)
 	return 0;
 }
 
-int engine_image_contains(const struct engine *e, const char *id,
-			  const struct mask_secret *values, size_t n, struct sbx_err *err)
+int engine_image_contains(const struct engine *e, const char *id, const struct mask_secret *values,
+			  size_t n, struct sbx_err *err)
 {
 	struct masker m;
 	struct count c = { 0 };
@@ -169,7 +168,8 @@ int engine_image_contains(const struct engine *e, const char *id,
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
-			r = sbx_err_set(err, chunk ? errno : ENOMEM, "save: reading the archive failed");
+			r = sbx_err_set(err, chunk ? errno : ENOMEM,
+					"save: reading the archive failed");
 			break;
 		}
 		if (got == 0)

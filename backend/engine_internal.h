@@ -25,7 +25,6 @@ void engine_argv_free(char **v);
 /* Runs the CLI with words to completion, as every call does: errno and a
  * one-line reason from its stderr.  res may be NULL; else freed by caller. */
 int engine_cli(const struct engine *e, const char *what, const char *const *words,
-	       const void *input, size_t input_len, struct spawn_result *res,
-	       struct sbx_err *err);
+	       const void *input, size_t input_len, struct spawn_result *res, struct sbx_err *err);
 
 #endif

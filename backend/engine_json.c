@@ -91,7 +91,7 @@ static int label_from_string(const char *labels, const char *key, const char *na
 }
 
 int engine_parse_ps_line(const char *instance, const char *line, size_t len,
-			  struct engine_container *c)
+			 struct engine_container *c)
 {
 	const char *endp = NULL;
 	cleanup_cjson cJSON *whole = cJSON_ParseWithLengthOpts(line, len, &endp, 0);
@@ -120,8 +120,8 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 		if (exact->valuestring[0] && !(sandbox = strdup(exact->valuestring)))
 			return -ENOMEM;
 	} else if (cJSON_IsString(labels)) {
-		if (label_from_string(labels->valuestring, SBX_LABEL_SANDBOX,
-				      json_str(o, "Names"), instance, &sandbox) < 0)
+		if (label_from_string(labels->valuestring, SBX_LABEL_SANDBOX, json_str(o, "Names"),
+				      instance, &sandbox) < 0)
 			return -ENOMEM;
 	} else if (cJSON_IsObject(labels) && json_str(labels, SBX_LABEL_SANDBOX)) {
 		sandbox = strdup(json_str(labels, SBX_LABEL_SANDBOX));
@@ -133,10 +133,10 @@ int engine_parse_ps_line(const char *instance, const char *line, size_t len,
 
 	/* The name is the truth for pool and removed containers (pool.c). */
 	const cJSON *names = cJSON_GetObjectItemCaseSensitive(o, "Names");
-	const char *nm = cJSON_IsString(names) ? names->valuestring :
-			 cJSON_IsArray(names) && cJSON_IsString(cJSON_GetArrayItem(names, 0)) ?
-								cJSON_GetArrayItem(names, 0)->valuestring :
-								"";
+	const char *nm = cJSON_IsString(names) ? names->valuestring
+			 : cJSON_IsArray(names) && cJSON_IsString(cJSON_GetArrayItem(names, 0))
+				 ? cJSON_GetArrayItem(names, 0)->valuestring
+				 : "";
 	nm += *nm == '/';
 	const cJSON *pool = o != whole ? cJSON_GetObjectItemCaseSensitive(whole, "Pool") : NULL;
 	c->name = strndup(nm, strcspn(nm, ","));
@@ -167,7 +167,8 @@ char *engine_ps_array_to_lines(const char *text, size_t len, size_t *out_len)
 	size_t cap = 1, n = 0;
 	char *out = malloc(cap);
 	const cJSON *item;
-	cJSON_ArrayForEach(item, arr) {
+	cJSON_ArrayForEach(item, arr)
+	{
 		cleanup_free char *one = cJSON_PrintUnformatted(item);
 		size_t l = one ? strlen(one) : 0;
 		char *grown = one ? realloc(out, cap + l + 1) : NULL;
@@ -274,7 +275,6 @@ int engine_parse_event(const char *line, size_t len, struct engine_event *ev)
 	return 0;
 }
 
-
 void engine_binds_free(struct engine_bind *v, size_t n)
 {
 	for (size_t i = 0; v && i < n; i++) {
@@ -305,7 +305,8 @@ int engine_parse_binds(const char *text, size_t len, struct engine_bind **out, s
 	if (!v)
 		return -ENOMEM;
 	const cJSON *m;
-	cJSON_ArrayForEach(m, arr) {
+	cJSON_ArrayForEach(m, arr)
+	{
 		const char *type = json_str(m, "Type");
 		const char *src = json_str(m, "Source");
 		const char *dst = json_str(m, "Destination");

@@ -38,14 +38,14 @@ struct engine_slot {
 	bool overflow;
 	bool outage; /* the stream broke: the engine may have restarted */
 	double outage_mono;
-	int backoff;            /* seconds before the next attempt */
-	double next_try;        /* monotonic time of the next attempt */
+	int backoff;	 /* seconds before the next attempt */
+	double next_try; /* monotonic time of the next attempt */
 	double connected_at;
-	bool dead;              /* freed at the end of the I/O batch */
+	bool dead; /* freed at the end of the I/O batch */
 
 	unsigned users SBX_GUARDED_BY(slots_lock);
 	enum engine_health health SBX_GUARDED_BY(slots_lock);
-	bool kick SBX_GUARDED_BY(slots_lock); /* a call worked while the stream is down */
+	bool kick SBX_GUARDED_BY(slots_lock);	     /* a call worked while the stream is down */
 	double rechecked SBX_GUARDED_BY(slots_lock); /* monotonic time of the last recheck */
 };
 
@@ -172,8 +172,7 @@ void engines_poke_all(void)
 }
 
 /* Logs an engine's reachability once per change (not per attempt). */
-static void health_locked(struct engine_slot *e, bool up, const char *why)
-	SBX_REQUIRES(slots_lock)
+static void health_locked(struct engine_slot *e, bool up, const char *why) SBX_REQUIRES(slots_lock)
 {
 	if (up && e->health == ENGINE_DOWN) {
 		log_info("engine %s answers again", slot_name(e));
@@ -227,8 +226,9 @@ static void arm_at(struct engine_slot *e, double when)
 	double d = when - mono_now();
 	if (d < 1e-6)
 		d = 1e-6;
-	struct itimerspec its = { .it_value = { .tv_sec = (time_t)d,
-						 .tv_nsec = (long)((d - (double)(time_t)d) * 1e9) } };
+	struct itimerspec its = { .it_value = {
+					  .tv_sec = (time_t)d,
+					  .tv_nsec = (long)((d - (double)(time_t)d) * 1e9) } };
 	if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
 		its.it_value.tv_nsec = 1;
 	timerfd_settime(e->retry.fd, 0, &its, NULL);
@@ -238,7 +238,8 @@ static void arm_at(struct engine_slot *e, double when)
 static void slot_free(struct engine_slot *e)
 {
 	log_info("engine %s: no template or sandbox uses it any more; its events stream is "
-		 "closed", slot_name(e));
+		 "closed",
+		 slot_name(e));
 	e->dead = true;
 	if (e->out.fd >= 0) {
 		ioloop_del(&e->out);
@@ -273,7 +274,8 @@ static bool slot_collect(struct engine_slot *e)
 	if (!named && e->users == 0 && e->engine.endpoint && slots[0] != e) {
 		for (size_t i = 1; i < nslots; i++) {
 			if (slots[i] == e) {
-				memmove(&slots[i], &slots[i + 1], (nslots - i - 1) * sizeof(*slots));
+				memmove(&slots[i], &slots[i + 1],
+					(nslots - i - 1) * sizeof(*slots));
 				nslots--;
 				gone = true;
 				break;

@@ -20,7 +20,7 @@
 #define SBX_ERR_MSG_MAX 512
 
 struct sbx_err {
-	int code;                  /* positive errno, 0 = no error */
+	int code;		   /* positive errno, 0 = no error */
 	char msg[SBX_ERR_MSG_MAX]; /* one line, no trailing newline */
 };
 
@@ -28,8 +28,7 @@ struct sbx_err {
 int sbx_err_set(struct sbx_err *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Prefixes "context: " to err->msg; keeps err->code; returns -err->code. */
-int sbx_err_wrap(struct sbx_err *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+int sbx_err_wrap(struct sbx_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbx_err_clear(struct sbx_err *err);
 
 static inline void *steal_pointer_impl(void *pp)

@@ -17,10 +17,10 @@
 #include "state.h"
 
 static sbx_mutex events_lock = SBX_MUTEX_INIT;
-static char *mem SBX_GUARDED_BY(events_lock);      /* whole lines, oldest first */
+static char *mem SBX_GUARDED_BY(events_lock); /* whole lines, oldest first */
 static size_t mem_len SBX_GUARDED_BY(events_lock);
 static uint64_t mem_base SBX_GUARDED_BY(events_lock); /* log offset of mem[0] */
-static char *path, *path_old; /* set once at init */
+static char *path, *path_old;			      /* set once at init */
 static void (*listener)(void);
 
 void events_set_listener(void (*fn)(void))
@@ -72,7 +72,7 @@ static bool writer_started;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static uint64_t written SBX_GUARDED_BY(events_lock); /* log offset the file has */
 static bool dirty SBX_GUARDED_BY(events_lock), quit SBX_GUARDED_BY(events_lock);
-static int file_fd = -1;    /* the writer thread's (and init's before it starts) */
+static int file_fd = -1; /* the writer thread's (and init's before it starts) */
 static size_t file_len;
 
 static void write_out(const char *buf, size_t len)
@@ -80,7 +80,8 @@ static void write_out(const char *buf, size_t len)
 	if (file_fd >= 0 && file_len + len > EVENTS_FILE_MAX) {
 		/* Rotate: the previous file is kept as events.jsonl.1. */
 		if (rename(path, path_old) == 0) {
-			int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+			int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC,
+				      0600);
 			if (fd >= 0) {
 				close(file_fd);
 				file_fd = fd;
@@ -142,7 +143,8 @@ int events_init(const char *state_dir)
 		/* A cut last line is ended so that the next one stays whole. */
 		char c = 0;
 		int rfd = open(path, O_RDONLY | O_CLOEXEC);
-		if (rfd >= 0 && pread(rfd, &c, 1, end - 1) == 1 && c != '\n' && write(fd, "\n", 1) == 1)
+		if (rfd >= 0 && pread(rfd, &c, 1, end - 1) == 1 && c != '\n' &&
+		    write(fd, "\n", 1) == 1)
 			end++;
 		if (rfd >= 0)
 			close(rfd);

@@ -85,7 +85,8 @@ static void load_one(const char *dir, struct loaded *l)
 		snprintf(line, sizeof(line), "%s\n", when);
 		write_file_in(dir, "ended", line, strlen(line), NULL);
 		write_file_in(dir, "status", "lost\n", 5, NULL);
-		write_file_in(dir, "reason", LOST_AT_RESTART "\n", strlen(LOST_AT_RESTART) + 1, NULL);
+		write_file_in(dir, "reason", LOST_AT_RESTART "\n", strlen(LOST_AT_RESTART) + 1,
+			      NULL);
 	}
 	char *reason = NULL;
 	if (!l->reason && read_file_in(dir, "reason", &reason, NULL, 4096) == 0) {

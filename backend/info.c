@@ -46,10 +46,10 @@ static const char *latest_error_locked(struct sandbox *s) SBX_REQUIRES(model_loc
 
 /* Every part of the document, or no document: a cJSON call that ran out
  * of memory must not leave a silent hole in what the info file shows. */
-#define PUT(x)                       \
-	do {                         \
-		if (!(x))            \
-			full = false; \
+#define PUT(x)                                                                                     \
+	do {                                                                                       \
+		if (!(x))                                                                          \
+			full = false;                                                              \
 	} while (0)
 
 char *sandbox_info_json(struct sandbox *s)
@@ -67,7 +67,8 @@ char *sandbox_info_json(struct sandbox *s)
 	PUT(cJSON_AddStringToObject(root, "name", s->name));
 	PUT(cJSON_AddStringToObject(root, "container", s->container));
 	/* Placed by swarm: the node it runs on (null on one engine). */
-	PUT(node ? cJSON_AddStringToObject(root, "node", node) : cJSON_AddNullToObject(root, "node"));
+	PUT(node ? cJSON_AddStringToObject(root, "node", node)
+		 : cJSON_AddNullToObject(root, "node"));
 	if (node)
 		PUT(cJSON_AddStringToObject(root, "node_state", node_down ? "down" : "up"));
 	if (s->container_id)
@@ -81,9 +82,11 @@ char *sandbox_info_json(struct sandbox *s)
 		PUT(json_put_item(root, "effective", cJSON_Parse(s->effective)));
 	else
 		PUT(cJSON_AddNullToObject(root, "effective"));
-	PUT(cJSON_AddStringToObject(root, "state", s->paused && s->state == SBX_RUNNING ?
-				    "paused" : s->idle_stopped && s->state == SBX_STOPPED ?
-				    "stopped (idle)" : state_name(s->state)));
+	PUT(cJSON_AddStringToObject(root, "state",
+				    s->paused && s->state == SBX_RUNNING ? "paused"
+				    : s->idle_stopped && s->state == SBX_STOPPED
+					    ? "stopped (idle)"
+					    : state_name(s->state)));
 	format_time(&s->created, when, sizeof(when));
 	PUT(cJSON_AddStringToObject(root, "created", when));
 	PUT(cJSON_AddNumberToObject(root, "runs", s->nruns));

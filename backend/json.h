@@ -17,7 +17,8 @@ static inline void cleanup_cjsonp(cJSON **p)
 static inline bool json_put_item(cJSON *parent, const char *key, cJSON *item)
 {
 	bool ok = parent && item &&
-		  (key ? cJSON_AddItemToObject(parent, key, item) : cJSON_AddItemToArray(parent, item));
+		  (key ? cJSON_AddItemToObject(parent, key, item)
+		       : cJSON_AddItemToArray(parent, item));
 	if (!ok)
 		cJSON_Delete(item);
 	return ok;

@@ -29,7 +29,10 @@ typedef struct SBX_CAPABILITY("mutex") sbx_mutex {
 	pthread_mutex_t m;
 } sbx_mutex;
 
-#define SBX_MUTEX_INIT { PTHREAD_MUTEX_INITIALIZER }
+#define SBX_MUTEX_INIT                                                                             \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER                                                          \
+	}
 
 static inline void sbx_mutex_init(sbx_mutex *mu) SBX_NO_TSA
 {

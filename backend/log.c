@@ -79,8 +79,8 @@ void sbx_log(enum sbx_log_level level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-	int n = snprintf(line, sizeof(line), "%s.%03ldZ %s: %s\n", stamp,
-			 ts.tv_nsec / 1000000, names[level], msg);
+	int n = snprintf(line, sizeof(line), "%s.%03ldZ %s: %s\n", stamp, ts.tv_nsec / 1000000,
+			 names[level], msg);
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(line))

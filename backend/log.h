@@ -12,8 +12,7 @@ void sbx_log_init(int use_syslog, int debug);
 /* Daemonized: from now on to syslog (LOG_DAEMON, ident "sandboxfs", with
  * the pid), each line "MOUNTPOINT: message". */
 void sbx_log_init_syslog(const char *mountpoint, int debug);
-void sbx_log(enum sbx_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void sbx_log(enum sbx_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A malloc'ed copy of the ring (oldest line first); caller frees. */
 char *sbx_log_snapshot(size_t *len);
 

@@ -158,8 +158,8 @@ static size_t next_of(struct masker *m, size_t i, const char *data, size_t dlen,
 }
 
 /* Leftmost match at or after pos, longest among those at that position. */
-static int find_match(struct masker *m, const char *data, size_t dlen, size_t pos,
-		      size_t *at, size_t *len)
+static int find_match(struct masker *m, const char *data, size_t dlen, size_t pos, size_t *at,
+		      size_t *len)
 {
 	int found = 0;
 
@@ -249,8 +249,8 @@ static int scan(struct masker *m, const char *data, size_t dlen, size_t pos, int
 /* Decides every match that starts in the carry, in a window of carry plus
  * maxlen new bytes (enough to see any secret whole).  Returns the position
  * in the window where the rest of the new bytes must be scanned. */
-static int junction(struct masker *m, size_t wlen, size_t limit, size_t *out,
-		    mask_emit_fn emit, void *ctx)
+static int junction(struct masker *m, size_t wlen, size_t limit, size_t *out, mask_emit_fn emit,
+		    void *ctx)
 {
 	const char *w = m->window;
 	size_t pos = 0, at, len;

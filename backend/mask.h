@@ -21,8 +21,8 @@ struct mask_secret {
 struct masker {
 	struct mask_secret *secrets; /* owned copies */
 	size_t nsecrets;
-	size_t maxlen;  /* longest secret */
-	char *carry;    /* held-back bytes, capacity maxlen */
+	size_t maxlen; /* longest secret */
+	char *carry;   /* held-back bytes, capacity maxlen */
 	size_t carry_len;
 	/* Internal to mask.c: KMP failure tables (one per secret), the next
 	 * occurrence of each secret, each secret's partial match at the tail,

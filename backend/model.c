@@ -200,8 +200,8 @@ static int spool_fresh(const struct sandbox *s, struct sbx_err *err)
 	return mkdir_p(runs_dir, err);
 }
 
-static int engine_create_spec(const struct sandbox *s, const struct template *t,
-			      const char *pool, char **id, struct sbx_err *err);
+static int engine_create_spec(const struct sandbox *s, const struct template *t, const char *pool,
+			      char **id, struct sbx_err *err);
 
 struct ws_hold {
 	int fd;
@@ -255,8 +255,8 @@ static int place_by_swarm(struct sandbox *s, const struct template *t, char **id
 
 /* Each workspace is held open from its check until the container has been
  * verified to mount that very directory (docs/security.md). */
-static int create_container(struct sandbox *s, struct template *t, const char *pool,
-			    char **id, struct sbx_err *err)
+static int create_container(struct sandbox *s, struct template *t, const char *pool, char **id,
+			    struct sbx_err *err)
 {
 	struct ws_hold *held = calloc(t->nworkspaces ? t->nworkspaces : 1, sizeof(*held));
 	if (!held)
@@ -272,7 +272,8 @@ static int create_container(struct sandbox *s, struct template *t, const char *p
 		rc = place_by_swarm(s, t, id, err);
 	else if (rc == 0)
 		rc = engine_create_spec(s, t, pool, id, err);
-	if (rc == 0 && t->nworkspaces && (rc = verify_workspaces(s->engine, *id, t, held, err)) < 0) {
+	if (rc == 0 && t->nworkspaces &&
+	    (rc = verify_workspaces(s->engine, *id, t, held, err)) < 0) {
 		free(*id);
 		*id = NULL;
 	}
@@ -280,8 +281,8 @@ static int create_container(struct sandbox *s, struct template *t, const char *p
 	return rc;
 }
 
-static int engine_create_spec(const struct sandbox *s, const struct template *t,
-			      const char *pool, char **id, struct sbx_err *err)
+static int engine_create_spec(const struct sandbox *s, const struct template *t, const char *pool,
+			      char **id, struct sbx_err *err)
 {
 	struct container_spec spec = {
 		.name = s->name,
@@ -307,8 +308,8 @@ static int engine_create_spec(const struct sandbox *s, const struct template *t,
 	return engine_create(s->engine, &spec, id, err);
 }
 
-int model_pool_container(const char *slot, struct template *t, const struct engine *e,
-			 char **id, struct sbx_err *err)
+int model_pool_container(const char *slot, struct template *t, const struct engine *e, char **id,
+			 struct sbx_err *err)
 {
 	struct sandbox *s = sandbox_new(slot, e);
 	if (!s)
@@ -390,7 +391,8 @@ int sandbox_create(const char *name, struct sandbox **out, struct sbx_err *err)
 	const struct engine *engine = engine_for(t->engine);
 	struct sandbox *s = engine ? sandbox_new(name, engine) : NULL;
 	if (!s)
-		return sbx_err_set(err, ENOMEM, "mkdir %s: out of memory, or too many engines", name);
+		return sbx_err_set(err, ENOMEM, "mkdir %s: out of memory, or too many engines",
+				   name);
 	rc = take_template(s, t, err);
 
 	sbx_lock(&model_lock);
@@ -479,8 +481,9 @@ int sandbox_remove(const char *name, struct sbx_err *err)
 	struct sandbox *s = find_locked(name);
 	if (!s || s->state == SBX_CREATING || s->state == SBX_REMOVING) {
 		int e = !s ? ENOENT : EBUSY;
-		const char *why = !s ? "no such sandbox" :
-			s->state == SBX_CREATING ? "still being created" : "already being removed";
+		const char *why = !s			     ? "no such sandbox"
+				  : s->state == SBX_CREATING ? "still being created"
+							     : "already being removed";
 		sbx_unlock(&model_lock);
 		return sbx_err_set(err, e, "rmdir %s: %s", name, why);
 	}
@@ -630,8 +633,8 @@ static void handle_event(const struct engine *engine, const struct engine_event 
  * containers first). */
 static bool outage_victim_locked(struct sandbox *s, double outage_at) SBX_REQUIRES(model_lock)
 {
-	bool victim = s->state == SBX_RUNNING ||
-		      (s->died_at > 0 && outage_at - s->died_at < 15 && s->died_at - outage_at < 15);
+	bool victim = s->state == SBX_RUNNING || (s->died_at > 0 && outage_at - s->died_at < 15 &&
+						  s->died_at - outage_at < 15);
 	return victim && !s->user_stopped;
 }
 

@@ -34,10 +34,10 @@ struct model_callbacks {
 struct model_config {
 	struct engine engine;
 	const char *state_dir;
-	const char *image;      /* default image */
+	const char *image; /* default image */
 	const char *mountpoint;
-	long long max_output;   /* bytes spooled per run at most, 0 = no limit */
-	long pool;              /* -o pool: ready containers per template */
+	long long max_output; /* bytes spooled per run at most, 0 = no limit */
+	long pool;	      /* -o pool: ready containers per template */
 };
 
 #define DEFAULT_MAX_OUTPUT (8LL << 30)
@@ -86,9 +86,9 @@ struct sandbox_view {
 	struct timespec created;
 	struct timespec settings_changed; /* last write of env/auth/workdir/timeout */
 	bool running;
-	bool paused;  /* docker pause: no exec can start */
+	bool paused;	   /* docker pause: no exec can start */
 	bool idle_stopped; /* stopped by the idle TTL: the next exec starts it */
-	bool engine_down; /* its engine is known not to answer */
+	bool engine_down;  /* its engine is known not to answer */
 	unsigned nruns;
 };
 void sandbox_view(struct sandbox *s, struct sandbox_view *v);
@@ -117,11 +117,11 @@ double sandbox_idle_seconds(struct sandbox *s);
 
 /* What a sandbox's container uses now (stats.c). */
 struct sandbox_stats {
-	double cpu_percent;          /* of one CPU; -1 = unknown */
+	double cpu_percent;		/* of one CPU; -1 = unknown */
 	long long memory, memory_limit; /* bytes; limit 0 = none */
-	long long pids, pids_limit;  /* limit 0 = none */
-	long long uptime;            /* seconds since the container started */
-	bool net;                    /* it has an interface besides lo */
+	long long pids, pids_limit;	/* limit 0 = none */
+	long long uptime;		/* seconds since the container started */
+	bool net;			/* it has an interface besides lo */
 	long long rx, tx;
 };
 /* fresh: take a second CPU sample when the last is missing or older
@@ -157,12 +157,12 @@ unsigned run_number(const struct run *r); /* fixed for the run's life */
 
 /* A copy of what a run's files show. */
 struct run_view {
-	bool started;     /* the command runs or ran (not still starting) */
+	bool started; /* the command runs or ran (not still starting) */
 	bool ended;
-	int start_errno;  /* 0, or why the run never started */
+	int start_errno; /* 0, or why the run never started */
 	struct timespec started_at, ended_at, last_output;
 	off_t size[STREAM_COUNT];
-	char status[32];  /* the status line with its "\n" */
+	char status[32]; /* the status line with its "\n" */
 };
 void run_view(struct run *r, struct run_view *v);
 /* The status line of r ("idle\n" for NULL). */

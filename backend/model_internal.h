@@ -26,8 +26,8 @@ enum run_outcome { OUTCOME_NONE, OUTCOME_EXITED, OUTCOME_TIMEOUT, OUTCOME_KILLED
 struct run {
 	unsigned refs SBX_GUARDED_BY(model_lock);
 	/* Immutable after creation. */
-	unsigned number;             /* 1-based, never reused in a sandbox */
-	char *dir;                   /* spool directory of this run */
+	unsigned number; /* 1-based, never reused in a sandbox */
+	char *dir;	 /* spool directory of this run */
 	char *sandbox_name;
 	char *container;
 	const struct engine *engine;
@@ -35,9 +35,9 @@ struct run {
 
 	enum run_phase phase SBX_GUARDED_BY(model_lock);
 	enum run_outcome outcome SBX_GUARDED_BY(model_lock);
-	int exit_code SBX_GUARDED_BY(model_lock);   /* valid for OUTCOME_EXITED */
-	int start_errno SBX_GUARDED_BY(model_lock); /* 0, or why the run never started */
-	char *reason SBX_GUARDED_BY(model_lock);    /* why it was lost / did not start */
+	int exit_code SBX_GUARDED_BY(model_lock);	    /* valid for OUTCOME_EXITED */
+	int start_errno SBX_GUARDED_BY(model_lock);	    /* 0, or why the run never started */
+	char *reason SBX_GUARDED_BY(model_lock);	    /* why it was lost / did not start */
 	struct timespec started SBX_GUARDED_BY(model_lock); /* CLOCK_REALTIME */
 	struct timespec ended SBX_GUARDED_BY(model_lock);
 	struct timespec last_output SBX_GUARDED_BY(model_lock);
@@ -48,16 +48,16 @@ struct run {
 	 * `output` and alias == that stream. */
 	int fd[STREAM_COUNT] SBX_GUARDED_BY(model_lock);     /* -1 = not open */
 	off_t size[STREAM_COUNT] SBX_GUARDED_BY(model_lock); /* bytes spooled */
-	int alias SBX_GUARDED_BY(model_lock);                /* stream aliased to output, or -1 */
-	unsigned readers SBX_GUARDED_BY(model_lock);         /* open handles reading the spool */
+	int alias SBX_GUARDED_BY(model_lock);		     /* stream aliased to output, or -1 */
+	unsigned readers SBX_GUARDED_BY(model_lock);	     /* open handles reading the spool */
 
-	long pgid SBX_GUARDED_BY(model_lock);        /* process group inside, 0 = unknown */
-	pid_t local_pid SBX_GUARDED_BY(model_lock);  /* the local docker exec, 0 once reaped */
+	long pgid SBX_GUARDED_BY(model_lock);		/* process group inside, 0 = unknown */
+	pid_t local_pid SBX_GUARDED_BY(model_lock);	/* the local docker exec, 0 once reaped */
 	bool kill_requested SBX_GUARDED_BY(model_lock); /* ctl kill / rmdir signalled it */
 	bool timed_out SBX_GUARDED_BY(model_lock);
 	bool container_died SBX_GUARDED_BY(model_lock);
 	bool rmdir_kill SBX_GUARDED_BY(model_lock); /* rmdir removes its container: it ends killed */
-	bool truncated SBX_GUARDED_BY(model_lock); /* output past max_output or a full disk */
+	bool truncated SBX_GUARDED_BY(model_lock);  /* output past max_output or a full disk */
 	/* Its local docker exec died while the command ran on inside: status
 	 * `lost`, but pgid stays known and ctl kill still reaches it until
 	 * the group is gone. */
@@ -78,16 +78,16 @@ enum sandbox_state {
 struct sandbox {
 	unsigned refs SBX_GUARDED_BY(model_lock);
 	/* Immutable after creation (or before the sandbox is published). */
-	uint64_t id;                 /* never reused in this process: inode numbers use it */
+	uint64_t id; /* never reused in this process: inode numbers use it */
 	char *name;
-	char *container;             /* container name on the engine */
+	char *container; /* container name on the engine */
 	char *image;
-	char *template_name;         /* the template it was made from */
-	char *effective;             /* JSON: the settings it was made with (info) */
+	char *template_name;	     /* the template it was made from */
+	char *effective;	     /* JSON: the settings it was made with (info) */
 	const struct engine *engine; /* where its container lives */
-	char *spool_dir;             /* STATE/sandboxes/NAME */
+	char *spool_dir;	     /* STATE/sandboxes/NAME */
 	struct timespec created;
-	bool from_pool;              /* its container was a pool container */
+	bool from_pool; /* its container was a pool container */
 
 	char *container_id SBX_GUARDED_BY(model_lock);
 	enum sandbox_state state SBX_GUARDED_BY(model_lock);
@@ -95,19 +95,21 @@ struct sandbox {
 	struct run **runs SBX_GUARDED_BY(model_lock); /* runs[i]->number == i + 1 */
 	unsigned nruns SBX_GUARDED_BY(model_lock);
 
-	struct kv_list env SBX_GUARDED_BY(model_lock);  /* settings */
-	struct kv_list auth SBX_GUARDED_BY(model_lock); /* credentials: never logged, never on disk */
-	char **auth_files SBX_GUARDED_BY(model_lock);   /* paths placed inside */
+	struct kv_list env SBX_GUARDED_BY(model_lock); /* settings */
+	struct kv_list auth
+		SBX_GUARDED_BY(model_lock);	      /* credentials: never logged, never on disk */
+	char **auth_files SBX_GUARDED_BY(model_lock); /* paths placed inside */
 	size_t nauth_files SBX_GUARDED_BY(model_lock);
-	struct kv_list auth_file_secrets SBX_GUARDED_BY(model_lock); /* path -> content, masking only */
-	char *workdir SBX_GUARDED_BY(model_lock);       /* "" = image default */
-	long timeout SBX_GUARDED_BY(model_lock);        /* seconds, 0 = none */
+	struct kv_list auth_file_secrets
+		SBX_GUARDED_BY(model_lock);	  /* path -> content, masking only */
+	char *workdir SBX_GUARDED_BY(model_lock); /* "" = image default */
+	long timeout SBX_GUARDED_BY(model_lock);  /* seconds, 0 = none */
 	struct timespec settings_changed SBX_GUARDED_BY(model_lock);
 	char *last_error SBX_GUARDED_BY(model_lock);
 	struct timespec last_error_at SBX_GUARDED_BY(model_lock);
-	double died_at SBX_GUARDED_BY(model_lock);      /* CLOCK_MONOTONIC s of its last die event */
-	bool user_stopped SBX_GUARDED_BY(model_lock);   /* ctl stop: an outage must not restart it */
-	bool paused SBX_GUARDED_BY(model_lock);         /* docker pause: no exec can start */
+	double died_at SBX_GUARDED_BY(model_lock);    /* CLOCK_MONOTONIC s of its last die event */
+	bool user_stopped SBX_GUARDED_BY(model_lock); /* ctl stop: an outage must not restart it */
+	bool paused SBX_GUARDED_BY(model_lock);	      /* docker pause: no exec can start */
 	/* Idle TTL (ttl.c): seconds, 0 = none; what to do; when something
 	 * last happened (CLOCK_MONOTONIC s); open files; stopped for idleness. */
 	long ttl SBX_GUARDED_BY(model_lock);
@@ -181,8 +183,8 @@ void events_run_started(struct sandbox *s, struct run *r, const struct cmd_spool
 struct template;
 /* Makes a pool container named slot for template t, exactly as mkdir would
  * make a sandbox's (pool.c). */
-int model_pool_container(const char *slot, struct template *t, const struct engine *e,
-			 char **id, struct sbx_err *err);
+int model_pool_container(const char *slot, struct template *t, const struct engine *e, char **id,
+			 struct sbx_err *err);
 
 /* Reconciles every engine again, on the task thread. */
 void model_resync_all(void);

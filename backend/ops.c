@@ -19,8 +19,8 @@ int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err
 	bool running = s->state == SBX_RUNNING, paused = s->paused;
 	sbx_unlock(&model_lock);
 	if (!running)
-		return sbx_err_set(err, EHOSTDOWN, "ctl %s: the container of %s is not running", verb,
-				   s->name);
+		return sbx_err_set(err, EHOSTDOWN, "ctl %s: the container of %s is not running",
+				   verb, s->name);
 	if (paused == pause)
 		return 0; /* already so: nothing to do */
 	int rc = engine_pause(s->engine, cid, pause, err);
@@ -101,7 +101,8 @@ void events_run_ended(struct run *r)
 	if (ev) {
 		cJSON_AddNumberToObject(ev, "run", r->number);
 		cJSON_AddStringToObject(ev, "status", line);
-		cJSON_AddNumberToObject(ev, "duration_ms", started && ms > 0 ? (double)(long long)ms : 0);
+		cJSON_AddNumberToObject(ev, "duration_ms",
+					started && ms > 0 ? (double)(long long)ms : 0);
 		cJSON_AddNumberToObject(ev, "bytes", (double)total);
 		cJSON_AddNumberToObject(ev, "stdout_bytes", (double)out);
 		cJSON_AddNumberToObject(ev, "stderr_bytes", (double)errb);

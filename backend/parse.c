@@ -145,11 +145,27 @@ int parse_size_suffix(const char *s, long long max, long long *out)
 	long long n = strtoll(s, &end, 10);
 	long long mult = 1;
 	switch (*end) {
-	case 'k': case 'K': mult = 1LL << 10; end++; break;
-	case 'm': case 'M': mult = 1LL << 20; end++; break;
-	case 'g': case 'G': mult = 1LL << 30; end++; break;
-	case 'b': case 'B': end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		mult = 1LL << 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		mult = 1LL << 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		mult = 1LL << 30;
+		end++;
+		break;
+	case 'b':
+	case 'B':
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (errno || end == s || !is_digit(s[0]) || *end || n < 0 || n > max / mult)
 		return -EINVAL;
@@ -224,8 +240,7 @@ static int kv_append(struct kv_list *l, char *key, char *value)
 	return 0;
 }
 
-static int kv_set_n(struct kv_list *l, const char *key, size_t klen, const char *value,
-		    size_t vlen)
+static int kv_set_n(struct kv_list *l, const char *key, size_t klen, const char *value, size_t vlen)
 {
 	char *v = memdup0(value, vlen), *k;
 
@@ -350,9 +365,11 @@ int parse_env_name(const char *s, size_t len, struct sbx_err *err)
 	if (name_like(s, len))
 		return sbx_err_set(err, EINVAL,
 				   "invalid variable name '%.*s': must match " NAME_RULE
-				   " and be at most 255 bytes", (int)len, s);
+				   " and be at most 255 bytes",
+				   (int)len, s);
 	return sbx_err_set(err, EINVAL,
-			   "invalid variable name: must match " NAME_RULE " and be at most 255 bytes");
+			   "invalid variable name: must match " NAME_RULE
+			   " and be at most 255 bytes");
 }
 
 static int kv_line(const char *line, size_t len, size_t lineno, struct kv_list *l,
@@ -376,8 +393,8 @@ static int kv_line(const char *line, size_t len, size_t lineno, struct kv_list *
 		return sbx_err_set(err, EINVAL, "line %zu: %s", lineno, sub.msg);
 	why = value_problem(klen, eq + 1, len - klen - 1);
 	if (why)
-		return sbx_err_set(err, EINVAL, "line %zu: the value of %.*s %s", lineno,
-				   (int)klen, line, why);
+		return sbx_err_set(err, EINVAL, "line %zu: the value of %.*s %s", lineno, (int)klen,
+				   line, why);
 	if (kv_set_n(l, line, klen, eq + 1, len - klen - 1) < 0)
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	return 0;
@@ -452,9 +469,11 @@ static int auth_merge(struct auth_doc *dst, const struct auth_doc *src)
 	if (r == 0)
 		r = kv_list_merge(&tmp.env, &src->env);
 	for (size_t i = 0; r == 0 && i < dst->nfiles; i++)
-		r = auth_file_set(&tmp, dst->files[i].path, dst->files[i].content, dst->files[i].len);
+		r = auth_file_set(&tmp, dst->files[i].path, dst->files[i].content,
+				  dst->files[i].len);
 	for (size_t i = 0; r == 0 && i < src->nfiles; i++)
-		r = auth_file_set(&tmp, src->files[i].path, src->files[i].content, src->files[i].len);
+		r = auth_file_set(&tmp, src->files[i].path, src->files[i].content,
+				  src->files[i].len);
 	if (r < 0)
 		return r;
 	auth_doc_free(dst);
@@ -478,7 +497,8 @@ static int json_prescan(const char *buf, size_t len, struct sbx_err *err)
 			in_string = 0;
 		} else if (buf[i] == '\\' && i + 1 < len) {
 			if (len - i >= 6 && memcmp(buf + i + 1, "u0000", 5) == 0)
-				return sbx_err_set(err, EINVAL, "JSON strings must not contain \\u0000");
+				return sbx_err_set(err, EINVAL,
+						   "JSON strings must not contain \\u0000");
 			i++;
 		}
 	}
@@ -492,7 +512,8 @@ static int json_env(const cJSON *obj, struct kv_list *env, struct sbx_err *err)
 
 	if (!cJSON_IsObject(obj))
 		return sbx_err_set(err, EINVAL, "\"env\" must be an object of strings");
-	cJSON_ArrayForEach(c, obj) {
+	cJSON_ArrayForEach(c, obj)
+	{
 		const char *k = c->string, *why;
 
 		if (parse_env_name(k, strlen(k), &sub) < 0)
@@ -528,7 +549,8 @@ static const char *path_problem(const char *p, size_t len)
 		if (clen == 2 && comp[0] == '.' && comp[1] == '.')
 			return "contains a .. component";
 		if (!slash)
-			return clen == 0 || (clen == 1 && comp[0] == '.') ? "does not name a file" : NULL;
+			return clen == 0 || (clen == 1 && comp[0] == '.') ? "does not name a file"
+									  : NULL;
 		comp = slash;
 	}
 }
@@ -541,15 +563,16 @@ static int json_files(const cJSON *obj, struct auth_doc *d, struct sbx_err *err)
 	if (!cJSON_IsObject(obj))
 		return sbx_err_set(err, EINVAL, "\"files\" must be an object of strings");
 	/* Entries are named by index: a path may be a swapped-in content. */
-	cJSON_ArrayForEach(c, obj) {
+	cJSON_ArrayForEach(c, obj)
+	{
 		const char *why = path_problem(c->string, strlen(c->string));
 
 		idx++;
 		if (why)
 			return sbx_err_set(err, EINVAL, "files entry %zu: the path %s", idx, why);
 		if (!cJSON_IsString(c) || !c->valuestring)
-			return sbx_err_set(err, EINVAL, "files entry %zu: the content is not a string",
-					   idx);
+			return sbx_err_set(err, EINVAL,
+					   "files entry %zu: the content is not a string", idx);
 		if (auth_file_set(d, c->string, c->valuestring, strlen(c->valuestring)) < 0)
 			return sbx_err_set(err, ENOMEM, "out of memory");
 	}
@@ -567,21 +590,24 @@ static int auth_json(const char *buf, size_t len, struct auth_doc *d, struct sbx
 	cleanup_cjson cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
 	if (!root)
 		return sbx_err_set(err, EINVAL, "invalid JSON at byte %zu",
-				   end && end >= buf && end <= buf + len ? (size_t)(end - buf) : len);
+				   end && end >= buf && end <= buf + len ? (size_t)(end - buf)
+									 : len);
 	for (const char *p = end; p < buf + len; p++)
 		if (!is_space(*p))
 			return sbx_err_set(err, EINVAL, "trailing data after JSON at byte %zu",
 					   (size_t)(p - buf));
 	if (!cJSON_IsObject(root))
 		return sbx_err_set(err, EINVAL, "JSON auth must be an object");
-	cJSON_ArrayForEach(c, root) {
+	cJSON_ArrayForEach(c, root)
+	{
 		if (strcmp(c->string, "env") == 0)
 			r = json_env(c, &d->env, err);
 		else if (strcmp(c->string, "files") == 0)
 			r = json_files(c, d, err);
 		else
-			r = sbx_err_set(err, EINVAL,
-					"unknown key in JSON auth: only \"env\" and \"files\" are allowed");
+			r = sbx_err_set(
+				err, EINVAL,
+				"unknown key in JSON auth: only \"env\" and \"files\" are allowed");
 		if (r < 0)
 			return r;
 	}
@@ -613,14 +639,14 @@ static const struct {
 	const char *name;
 	int sig;
 } signals[] = {
-	{ "HUP", SIGHUP },     { "INT", SIGINT },       { "QUIT", SIGQUIT },   { "ILL", SIGILL },
-	{ "TRAP", SIGTRAP },   { "ABRT", SIGABRT },     { "BUS", SIGBUS },     { "FPE", SIGFPE },
-	{ "KILL", SIGKILL },   { "USR1", SIGUSR1 },     { "SEGV", SIGSEGV },   { "USR2", SIGUSR2 },
-	{ "PIPE", SIGPIPE },   { "ALRM", SIGALRM },     { "TERM", SIGTERM },   { "STKFLT", SIGSTKFLT },
-	{ "CHLD", SIGCHLD },   { "CONT", SIGCONT },     { "STOP", SIGSTOP },   { "TSTP", SIGTSTP },
-	{ "TTIN", SIGTTIN },   { "TTOU", SIGTTOU },     { "URG", SIGURG },     { "XCPU", SIGXCPU },
-	{ "XFSZ", SIGXFSZ },   { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF },   { "WINCH", SIGWINCH },
-	{ "IO", SIGIO },       { "PWR", SIGPWR },       { "SYS", SIGSYS },
+	{ "HUP", SIGHUP },   { "INT", SIGINT },	      { "QUIT", SIGQUIT }, { "ILL", SIGILL },
+	{ "TRAP", SIGTRAP }, { "ABRT", SIGABRT },     { "BUS", SIGBUS },   { "FPE", SIGFPE },
+	{ "KILL", SIGKILL }, { "USR1", SIGUSR1 },     { "SEGV", SIGSEGV }, { "USR2", SIGUSR2 },
+	{ "PIPE", SIGPIPE }, { "ALRM", SIGALRM },     { "TERM", SIGTERM }, { "STKFLT", SIGSTKFLT },
+	{ "CHLD", SIGCHLD }, { "CONT", SIGCONT },     { "STOP", SIGSTOP }, { "TSTP", SIGTSTP },
+	{ "TTIN", SIGTTIN }, { "TTOU", SIGTTOU },     { "URG", SIGURG },   { "XCPU", SIGXCPU },
+	{ "XFSZ", SIGXFSZ }, { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF }, { "WINCH", SIGWINCH },
+	{ "IO", SIGIO },     { "PWR", SIGPWR },	      { "SYS", SIGSYS },
 };
 
 static int ascii_case_eq(const char *a, size_t len, const char *b)
@@ -768,7 +794,8 @@ int parse_image_name(const char *s, size_t len, struct sbx_err *err)
 	}
 	/* A ':' after the last '/' starts the tag. */
 	const char *slash = memrchr(s, '/', name_len);
-	const char *colon = memchr(slash ? slash : s, ':', name_len - (size_t)((slash ? slash : s) - s));
+	const char *colon = memchr(slash ? slash : s, ':',
+				   name_len - (size_t)((slash ? slash : s) - s));
 	if (colon) {
 		size_t tlen = name_len - (size_t)(colon - s) - 1;
 		if (tlen == 0 || tlen > 128 || !(is_alnum(colon[1]) || colon[1] == '_'))
@@ -796,9 +823,10 @@ int parse_image_name(const char *s, size_t len, struct sbx_err *err)
 	}
 	return 0;
 bad:
-	return sbx_err_set(err, EINVAL,
-			   "invalid image reference: expected [HOST[:PORT]/]name[/name...][:TAG], names "
-			   "in lower case, at most 255 bytes");
+	return sbx_err_set(
+		err, EINVAL,
+		"invalid image reference: expected [HOST[:PORT]/]name[/name...][:TAG], names "
+		"in lower case, at most 255 bytes");
 }
 
 static int parse_image_ref(const struct token *t, char *out, size_t cap, struct sbx_err *err)
@@ -821,7 +849,8 @@ static int ctl_words(const struct token *w, size_t n, struct ctl_cmd *c, struct 
 		c->verb = CTL_KILL;
 		c->signal = SIGKILL;
 		if (n > 2)
-			return sbx_err_set(err, EINVAL, "kill takes at most one argument: a signal");
+			return sbx_err_set(err, EINVAL,
+					   "kill takes at most one argument: a signal");
 		return n == 2 ? parse_signal(w[1].s, w[1].len, &c->signal, err) : 0;
 	}
 	if (word_is(&w[0], "stop") || word_is(&w[0], "start")) {

@@ -43,8 +43,8 @@ const char *kv_list_get(const struct kv_list *l, const char *key);
 /* What the engine can carry (docs/interface.md, "Credentials limits"):
  * docker reads --env-file with a bufio.Scanner, whose lines end at 64 KiB,
  * and every variable of a run shares one pipe and the exec's environment. */
-#define SBX_ENV_LINE_MAX 65535u          /* one KEY=VALUE */
-#define SBX_ENV_TOTAL_MAX (256u << 10)   /* env and auth together, KEY=VALUE\n each */
+#define SBX_ENV_LINE_MAX 65535u	       /* one KEY=VALUE */
+#define SBX_ENV_TOTAL_MAX (256u << 10) /* env and auth together, KEY=VALUE\n each */
 /* Bytes of l as env-file lines. */
 size_t kv_list_env_bytes(const struct kv_list *l);
 
@@ -65,7 +65,7 @@ int parse_kv_lines(const char *buf, size_t len, struct kv_list *out, struct sbx_
 
 /* A file to place inside a sandbox (auth JSON "files"). */
 struct auth_file {
-	char *path;    /* absolute, or starting with "~/" */
+	char *path; /* absolute, or starting with "~/" */
 	char *content;
 	size_t len;
 };
@@ -91,12 +91,21 @@ int parse_signal(const char *s, size_t len, int *sig, struct sbx_err *err);
 int parse_image_name(const char *s, size_t len, struct sbx_err *err);
 
 /* ctl: one action per write; trailing newline allowed. */
-enum ctl_verb { CTL_KILL, CTL_STOP, CTL_START, CTL_SAVE, CTL_EOF, CTL_STDIN, CTL_PAUSE, CTL_RESUME };
+enum ctl_verb {
+	CTL_KILL,
+	CTL_STOP,
+	CTL_START,
+	CTL_SAVE,
+	CTL_EOF,
+	CTL_STDIN,
+	CTL_PAUSE,
+	CTL_RESUME
+};
 struct ctl_cmd {
 	enum ctl_verb verb;
-	bool stdin_open;     /* CTL_STDIN: "stdin open" (else "stdin eof") */
-	int signal;          /* CTL_KILL; SIGKILL when not given */
-	char image[256];     /* CTL_SAVE: IMAGE[:TAG] */
+	bool stdin_open; /* CTL_STDIN: "stdin open" (else "stdin eof") */
+	int signal;	 /* CTL_KILL; SIGKILL when not given */
+	char image[256]; /* CTL_SAVE: IMAGE[:TAG] */
 };
 int parse_ctl(const char *buf, size_t len, struct ctl_cmd *out, struct sbx_err *err);
 

@@ -26,15 +26,15 @@ struct slot {
 
 struct pool {
 	char *key;
-	char *effective;             /* the settings its containers were made with */
+	char *effective; /* the settings its containers were made with */
 	const struct engine *engine;
 	long target;
-	struct slot *slots;          /* being created, ready, being claimed */
+	struct slot *slots; /* being created, ready, being claimed */
 	size_t nslots;
 	char *last_error;
-	double backoff;              /* seconds, 0 = none */
-	double retry_at;             /* CLOCK_MONOTONIC */
-	bool seen;                   /* still a pooled template at the last scan */
+	double backoff;	 /* seconds, 0 = none */
+	double retry_at; /* CLOCK_MONOTONIC */
+	bool seen;	 /* still a pooled template at the last scan */
 };
 
 static sbx_mutex pool_lock = SBX_MUTEX_INIT;
@@ -95,8 +95,8 @@ int pool_claim(const char *key, const char *effective, const struct engine *e, c
 	int rc = -ENOENT;
 	sbx_lock(&pool_lock);
 	struct pool *p = find_pool_locked(key);
-	for (size_t i = 0; p && p->engine == e && effective && !strcmp(p->effective, effective) &&
-			   i < p->nslots;
+	for (size_t i = 0;
+	     p && p->engine == e && effective && !strcmp(p->effective, effective) && i < p->nslots;
 	     i++) {
 		struct slot *s = &p->slots[i];
 		if (!s->id || s->claimed)
@@ -351,9 +351,9 @@ static void *pool_main(void *arg)
 		for (size_t i = 0; i < npools; i++) {
 			struct pool *p = &pools[i];
 			for (size_t j = 0; !p->seen && j < p->nslots;) {
-				char **d = p->slots[j].id && !p->slots[j].claimed ?
-						   realloc(drop, (ndrop + 1) * sizeof(*d)) :
-						   NULL;
+				char **d = p->slots[j].id && !p->slots[j].claimed
+						   ? realloc(drop, (ndrop + 1) * sizeof(*d))
+						   : NULL;
 				if (!d) {
 					j++;
 					continue;
@@ -406,7 +406,8 @@ static void *pool_main(void *arg)
 		sbx_unlock(&pool_lock);
 
 		for (size_t i = 0; i < ndrop; i++) {
-			destroy_quietly(i < 64 && drop_engine[i] ? drop_engine[i] : model_default_engine(),
+			destroy_quietly(i < 64 && drop_engine[i] ? drop_engine[i]
+								 : model_default_engine(),
 					drop[i]);
 			free(drop[i]);
 		}

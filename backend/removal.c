@@ -207,7 +207,8 @@ void removal_recover(void)
 		return;
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.' || strspn(de->d_name, "0123456789abcdef") != strlen(de->d_name))
+		if (de->d_name[0] == '.' ||
+		    strspn(de->d_name, "0123456789abcdef") != strlen(de->d_name))
 			continue;
 		char *text = NULL;
 		size_t len = 0;
@@ -222,7 +223,8 @@ void removal_recover(void)
 		const struct engine *e = engine_for(text[0] ? text : NULL);
 		struct sbx_err err = { 0 };
 		if (e && name) {
-			log_info("rmdir %s: finishing the removal of container %.12s", name, de->d_name);
+			log_info("rmdir %s: finishing the removal of container %.12s", name,
+				 de->d_name);
 			removal_begin(e, name, de->d_name, true, &err);
 		}
 		free(text);

@@ -24,14 +24,14 @@
 #define INLINE_CMD_MAX (64 * 1024)
 
 struct run_io {
-	struct run *run;  /* holds a reference until the run ends */
+	struct run *run; /* holds a reference until the run ends */
 	struct io_watch in, out, err, pid, timer;
 	pid_t child;
-	int cmd_fd;       /* the run's cmd file, fed to stdin when large */
+	int cmd_fd; /* the run's cmd file, fed to stdin when large */
 	size_t cmd_len, cmd_off;
 	bool out_open, err_open, exited;
 	int exit_code;
-	int cli_signal;   /* the signal that ended the local docker exec, or 0 */
+	int cli_signal; /* the signal that ended the local docker exec, or 0 */
 	bool marker_done;
 	bool not_started; /* stdout began with something else than the marker */
 	char marker[24];
@@ -76,7 +76,8 @@ static int materialize(struct run *r, enum stream st) SBX_NO_TSA
 	off_t len = r->size[st];
 	off_t in = 0, out = 0;
 	while (in < len) {
-		ssize_t n = copy_file_range(r->fd[STREAM_OUTPUT], &in, fd, &out, (size_t)(len - in), 0);
+		ssize_t n = copy_file_range(r->fd[STREAM_OUTPUT], &in, fd, &out, (size_t)(len - in),
+					    0);
 		if (n <= 0) {
 			int e = n < 0 ? errno : EIO;
 			unlink(tmp);
@@ -583,10 +584,12 @@ static void conclude_not_started(struct run_io *io, bool died)
 		 * inside, but its process group is unknown. */
 		snprintf(reason, sizeof(reason),
 			 "the docker exec observing the run died (signal %d) before the run "
-			 "reported its start; the command may run inside", io->cli_signal);
+			 "reported its start; the command may run inside",
+			 io->cli_signal);
 	else
 		snprintf(reason, sizeof(reason),
-			 "the run did not start: docker exec exited %d: %.500s", io->exit_code, msg);
+			 "the run did not start: docker exec exited %d: %.500s", io->exit_code,
+			 msg);
 	for (char *p = reason; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
@@ -640,7 +643,8 @@ static void finish(struct run_io *io)
 	} else if (killed && code > 128) {
 		conclude(r, OUTCOME_KILLED, code, 0, NULL);
 	} else if (died) {
-		conclude(r, OUTCOME_LOST, code, 0, "the container stopped or was removed under the run");
+		conclude(r, OUTCOME_LOST, code, 0,
+			 "the container stopped or was removed under the run");
 	} else if (code == 137 || code == 255 || code == 125 || code == 126) {
 		struct verdict_req *v = calloc(1, sizeof(*v));
 		free(io);
@@ -757,8 +761,8 @@ static int spawn_exec(struct run *r, struct run_io *io, const struct run_launch 
 					   strerror(-io->cmd_fd));
 		io->cmd_len = len;
 	}
-	return engine_exec_start(r->engine, r->container, l->env, l->env_len, l->workdir,
-				 cmd_arg, ex, err);
+	return engine_exec_start(r->engine, r->container, l->env, l->env_len, l->workdir, cmd_arg,
+				 ex, err);
 }
 
 /* Gives io to the I/O thread: from here on it owns it. */
@@ -814,7 +818,8 @@ static int attach(struct run *r, struct run_io *io, const struct run_launch *l,
 	io->out = (struct io_watch){ .fd = ex->stdout_fd, .fn = stream_readable, .ctx = io };
 	io->err = (struct io_watch){ .fd = ex->stderr_fd, .fn = stream_readable, .ctx = io };
 	io->pid = (struct io_watch){ .fd = (int)syscall(SYS_pidfd_open, ex->pid, 0),
-				     .fn = child_exited, .ctx = io };
+				     .fn = child_exited,
+				     .ctx = io };
 	io->timer = (struct io_watch){ .fd = -1, .fn = timer_fired, .ctx = io };
 	if (io->pid.fd < 0)
 		return sbx_err_set(err, errno, "exec: pidfd_open: %s", strerror(errno));
@@ -864,7 +869,8 @@ int run_launch(struct run *r, const struct run_launch *l, struct sbx_err *err)
 		return rc;
 	}
 	io = NULL; /* the I/O thread's now */
-	log_debug("sandbox %s run %u: started (%zu bytes)", r->sandbox_name, r->number, l->cmd->len);
+	log_debug("sandbox %s run %u: started (%zu bytes)", r->sandbox_name, r->number,
+		  l->cmd->len);
 	return 0;
 }
 
@@ -903,15 +909,15 @@ int run_kill(struct run *r, int sig, struct sbx_err *err)
 		}
 		if (rc == 0)
 			log_info("sandbox %s run %u: signal %d sent to process group %ld, "
-				 "whose observer was lost", r->sandbox_name, r->number, sig, pgid);
+				 "whose observer was lost",
+				 r->sandbox_name, r->number, sig, pgid);
 	}
 	return rc;
 }
 
 /* ---- stdin (through the agent only) ---- */
 
-static int stdin_op(struct run *r, const char *buf, size_t len, bool close_it,
-		    struct sbx_err *err)
+static int stdin_op(struct run *r, const char *buf, size_t len, bool close_it, struct sbx_err *err)
 {
 	sbx_lock(&model_lock);
 	bool ended = r->phase == RUN_ENDED;
@@ -922,9 +928,10 @@ static int stdin_op(struct run *r, const char *buf, size_t len, bool close_it,
 	if (ended)
 		return sbx_err_set(err, EPIPE, "stdin: run %u has ended", r->number);
 	if (!c)
-		return sbx_err_set(err, EOPNOTSUPP,
-				   "stdin: run %u runs through docker exec: its stdin is at end-of-file",
-				   r->number);
+		return sbx_err_set(
+			err, EOPNOTSUPP,
+			"stdin: run %u runs through docker exec: its stdin is at end-of-file",
+			r->number);
 	int rc = agent_channel_stdin(c, r, buf, len, close_it, err);
 	agent_channel_put(c);
 	return rc;
@@ -984,8 +991,8 @@ void run_hook_changed(struct run *r)
 
 /* The agent's runs spool exactly like docker exec's: a run_io on loan
  * around the same push (its maskers are the caller's). */
-void run_hook_push(struct run *r, struct masker mask[STREAM_COUNT], enum stream st,
-		   const char *buf, size_t len, int *spool_errno)
+void run_hook_push(struct run *r, struct masker mask[STREAM_COUNT], enum stream st, const char *buf,
+		   size_t len, int *spool_errno)
 {
 	struct run_io io = { .run = r, .spool_errno = *spool_errno };
 	memcpy(io.mask, mask, sizeof(io.mask));

@@ -6,14 +6,14 @@
 
 struct run_launch {
 	const struct cmd_spool *cmd;
-	const char *env;      /* "KEY=VALUE\n" lines: settings and credentials */
+	const char *env; /* "KEY=VALUE\n" lines: settings and credentials */
 	size_t env_len;
-	const char *workdir;  /* "" = the image's */
-	long timeout;         /* seconds, 0 = none */
+	const char *workdir;	    /* "" = the image's */
+	long timeout;		    /* seconds, 0 = none */
 	const char *const *secrets; /* values to mask in its output */
 	size_t nsecrets;
 	struct agent_channel *chan; /* the sandbox's agent, or NULL: docker exec */
-	bool stdin_open;            /* stdin stays open for runs/N/stdin (agent only) */
+	bool stdin_open;	    /* stdin stays open for runs/N/stdin (agent only) */
 };
 
 /* Spools and spawns r (already numbered and listed in its sandbox).  On
@@ -37,8 +37,8 @@ void run_hook_changed(struct run *r) SBX_EXCLUDES(model_lock);
 /* Spools masked bytes, honouring max_output and a full disk. */
 /* Masks (one masker per file) and spools bytes of stream st, as a live
  * docker exec run does; run_hook_flush() releases what the maskers hold. */
-void run_hook_push(struct run *r, struct masker mask[STREAM_COUNT], enum stream st,
-		   const char *buf, size_t len, int *spool_errno);
+void run_hook_push(struct run *r, struct masker mask[STREAM_COUNT], enum stream st, const char *buf,
+		   size_t len, int *spool_errno);
 void run_hook_flush(struct run *r, struct masker mask[STREAM_COUNT], int *spool_errno);
 /* The command ended with code (128+signal when signalled). */
 void run_hook_exited(struct run *r, int code, bool timed_out) SBX_EXCLUDES(model_lock);

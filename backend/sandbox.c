@@ -265,8 +265,7 @@ static struct run *run_add_locked(struct sandbox *s, struct run *r) SBX_REQUIRES
 	return r;
 }
 
-int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
-	      struct sbx_err *err)
+int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out, struct sbx_err *err)
 {
 	*out = NULL;
 	int woke = sandbox_wake_for_run(s, err); /* idle TTL: activity, or a restart */
@@ -285,7 +284,8 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	sbx_lock(&model_lock);
 	if (s->state != SBX_RUNNING) {
 		sbx_unlock(&model_lock);
-		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running", s->name);
+		return sbx_err_set(err, EHOSTDOWN, "exec: the container of %s is not running",
+				   s->name);
 	}
 	if (s->paused) {
 		sbx_unlock(&model_lock);
@@ -311,9 +311,14 @@ int run_start(struct sandbox *s, const struct cmd_spool *cmd, struct run **out,
 	*out = r;
 
 	struct run_launch l = {
-		.cmd = cmd, .env = x.env, .env_len = x.env_len,
-		.workdir = x.workdir, .timeout = x.timeout,
-		.secrets = x.secrets, .nsecrets = x.nsecrets, .chan = x.chan,
+		.cmd = cmd,
+		.env = x.env,
+		.env_len = x.env_len,
+		.workdir = x.workdir,
+		.timeout = x.timeout,
+		.secrets = x.secrets,
+		.nsecrets = x.nsecrets,
+		.chan = x.chan,
 		.stdin_open = x.stdin_open,
 	};
 	/* Logged before the launch: a quick run could end first. */
@@ -362,7 +367,8 @@ void sandbox_agent_start(struct sandbox *s, bool running)
 	for (unsigned i = 0; i < nlive; i++) {
 		struct run *r = live[i];
 		sbx_lock(&model_lock);
-		uint64_t out = (uint64_t)r->size[STREAM_STDOUT], err = (uint64_t)r->size[STREAM_STDERR];
+		uint64_t out = (uint64_t)r->size[STREAM_STDOUT],
+			 err = (uint64_t)r->size[STREAM_STDERR];
 		sbx_unlock(&model_lock);
 		/* The channel ends it (lost) if the agent cannot be reached. */
 		if (!c || !running || agent_channel_resume(c, r, out, err) < 0)

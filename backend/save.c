@@ -16,15 +16,15 @@
  * real guarantee: a sandbox may copy a file anywhere, race this, or
  * rewrite it. */
 #define STASH_DIR "/dev/shm/.sandboxfs-save"
-#define STASH_SCRIPT                                                                   \
-	"t=; while read -r _ m f _; do [ \"$m\" = /dev/shm ] && t=$f; done < /proc/mounts; "     \
-	"[ \"$t\" = tmpfs ] || { echo 'no tmpfs on /dev/shm' >&2; exit 3; }; "                  \
-	"umask 077; d=" STASH_DIR "; rm -rf \"$d\" && mkdir \"$d\" || exit 4; i=0; "         \
-	"for p in \"$@\"; do i=$((i+1)); case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; " \
+#define STASH_SCRIPT                                                                               \
+	"t=; while read -r _ m f _; do [ \"$m\" = /dev/shm ] && t=$f; done < /proc/mounts; "       \
+	"[ \"$t\" = tmpfs ] || { echo 'no tmpfs on /dev/shm' >&2; exit 3; }; "                     \
+	"umask 077; d=" STASH_DIR "; rm -rf \"$d\" && mkdir \"$d\" || exit 4; i=0; "               \
+	"for p in \"$@\"; do i=$((i+1)); case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; "   \
 	"if [ -e \"$p\" ] || [ -L \"$p\" ]; then mv -f \"$p\" \"$d/$i\" || exit 5; fi; done"
-#define UNSTASH_SCRIPT                                                                 \
-	"d=" STASH_DIR "; i=0; r=0; for p in \"$@\"; do i=$((i+1)); "                        \
-	"case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; "                              \
+#define UNSTASH_SCRIPT                                                                             \
+	"d=" STASH_DIR "; i=0; r=0; for p in \"$@\"; do i=$((i+1)); "                              \
+	"case \"$p\" in \"~/\"*) p=\"$HOME/${p#\\~/}\";; esac; "                                   \
 	"if [ -e \"$d/$i\" ]; then mv -f \"$d/$i\" \"$p\" || r=1; fi; done; rm -rf \"$d\"; exit $r"
 
 /* docker's spelling of a reference: "docker.io/library/x:latest" is "x". */
@@ -61,8 +61,10 @@ static int check_protected(struct sandbox *s, const char *image, struct sbx_err 
 	bool own = same_ref(image, model_config()->image) || same_ref(image, s->image);
 	sbx_unlock(&model_lock);
 	if (own)
-		return sbx_err_set(err, EPERM, "save %s: the mount's or this sandbox's image is "
-				   "never replaced", image);
+		return sbx_err_set(err, EPERM,
+				   "save %s: the mount's or this sandbox's image is "
+				   "never replaced",
+				   image);
 	char **names = NULL;
 	uint32_t *ids = NULL;
 	size_t n = 0;
@@ -146,8 +148,10 @@ int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct s
 		return rc;
 	rc = engine_image_exists(e, image, err);
 	if (rc > 0)
-		return sbx_err_set(err, EEXIST, "save %s: the image exists; a save never "
-				   "replaces an image", image);
+		return sbx_err_set(err, EEXIST,
+				   "save %s: the image exists; a save never "
+				   "replaces an image",
+				   image);
 	if (rc < 0)
 		return sbx_err_wrap(err, "save %s", image);
 
@@ -175,14 +179,18 @@ int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct s
 	if (rc == 0 && x.n > 0) {
 		rc = engine_image_contains(e, id, x.v, x.n, err);
 		if (rc > 0) /* the caller logs it; the image goes below */
-			rc = sbx_err_set(err, EACCES, "save %s: the sandbox's file system holds a "
-					 "credential value; no image was saved", image);
+			rc = sbx_err_set(err, EACCES,
+					 "save %s: the sandbox's file system holds a "
+					 "credential value; no image was saved",
+					 image);
 	}
 	/* Checked again just before the tag: it must not replace one made
 	 * meanwhile. */
 	if (rc == 0 && (rc = engine_image_exists(e, image, err)) > 0)
-		rc = sbx_err_set(err, EEXIST, "save %s: the image exists; a save never "
-				 "replaces an image", image);
+		rc = sbx_err_set(err, EEXIST,
+				 "save %s: the image exists; a save never "
+				 "replaces an image",
+				 image);
 	if (rc == 0)
 		rc = engine_image_tag(e, id, image, err);
 	if (rc < 0 && id)

@@ -10,7 +10,7 @@
 #include "workspace.h"
 
 static int sandbox_set_env(struct sandbox *s, const char *buf, size_t len, bool replace,
-		    struct sbx_err *err)
+			   struct sbx_err *err)
 {
 	struct kv_list parsed = { 0 };
 	int rc = parse_kv_lines(buf, len, &parsed, err);
@@ -48,8 +48,8 @@ static bool has_path(char **paths, size_t n, const char *p)
 	return false;
 }
 
-static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace, bool quiet,
-		     struct sbx_err *err)
+static int sandbox_set_auth(struct sandbox *s, const char *buf, size_t len, bool replace,
+			    bool quiet, struct sbx_err *err)
 {
 	struct auth_doc doc = { 0 };
 	int rc = parse_auth(buf, len, &doc, err);

@@ -20,12 +20,13 @@ int mkdir_p(const char *path, struct sbx_err *err)
 	if (len == 0 || len >= sizeof(buf))
 		return sbx_err_set(err, ENAMETOOLONG, "path too long: %s", path);
 	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; ; p++) {
+	for (char *p = buf + 1;; p++) {
 		if (*p == '/' || *p == '\0') {
 			char saved = *p;
 			*p = '\0';
 			if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-				return sbx_err_set(err, errno, "mkdir %s: %s", buf, strerror(errno));
+				return sbx_err_set(err, errno, "mkdir %s: %s", buf,
+						   strerror(errno));
 			*p = saved;
 			if (!saved)
 				break;
@@ -137,7 +138,8 @@ int write_file_atomic(const char *path, const void *data, size_t len, struct sbx
 	char tmp[PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
 		return sbx_err_set(err, ENAMETOOLONG, "path too long: %s", path);
-	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+				    0600);
 	if (fd < 0)
 		return sbx_err_set(err, errno, "create %s: %s", tmp, strerror(errno));
 	const char *p = data;
@@ -210,8 +212,8 @@ int state_open(const char *dir, char instance[17], struct sbx_err *err)
 	if (lock_fd < 0)
 		return sbx_err_set(err, errno, "open %s: %s", path, strerror(errno));
 	if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
-		return sbx_err_set(err, EBUSY,
-				   "state directory %s is in use by another sandboxfs", dir);
+		return sbx_err_set(err, EBUSY, "state directory %s is in use by another sandboxfs",
+				   dir);
 
 	if (path_join(path, sizeof(path), dir, "instance") < 0)
 		return sbx_err_set(err, ENAMETOOLONG, "state directory %s: path too long", dir);

@@ -28,9 +28,9 @@ struct cg {
 	long pid;
 	bool v2;
 	char mem[512], cpu[512], pids[512]; /* directories (all the same on v2) */
-	double cpu_at;                      /* CLOCK_MONOTONIC s of the last sample */
-	unsigned long long cpu_ns;          /* usage then */
-	double cpu_pct;                     /* the last value computed, -1 = none */
+	double cpu_at;			    /* CLOCK_MONOTONIC s of the last sample */
+	unsigned long long cpu_ns;	    /* usage then */
+	double cpu_pct;			    /* the last value computed, -1 = none */
 	bool used;
 };
 
@@ -80,8 +80,8 @@ static bool dir_has(const char *dir, const char *file)
 /* The directory of controller ctl (NULL: v2) for the cgroup path p of the
  * container id; p is as /proc/PID/cgroup says (maybe in another cgroup
  * namespace), so the usual places of docker's cgroups are tried too. */
-static bool find_dir(const char *ctl, const char *p, const char *id, const char *probe,
-		     char *out, size_t cap)
+static bool find_dir(const char *ctl, const char *p, const char *id, const char *probe, char *out,
+		     size_t cap)
 {
 	const char *root = "/sys/fs/cgroup";
 	char base[128];
@@ -102,8 +102,7 @@ static bool find_dir(const char *ctl, const char *p, const char *id, const char 
 }
 
 /* Finds the container's cgroup directories from its pid. */
-static int resolve(const struct engine *e, const char *container, struct cg *c,
-		   struct sbx_err *err)
+static int resolve(const struct engine *e, const char *container, struct cg *c, struct sbx_err *err)
 {
 	long pid = 0;
 	char id[65];
@@ -179,7 +178,8 @@ static long long uptime_of(long pid)
 	struct timespec boot;
 	clock_gettime(CLOCK_BOOTTIME, &boot);
 	long hz = sysconf(_SC_CLK_TCK);
-	long long up = (long long)boot.tv_sec - (long long)(start / (unsigned long long)(hz > 0 ? hz : 100));
+	long long up = (long long)boot.tv_sec -
+		       (long long)(start / (unsigned long long)(hz > 0 ? hz : 100));
 	return up < 0 ? 0 : up;
 }
 
@@ -225,8 +225,8 @@ static int stats_docker(const struct engine *e, const char *container, struct sa
 {
 	struct spawn_result res;
 	int rc = engine_cli(e, "stats",
-			    (const char *const[]){ "stats", "--no-stream", "--format",
-						   "{{json .}}", container, NULL },
+			    (const char *const[]){ "stats", "--no-stream", "--format", "{{json .}}",
+						   container, NULL },
 			    NULL, 0, &res, err);
 	if (rc == 0) {
 		cJSON *j = cJSON_Parse(res.out);
@@ -259,7 +259,8 @@ int sandbox_stats(struct sandbox *s, struct sandbox_stats *st, bool fresh, struc
 	size_t slot = CG_CACHE;
 	sbx_lock(&stats_lock);
 	for (size_t i = 0; i < CG_CACHE; i++) {
-		if (cache[i].used && (!strcmp(cache[i].id, cid) || !strncmp(cache[i].id, cid, strlen(cid)))) {
+		if (cache[i].used &&
+		    (!strcmp(cache[i].id, cid) || !strncmp(cache[i].id, cid, strlen(cid)))) {
 			c = cache[i];
 			slot = i;
 			break;
@@ -416,8 +417,8 @@ char *model_summary(size_t *len)
 	size_t cap = (l.n + 1) * 128 + 1, off = 0;
 	char *out = malloc(cap);
 	if (out)
-		off += (size_t)snprintf(out, cap, SUMMARY_FMT, "SANDBOX", "STATE", "TEMPLATE", "RUNS",
-					"LATEST", "AGE", "IDLE", "CPU%", "MEM");
+		off += (size_t)snprintf(out, cap, SUMMARY_FMT, "SANDBOX", "STATE", "TEMPLATE",
+					"RUNS", "LATEST", "AGE", "IDLE", "CPU%", "MEM");
 	for (size_t i = 0; out && i < l.n; i++) {
 		struct sandbox *s = sv[i];
 		struct row *r = &rows[i];
@@ -425,9 +426,11 @@ char *model_summary(size_t *len)
 			continue;
 		snprintf(r->name, sizeof(r->name), "%s", s->name);
 		sbx_lock(&model_lock);
-		const char *state = s->state == SBX_RUNNING ? (s->paused ? "paused" : "running") :
-				    s->state == SBX_STOPPED ? (s->idle_stopped ? "stopped(idle)" : "stopped") :
-				    s->state == SBX_REMOVING ? "removing" : "creating";
+		const char *state = s->state == SBX_RUNNING ? (s->paused ? "paused" : "running")
+				    : s->state == SBX_STOPPED
+					    ? (s->idle_stopped ? "stopped(idle)" : "stopped")
+				    : s->state == SBX_REMOVING ? "removing"
+							       : "creating";
 		snprintf(r->state, sizeof(r->state), "%s", state);
 		snprintf(r->tpl, sizeof(r->tpl), "%s", s->template_name ? s->template_name : "-");
 		snprintf(r->runs, sizeof(r->runs), "%u", s->nruns);
@@ -445,8 +448,9 @@ char *model_summary(size_t *len)
 			snprintf(r->cpu, sizeof(r->cpu), "-");
 			snprintf(r->mem, sizeof(r->mem), "-");
 		}
-		off += (size_t)snprintf(out + off, cap - off, SUMMARY_FMT, r->name, r->state, r->tpl,
-					r->runs, r->latest, r->age, r->idle, r->cpu, r->mem);
+		off += (size_t)snprintf(out + off, cap - off, SUMMARY_FMT, r->name, r->state,
+					r->tpl, r->runs, r->latest, r->age, r->idle, r->cpu,
+					r->mem);
 	}
 	for (size_t i = 0; i < l.n; i++)
 		if (sv[i])

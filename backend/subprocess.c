@@ -134,8 +134,9 @@ pid_t spawn_child(char *const argv[], char *const envp[], const struct spawn_fds
 			r = child_attrs(&attr);
 		if (!r) {
 			char *const *env = envp ? envp : environ;
-			r = strchr(argv[0], '/') ? posix_spawn(&pid, argv[0], &fa, &attr, argv, env) :
-						   posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+			r = strchr(argv[0], '/')
+				    ? posix_spawn(&pid, argv[0], &fa, &attr, argv, env)
+				    : posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
 		}
 		posix_spawnattr_destroy(&attr);
 	}
@@ -272,7 +273,7 @@ static pid_t try_reap(pid_t pid, int *st)
 /* One captured child: its pipes, what it wrote, and its input left. */
 struct capture {
 	int in_w, out_r, err_r, pidfd;
-	pid_t pid;      /* -1 once reaped */
+	pid_t pid; /* -1 once reaped */
 	int status;
 	struct buf out, err;
 	const char *in_p;
@@ -390,7 +391,8 @@ static int capture_round(struct capture *c, struct spawn_result *res, struct sbx
 	if (pr > 0) {
 		if (i_in >= 0 && pfd[i_in].revents)
 			feed_input(c);
-		if ((i_out >= 0 && pfd[i_out].revents && drain(&c->out_r, &c->out, DRAIN_STEP) < 0) ||
+		if ((i_out >= 0 && pfd[i_out].revents &&
+		     drain(&c->out_r, &c->out, DRAIN_STEP) < 0) ||
 		    (i_err >= 0 && pfd[i_err].revents && drain(&c->err_r, &c->err, DRAIN_STEP) < 0))
 			return sbx_err_set(err, ENOMEM, "spawn %s: out of memory", c->what);
 	}
@@ -413,8 +415,13 @@ int spawn_capture(char *const argv[], char *const envp[], const void *input, siz
 		  int fd3, int timeout_ms, struct spawn_result *res, struct sbx_err *err)
 {
 	struct capture c = {
-		.in_w = -1, .out_r = -1, .err_r = -1, .pidfd = -1, .pid = -1,
-		.in_p = input, .in_left = input ? input_len : 0,
+		.in_w = -1,
+		.out_r = -1,
+		.err_r = -1,
+		.pidfd = -1,
+		.pid = -1,
+		.in_p = input,
+		.in_left = input ? input_len : 0,
 		.deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1,
 		.what = argv && argv[0] ? argv[0] : "",
 	};

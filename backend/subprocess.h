@@ -10,7 +10,7 @@
 
 struct spawn_fds {
 	int in, out, err; /* dup2'ed to 0, 1, 2; -1 means /dev/null */
-	int fd3;          /* dup2'ed to 3 when >= 0 (e.g. an --env-file pipe) */
+	int fd3;	  /* dup2'ed to 3 when >= 0 (e.g. an --env-file pipe) */
 };
 
 /* Starts argv[0] (looked up in PATH when it has no '/') with envp (NULL =
@@ -20,12 +20,12 @@ pid_t spawn_child(char *const argv[], char *const envp[], const struct spawn_fds
 
 /* The result of spawn_capture(). */
 struct spawn_result {
-	int status;        /* exit code, or 128+signal (shell convention) */
-	char *out;         /* NUL-terminated stdout, malloc'ed */
+	int status; /* exit code, or 128+signal (shell convention) */
+	char *out;  /* NUL-terminated stdout, malloc'ed */
 	size_t out_len;
-	char *errtext;     /* NUL-terminated stderr, malloc'ed */
+	char *errtext; /* NUL-terminated stderr, malloc'ed */
 	size_t err_len;
-	int timed_out;     /* the child was killed after timeout_ms */
+	int timed_out; /* the child was killed after timeout_ms */
 };
 void spawn_result_free(struct spawn_result *r);
 

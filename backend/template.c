@@ -21,17 +21,17 @@
 
 /* templates_lock guards everything below. */
 static pthread_mutex_t templates_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct template **list;  /* in matching order */
+static struct template **list; /* in matching order */
 static size_t nlist;
-static char **deleted;          /* config templates deleted at runtime */
+static char **deleted; /* config templates deleted at runtime */
 static size_t ndeleted;
 static uint32_t next_id = 1;
 static char *persist_path;
 
 static const char *const known_keys[] = {
-	"image", "match", "workspace", "workdir", "env", "user", "network", "memory", "cpus",
-	"pids", "read_only", "init", "labels", "engine", "cap_add", "ttl", "on_idle",
-	"placement", "constraints", "pool",
+	"image",   "match", "workspace", "workdir",   "env",	     "user",   "network",
+	"memory",  "cpus",  "pids",	 "read_only", "init",	     "labels", "engine",
+	"cap_add", "ttl",   "on_idle",	 "placement", "constraints", "pool",
 };
 
 void template_free(struct template *t)
@@ -93,9 +93,10 @@ static int check_nesting(const struct template *t, struct sbx_err *err)
 		for (size_t j = 0; j < t->nworkspaces; j++)
 			if (j != i && realpath(t->workspaces[j].path, b) && strcmp(a, b) != 0 &&
 			    workspace_path_within(a, b))
-				return sbx_err_set(err, EINVAL, "workspace %s: inside workspace %s of "
-						   "the same template", t->workspaces[i].path,
-						   t->workspaces[j].path);
+				return sbx_err_set(err, EINVAL,
+						   "workspace %s: inside workspace %s of "
+						   "the same template",
+						   t->workspaces[i].path, t->workspaces[j].path);
 	}
 	return 0;
 }
@@ -117,7 +118,8 @@ static int check_workspace_vs_socket(const struct template *t, const char *sockp
 	for (size_t i = 0; i < t->nworkspaces; i++) {
 		char real[PATH_MAX];
 		if (realpath(t->workspaces[i].path, real) && workspace_path_within(sock, real))
-			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
+			return sbx_err_set(err, EINVAL,
+					   "workspace %s: would expose the engine socket %s",
 					   t->workspaces[i].path, sockpath);
 	}
 	return 0;
@@ -132,7 +134,8 @@ static int parse_size(const cJSON *v, long long *out, struct sbx_err *err)
 		return 0;
 	}
 	if (!cJSON_IsString(v))
-		return sbx_err_set(err, EINVAL, "memory: a number of bytes or a string like \"2g\"");
+		return sbx_err_set(err, EINVAL,
+				   "memory: a number of bytes or a string like \"2g\"");
 	if (parse_size_suffix(v->valuestring, 1LL << 50, out) < 0)
 		return sbx_err_set(err, EINVAL, "memory: cannot parse \"%.40s\"", v->valuestring);
 	return 0;
@@ -164,11 +167,13 @@ static int parse_workspaces(struct template *t, const cJSON *v, struct sbx_err *
 		t->workspaces[t->nworkspaces++].path = p;
 		size_t len = strlen(p);
 		if (len > 3 && (!strcmp(p + len - 3, ":ro") || !strcmp(p + len - 3, ":rw"))) {
-			t->workspaces[t->nworkspaces - 1].ro = p[len - 2] == 'r' && p[len - 1] == 'o';
+			t->workspaces[t->nworkspaces - 1].ro = p[len - 2] == 'r' &&
+							       p[len - 1] == 'o';
 			p[len - 3] = '\0';
 		}
 		if (strchr(p, ':') || strchr(p, ','))
-			return sbx_err_set(err, EINVAL, "workspace %s: ':' and ',' are not allowed", p);
+			return sbx_err_set(err, EINVAL, "workspace %s: ':' and ',' are not allowed",
+					   p);
 		int rc = workspace_check(p, err);
 		if (rc < 0)
 			return rc;
@@ -176,26 +181,29 @@ static int parse_workspaces(struct template *t, const cJSON *v, struct sbx_err *
 	return 0;
 }
 
-static int parse_string_map(const cJSON *v, const char *key, bool env_names,
-			    struct kv_list *out, struct sbx_err *err)
+static int parse_string_map(const cJSON *v, const char *key, bool env_names, struct kv_list *out,
+			    struct sbx_err *err)
 {
 	if (!cJSON_IsObject(v))
 		return sbx_err_set(err, EINVAL, "%s: must be an object of strings", key);
 	const cJSON *item;
-	cJSON_ArrayForEach(item, v) {
+	cJSON_ArrayForEach(item, v)
+	{
 		if (!cJSON_IsString(item))
-			return sbx_err_set(err, EINVAL, "%s.%s: must be a string", key, item->string);
+			return sbx_err_set(err, EINVAL, "%s.%s: must be a string", key,
+					   item->string);
 		if (env_names && parse_env_name(item->string, strlen(item->string), err) < 0)
 			return sbx_err_wrap(err, "%s", key);
 		/* Label keys are what docker documents (letters, digits, . _ - /),
 		 * checked here so that the reason is ours; ',' and newlines in
 		 * values would make `docker ps`'s "k=v,k=v" ambiguous. */
-		if (!env_names && (!chars_ok(item->string, "._-/", true) ||
-				   strlen(item->string) > 128 ||
-				   !strncasecmp(item->string, "sandboxfs.", 10)))
+		if (!env_names &&
+		    (!chars_ok(item->string, "._-/", true) || strlen(item->string) > 128 ||
+		     !strncasecmp(item->string, "sandboxfs.", 10)))
 			return sbx_err_set(err, EINVAL,
 					   "%s: key \"%.60s\" is not allowed (letters, digits, "
-					   "'.', '_', '-', '/'; not sandboxfs.*)", key, item->string);
+					   "'.', '_', '-', '/'; not sandboxfs.*)",
+					   key, item->string);
 		if (strchr(item->valuestring, '\n') ||
 		    (!env_names && strchr(item->valuestring, ',')))
 			return sbx_err_set(err, EINVAL, "%s.%s: no newlines%s", key, item->string,
@@ -212,10 +220,9 @@ static int parse_string_map(const cJSON *v, const char *key, bool env_names,
  * is canonicalised exactly once here and only the canonical kernel spelling
  * goes to docker. */
 static const char *const allowed_caps[] = {
-	"CAP_AUDIT_WRITE", "CAP_CHOWN",  "CAP_DAC_OVERRIDE",     "CAP_FOWNER",
-	"CAP_FSETID",      "CAP_KILL",   "CAP_MKNOD",            "CAP_NET_BIND_SERVICE",
-	"CAP_NET_RAW",     "CAP_SETFCAP", "CAP_SETGID",          "CAP_SETPCAP",
-	"CAP_SETUID",      "CAP_SYS_CHROOT",
+	"CAP_AUDIT_WRITE", "CAP_CHOWN",	  "CAP_DAC_OVERRIDE",	  "CAP_FOWNER",	    "CAP_FSETID",
+	"CAP_KILL",	   "CAP_MKNOD",	  "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",    "CAP_SETFCAP",
+	"CAP_SETGID",	   "CAP_SETPCAP", "CAP_SETUID",		  "CAP_SYS_CHROOT",
 };
 
 /* The canonical "CAP_XXX" of a name given as XXX or CAP_XXX in any case,
@@ -246,14 +253,16 @@ static int parse_caps(struct template *t, const cJSON *v, struct sbx_err *err)
 	if (!t->cap_add)
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *item;
-	cJSON_ArrayForEach(item, v) {
+	cJSON_ArrayForEach(item, v)
+	{
 		if (!cJSON_IsString(item))
 			return sbx_err_set(err, EINVAL, "cap_add: entries must be strings");
 		const char *c = template_canonical_cap(item->valuestring);
 		if (!c)
 			return sbx_err_set(err, EINVAL,
 					   "cap_add: \"%.40s\" is not one of docker's default "
-					   "capabilities (docs/templates.md)", item->valuestring);
+					   "capabilities (docs/templates.md)",
+					   item->valuestring);
 		char *dup = strdup(c);
 		if (!dup)
 			return sbx_err_set(err, ENOMEM, "out of memory");
@@ -272,11 +281,13 @@ static int parse_constraints(struct template *t, const cJSON *v, struct sbx_err 
 	if (!(t->constraints = calloc((size_t)n + 1, sizeof(*t->constraints))))
 		return sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *c;
-	cJSON_ArrayForEach(c, v) {
+	cJSON_ArrayForEach(c, v)
+	{
 		if (!cJSON_IsString(c) || !c->valuestring[0] || strlen(c->valuestring) > 200 ||
 		    !strstr(c->valuestring, "=") || c->valuestring[0] == '-' ||
 		    strpbrk(c->valuestring, "\n\r\t"))
-			return sbx_err_set(err, EINVAL, "constraints: \"KEY==VALUE\" or "
+			return sbx_err_set(err, EINVAL,
+					   "constraints: \"KEY==VALUE\" or "
 					   "\"KEY!=VALUE\" strings");
 		if (!(t->constraints[t->nconstraints++] = strdup(c->valuestring)))
 			return sbx_err_set(err, ENOMEM, "out of memory");
@@ -315,21 +326,23 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 		if ((rc = string_field(v, k, &t->network, err)) < 0)
 			return rc;
 		if (!chars_ok(t->network, "_.-", true) || !strcmp(t->network, "host"))
-			return sbx_err_set(err, EINVAL,
-					   "network: \"none\", \"bridge\" or a network name (not host)");
+			return sbx_err_set(
+				err, EINVAL,
+				"network: \"none\", \"bridge\" or a network name (not host)");
 	} else if (!strcmp(k, "memory")) {
 		return parse_size(v, &t->memory, err);
 	} else if (!strcmp(k, "cpus")) {
-		double c = cJSON_IsNumber(v) ? v->valuedouble :
-			   cJSON_IsString(v) ? strtod(v->valuestring, NULL) : -1;
+		double c = cJSON_IsNumber(v)   ? v->valuedouble
+			   : cJSON_IsString(v) ? strtod(v->valuestring, NULL)
+					       : -1;
 		if (!(c >= 0 && c <= 1024))
 			return sbx_err_set(err, EINVAL, "cpus: a number from 0 to 1024");
 		/* docker's smallest limit is 0.01 CPU; less would round (in our
 		 * "%.3f" or in docker) to 0, which means no limit at all. */
 		if (c > 0 && c < 0.01)
-			return sbx_err_set(err, EINVAL,
-					   "cpus: %g is below docker's smallest limit 0.01 (0 = no limit)",
-					   c);
+			return sbx_err_set(
+				err, EINVAL,
+				"cpus: %g is below docker's smallest limit 0.01 (0 = no limit)", c);
 		t->cpus = c;
 	} else if (!strcmp(k, "pids")) {
 		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 4194304 ||
@@ -339,16 +352,17 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	} else if (!strcmp(k, "ttl")) {
 		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 31536000 ||
 		    v->valuedouble != floor(v->valuedouble))
-			return sbx_err_set(err, EINVAL, "ttl: whole seconds up to a year (0 = none)");
+			return sbx_err_set(err, EINVAL,
+					   "ttl: whole seconds up to a year (0 = none)");
 		t->ttl = (long)v->valuedouble;
 	} else if (!strcmp(k, "on_idle")) {
-		if (!cJSON_IsString(v) || (strcmp(v->valuestring, "stop") != 0 &&
-					   strcmp(v->valuestring, "remove") != 0))
+		if (!cJSON_IsString(v) ||
+		    (strcmp(v->valuestring, "stop") != 0 && strcmp(v->valuestring, "remove") != 0))
 			return sbx_err_set(err, EINVAL, "on_idle: \"stop\" or \"remove\"");
 		t->idle_remove = !strcmp(v->valuestring, "remove");
 	} else if (!strcmp(k, "pool")) {
-		if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > TEMPLATE_MAX_POOL ||
-		    v->valuedouble != floor(v->valuedouble))
+		if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
+		    v->valuedouble > TEMPLATE_MAX_POOL || v->valuedouble != floor(v->valuedouble))
 			return sbx_err_set(err, EINVAL, "pool: a whole number from 0 to %d",
 					   TEMPLATE_MAX_POOL);
 		t->pool = (long)v->valuedouble;
@@ -365,8 +379,8 @@ static int parse_key(struct template *t, const cJSON *v, struct sbx_err *err)
 	} else if (!strcmp(k, "cap_add")) {
 		return parse_caps(t, v, err);
 	} else if (!strcmp(k, "placement")) {
-		if (!cJSON_IsString(v) || (strcmp(v->valuestring, "swarm") &&
-					   strcmp(v->valuestring, "engine")))
+		if (!cJSON_IsString(v) ||
+		    (strcmp(v->valuestring, "swarm") && strcmp(v->valuestring, "engine")))
 			return sbx_err_set(err, EINVAL, "placement: \"engine\" or \"swarm\"");
 		t->swarm = !strcmp(v->valuestring, "swarm");
 	} else if (!strcmp(k, "constraints")) {
@@ -386,8 +400,8 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 		return sbx_err_set(err, EINVAL, "template %s: malformed JSON", name);
 	for (; end && (size_t)(end - json) < len; end++)
 		if (!isspace((unsigned char)*end))
-			return sbx_err_set(err, EINVAL, "template %s: trailing bytes after the JSON",
-					   name);
+			return sbx_err_set(err, EINVAL,
+					   "template %s: trailing bytes after the JSON", name);
 	if (!cJSON_IsObject(root))
 		return sbx_err_set(err, EINVAL, "template %s: must be a JSON object", name);
 
@@ -401,7 +415,8 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 	t->init = true;
 	int rc = t->name ? 0 : sbx_err_set(err, ENOMEM, "out of memory");
 	const cJSON *v;
-	cJSON_ArrayForEach(v, root) {
+	cJSON_ArrayForEach(v, root)
+	{
 		if (rc < 0)
 			break;
 		bool known = false;
@@ -411,7 +426,8 @@ int template_parse(const char *name, const char *json, size_t len, struct templa
 			if (!strcmp(w->string, v->string))
 				known = false; /* a key given twice is as bad as an unknown one */
 		if (!known)
-			rc = sbx_err_set(err, EINVAL, "unknown or repeated key \"%.60s\"", v->string);
+			rc = sbx_err_set(err, EINVAL, "unknown or repeated key \"%.60s\"",
+					 v->string);
 		else
 			rc = parse_key(t, v, err);
 	}
@@ -543,8 +559,8 @@ static int check_against_list_locked(const struct template *t, struct sbx_err *e
 	for (size_t i = 0; rc == 0 && t->engine && i < nlist; i++) {
 		rc = check_workspace_vs_socket(list[i], unix_socket(t->engine), err);
 		if (rc < 0)
-			sbx_err_wrap(err, "template %s would expose its engine to template %s", t->name,
-				     list[i]->name);
+			sbx_err_wrap(err, "template %s would expose its engine to template %s",
+				     t->name, list[i]->name);
 	}
 	return rc;
 }
@@ -609,7 +625,8 @@ static int load_config(const char *path, struct sbx_err *err)
 	if (!cJSON_IsObject(root))
 		return sbx_err_set(err, EINVAL, "config %s: not a JSON object", path);
 	const cJSON *v;
-	cJSON_ArrayForEach(v, root) {
+	cJSON_ArrayForEach(v, root)
+	{
 		if (strcmp(v->string, "templates") != 0 && strcmp(v->string, "swarm") != 0)
 			return sbx_err_set(err, EINVAL, "config %s: unknown key \"%.60s\"", path,
 					   v->string);
@@ -621,7 +638,8 @@ static int load_config(const char *path, struct sbx_err *err)
 	const cJSON *tpls = cJSON_GetObjectItemCaseSensitive(root, "templates");
 	if (tpls && !cJSON_IsObject(tpls))
 		return sbx_err_set(err, EINVAL, "config %s: \"templates\" must be an object", path);
-	cJSON_ArrayForEach(v, tpls) {
+	cJSON_ArrayForEach(v, tpls)
+	{
 		cleanup_free char *one = cJSON_PrintUnformatted(v);
 		if (!one || define_locked(v->string, one, strlen(one), false, 0, err) < 0)
 			return sbx_err_wrap(err, "config %s", path);
@@ -637,7 +655,8 @@ static void load_persisted(void)
 		return;
 	cleanup_cjson cJSON *root = cJSON_ParseWithLength(text, len);
 	const cJSON *v;
-	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "deleted")) {
+	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "deleted"))
+	{
 		ssize_t i = cJSON_IsString(v) ? index_of(v->valuestring) : -1;
 		if (i >= 0)
 			drop_locked((size_t)i);
@@ -649,9 +668,11 @@ static void load_persisted(void)
 			deleted = d;
 		}
 	}
-	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "templates")) {
+	cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(root, "templates"))
+	{
 		const cJSON *name = cJSON_GetObjectItemCaseSensitive(v, "name");
-		cleanup_free char *one = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(v, "template"));
+		cleanup_free char *one = cJSON_PrintUnformatted(
+			cJSON_GetObjectItemCaseSensitive(v, "template"));
 		struct sbx_err err = { 0 };
 		if (!cJSON_IsString(name) || !one ||
 		    define_locked(name->valuestring, one, strlen(one), true, 0, &err) < 0)
@@ -699,8 +720,8 @@ void templates_shutdown(void)
  * the change, so the undo itself cannot fail. */
 struct template_undo {
 	struct template *old; /* a copy of the template, or NULL */
-	size_t pos;           /* where it was in the list */
-	bool runtime;         /* its runtime flag */
+	size_t pos;	      /* where it was in the list */
+	bool runtime;	      /* its runtime flag */
 	char *deleted_name;   /* the name, if it was in deleted[] */
 	char *new_deleted;    /* the name, for template_delete to put in deleted[] */
 };
@@ -934,7 +955,8 @@ char *template_effective_json(const struct template *t, const char *image)
 	cJSON *ws = cJSON_AddArrayToObject(o, "workspace");
 	for (size_t i = 0; full && i < t->nworkspaces; i++) {
 		char buf[4200];
-		snprintf(buf, sizeof(buf), "%s%s", t->workspaces[i].path, t->workspaces[i].ro ? ":ro" : "");
+		snprintf(buf, sizeof(buf), "%s%s", t->workspaces[i].path,
+			 t->workspaces[i].ro ? ":ro" : "");
 		full = json_put_item(ws, NULL, cJSON_CreateString(buf));
 	}
 	cJSON *caps = cJSON_AddArrayToObject(o, "cap_add");
@@ -945,7 +967,8 @@ char *template_effective_json(const struct template *t, const char *image)
 		full = cJSON_AddStringToObject(env, t->env.keys[i], t->env.values[i]) != NULL;
 	cJSON *labels = cJSON_AddObjectToObject(o, "labels");
 	for (size_t i = 0; full && i < t->labels.n; i++)
-		full = cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.values[i]) != NULL;
+		full = cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.values[i]) !=
+		       NULL;
 	if (!full || !ws || !caps || !env || !labels)
 		return NULL;
 	return cJSON_PrintUnformatted(o);

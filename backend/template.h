@@ -14,38 +14,39 @@
 #include "parse.h"
 
 struct workspace {
-	char *path;   /* absolute host path, mounted at the same path inside */
+	char *path; /* absolute host path, mounted at the same path inside */
 	bool ro;
 	char *source; /* at create: the checked, resolved path docker mounts (not owned) */
 };
 
-struct template {
+struct template
+{
 	char *name;
-	uint32_t id;          /* stable while the daemon lives: the file's inode */
-	char *match;          /* glob on the sandbox name, or NULL */
-	char *image;          /* NULL = the mount's default image */
+	uint32_t id; /* stable while the daemon lives: the file's inode */
+	char *match; /* glob on the sandbox name, or NULL */
+	char *image; /* NULL = the mount's default image */
 	struct workspace *workspaces;
 	size_t nworkspaces;
-	char *workdir;        /* default working directory of runs, or NULL */
-	struct kv_list env;   /* non-secret environment of the container */
+	char *workdir;	    /* default working directory of runs, or NULL */
+	struct kv_list env; /* non-secret environment of the container */
 	char *user;
-	char *network;        /* "none" unless opted in */
-	long long memory;     /* bytes, 0 = no limit */
-	double cpus;          /* 0 = no limit */
-	long pids;            /* 0 = no limit */
-	long ttl;             /* idle seconds before on_idle, 0 = none */
-	bool idle_remove;     /* on_idle: remove (else stop) */
-	long pool;            /* ready containers kept, -1 = the mount's -o pool */
+	char *network;	  /* "none" unless opted in */
+	long long memory; /* bytes, 0 = no limit */
+	double cpus;	  /* 0 = no limit */
+	long pids;	  /* 0 = no limit */
+	long ttl;	  /* idle seconds before on_idle, 0 = none */
+	bool idle_remove; /* on_idle: remove (else stop) */
+	long pool;	  /* ready containers kept, -1 = the mount's -o pool */
 	bool read_only;
 	bool init;
 	struct kv_list labels;
 	char **cap_add;
 	size_t ncap_add;
-	char *engine;         /* docker context name or host URL, NULL = default */
-	bool swarm;           /* "placement": "swarm" (backend/swarm.c) */
-	char **constraints;   /* swarm placement constraints */
+	char *engine;	    /* docker context name or host URL, NULL = default */
+	bool swarm;	    /* "placement": "swarm" (backend/swarm.c) */
+	char **constraints; /* swarm placement constraints */
 	size_t nconstraints;
-	char *text;           /* the template as JSON, as served by the file */
+	char *text; /* the template as JSON, as served by the file */
 };
 
 #define TEMPLATE_DEFAULT_MEMORY (2LL << 30)

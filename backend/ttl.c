@@ -190,7 +190,8 @@ static void check(struct sandbox *s)
 	} else {
 		log_info("sandbox %s: idle for %ld s: stopping it", s->name, ttl);
 		char *cid = sandbox_container_dup(s);
-		rc = cid ? engine_stop(s->engine, cid, &err) : sbx_err_set(&err, ENOMEM, "out of memory");
+		rc = cid ? engine_stop(s->engine, cid, &err)
+			 : sbx_err_set(&err, ENOMEM, "out of memory");
 		free(cid);
 		sbx_lock(&model_lock);
 		if (rc == 0) {
@@ -212,7 +213,8 @@ static void check(struct sandbox *s)
 		}
 	}
 	if (rc < 0)
-		log_warn("sandbox %s: idle %s failed: %s", s->name, remove ? "removal" : "stop", err.msg);
+		log_warn("sandbox %s: idle %s failed: %s", s->name, remove ? "removal" : "stop",
+			 err.msg);
 }
 
 static pthread_t checker;

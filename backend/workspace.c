@@ -26,26 +26,27 @@ static size_t nguard_engine;
 /* Never a workspace, nor anything under or containing one of these: the
  * system, the engines' data and run directories (/var/lib, /run). */
 static const char *const system_dirs[] = {
-	"/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
-	"/root", "/run", "/sbin", "/sys", "/usr", "/var/lib", "/var/run", "/var/log",
-	"/var/cache", "/var/spool", "/var/mail", "/snap",
+	"/bin",	    "/boot",	"/dev",	    "/etc",	  "/lib",	"/lib32",    "/lib64",
+	"/libx32",  "/proc",	"/root",    "/run",	  "/sbin",	"/sys",	     "/usr",
+	"/var/lib", "/var/run", "/var/log", "/var/cache", "/var/spool", "/var/mail", "/snap",
 };
 
 /* File systems that are not plain storage: kernel interfaces, and any FUSE
  * file system (another sandboxfs among them). */
 static const char *const denied_types[] = {
-	"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
-	"securityfs", "bpf", "configfs", "pstore", "efivarfs", "mqueue", "hugetlbfs",
-	"binfmt_misc", "autofs", "fusectl", "nsfs", "rpc_pipefs", "selinuxfs", "fuse", "fuseblk",
+	"proc",	    "sysfs",	  "devtmpfs",	"devpts",      "cgroup",   "cgroup2",
+	"debugfs",  "tracefs",	  "securityfs", "bpf",	       "configfs", "pstore",
+	"efivarfs", "mqueue",	  "hugetlbfs",	"binfmt_misc", "autofs",   "fusectl",
+	"nsfs",	    "rpc_pipefs", "selinuxfs",	"fuse",	       "fuseblk",
 };
 static const unsigned long denied_magic[] = {
-	0x9fa0 /* proc */,       0x62656572 /* sysfs */,  0x27e0eb /* cgroup */,
-	0x63677270 /* cgroup2 */, 0x1cd1 /* devpts */,    0x64626720 /* debugfs */,
-	0x74726163 /* tracefs */, 0x73636673 /* securityfs */, 0xcafe4a11 /* bpf */,
-	0x62656570 /* configfs */, 0x6165676c /* pstore */, 0xde5e81e4 /* efivarfs */,
-	0x19800202 /* mqueue */, 0x958458f6 /* hugetlbfs */, 0x42494e4d /* binfmt_misc */,
-	0x0187 /* autofs */,     0x65735546 /* fuse */,   0x65735543 /* fusectl */,
-	0x6e736673 /* nsfs */,   0x67596969 /* rpc_pipefs */, 0xf97cff8c /* selinuxfs */,
+	0x9fa0 /* proc */,	   0x62656572 /* sysfs */,	0x27e0eb /* cgroup */,
+	0x63677270 /* cgroup2 */,  0x1cd1 /* devpts */,		0x64626720 /* debugfs */,
+	0x74726163 /* tracefs */,  0x73636673 /* securityfs */, 0xcafe4a11 /* bpf */,
+	0x62656570 /* configfs */, 0x6165676c /* pstore */,	0xde5e81e4 /* efivarfs */,
+	0x19800202 /* mqueue */,   0x958458f6 /* hugetlbfs */,	0x42494e4d /* binfmt_misc */,
+	0x0187 /* autofs */,	   0x65735546 /* fuse */,	0x65735543 /* fusectl */,
+	0x6e736673 /* nsfs */,	   0x67596969 /* rpc_pipefs */, 0xf97cff8c /* selinuxfs */,
 };
 
 int workspace_path_within(const char *path, const char *dir)
@@ -85,7 +86,8 @@ int workspace_set_roots(const char *spec, struct sbx_err *err)
 	     tok = strtok_r(NULL, ":", &save)) {
 		char real[PATH_MAX];
 		if (tok[0] != '/')
-			rc = sbx_err_set(err, EINVAL, "workspace_roots: %s is not an absolute path", tok);
+			rc = sbx_err_set(err, EINVAL, "workspace_roots: %s is not an absolute path",
+					 tok);
 		else if (!strcmp(tok, "/"))
 			rc = sbx_err_set(err, EINVAL, "workspace_roots: / would allow everything");
 		else if (!(v[n++] = strdup(realpath(tok, real) ? real : tok)))
@@ -216,8 +218,8 @@ static int scan_mounts(unsigned long mnt_id, const char *canon, char *typebuf, s
 			continue;
 		if (id == mnt_id)
 			snprintf(typebuf, typesz, "%s", type);
-		if (!badbuf[0] && strcmp(point, canon) != 0 && workspace_path_within(point, canon) &&
-		    type_denied(type)) {
+		if (!badbuf[0] && strcmp(point, canon) != 0 &&
+		    workspace_path_within(point, canon) && type_denied(type)) {
 			snprintf(badbuf, badsz, "%s", point);
 			snprintf(badtype, badtypesz, "%s", type);
 		}
@@ -273,8 +275,9 @@ static int check_place(const char *path, const char *canon, struct sbx_err *err)
 		for (size_t i = 0; i < nroots && off < sizeof(list); i++)
 			off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
 						i ? ":" : "", roots[i]);
-		rc = sbx_err_set(err, EINVAL, "workspace %s: %s is not under the workspace roots %s",
-				 path, canon, list);
+		rc = sbx_err_set(err, EINVAL,
+				 "workspace %s: %s is not under the workspace roots %s", path,
+				 canon, list);
 	}
 	const char *guarded[] = { guard_mount, guard_state };
 	const char *what[] = { "mount", "state directory" };
@@ -286,8 +289,9 @@ static int check_place(const char *path, const char *canon, struct sbx_err *err)
 	for (size_t i = 0; rc == 0 && i < nguard_engine; i++)
 		if (workspace_path_within(canon, guard_engine[i]) ||
 		    workspace_path_within(guard_engine[i], canon))
-			rc = sbx_err_set(err, EINVAL, "workspace %s: overlaps the engine's data root %s",
-					 path, guard_engine[i]);
+			rc = sbx_err_set(err, EINVAL,
+					 "workspace %s: overlaps the engine's data root %s", path,
+					 guard_engine[i]);
 	pthread_mutex_unlock(&ws_lock);
 	if (rc < 0)
 		return rc;
@@ -298,16 +302,18 @@ static int check_place(const char *path, const char *canon, struct sbx_err *err)
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(sockets); i++) {
 		char sock[PATH_MAX];
 		if (realpath(sockets[i], sock) && workspace_path_within(sock, canon))
-			return sbx_err_set(err, EINVAL, "workspace %s: would expose the engine socket %s",
-					   path, sockets[i]);
+			return sbx_err_set(err, EINVAL,
+					   "workspace %s: would expose the engine socket %s", path,
+					   sockets[i]);
 	}
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(system_dirs); i++)
 		if (workspace_path_within(canon, system_dirs[i]) ||
 		    workspace_path_within(system_dirs[i], canon))
-			return sbx_err_set(err, EINVAL, "workspace %s: %s %s the system directory %s",
-					   path, canon,
-					   workspace_path_within(canon, system_dirs[i]) ? "is in" :
-					   "contains", system_dirs[i]);
+			return sbx_err_set(
+				err, EINVAL, "workspace %s: %s %s the system directory %s", path,
+				canon,
+				workspace_path_within(canon, system_dirs[i]) ? "is in" : "contains",
+				system_dirs[i]);
 	return 0;
 }
 
@@ -320,7 +326,8 @@ static int check_fs(const char *path, const char *canon, int fd, struct sbx_err 
 		if ((unsigned long)sfs.f_type == denied_magic[i])
 			return sbx_err_set(err, EINVAL,
 					   "workspace %s: %s is on a pseudo or FUSE file system "
-					   "(type 0x%lx)", path, canon, (unsigned long)sfs.f_type);
+					   "(type 0x%lx)",
+					   path, canon, (unsigned long)sfs.f_type);
 	struct statx stx;
 	unsigned long mnt_id = 0;
 	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) == 0 && (stx.stx_mask & STATX_MNT_ID))
@@ -360,8 +367,9 @@ int workspace_open(const char *path, int *fd, char canon[PATH_MAX], struct sbx_e
 	r = walk_nofollow(root, canon, &d);
 	close(root);
 	if (r < 0)
-		return sbx_err_set(err, EINVAL, "workspace %s: %s changed while it was checked (%s)",
-				   path, canon, strerror(-r));
+		return sbx_err_set(err, EINVAL,
+				   "workspace %s: %s changed while it was checked (%s)", path,
+				   canon, strerror(-r));
 	r = check_fs(path, canon, d, err);
 	if (r < 0) {
 		close(d);
@@ -399,15 +407,19 @@ int workspace_verify(pid_t pid, const char *container_id, const char *target, in
 		     struct sbx_err *err)
 {
 	if (pid <= 0)
-		return sbx_err_set(err, EINVAL, "workspace %s: cannot verify the mount: the "
-				   "container is not running", target);
+		return sbx_err_set(err, EINVAL,
+				   "workspace %s: cannot verify the mount: the "
+				   "container is not running",
+				   target);
 	char p[64];
 	snprintf(p, sizeof(p), "/proc/%ld/root", (long)pid);
 	cleanup_close int root = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	/* Checked after the open: the root is that of the container's init. */
 	if (root < 0 || !pid_is_container(pid, container_id))
-		return sbx_err_set(err, EINVAL, "workspace %s: cannot verify the mount: the "
-				   "engine is not local (workspaces need a local engine)", target);
+		return sbx_err_set(err, EINVAL,
+				   "workspace %s: cannot verify the mount: the "
+				   "engine is not local (workspaces need a local engine)",
+				   target);
 	/* Resolved as the container would: symlinks of the image stay in it. */
 	struct open_how how = {
 		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
@@ -421,15 +433,16 @@ int workspace_verify(pid_t pid, const char *container_id, const char *target, in
 	if (fstat(in, &a) < 0 || fstat(fd, &b) < 0)
 		return sbx_err_set(err, EINVAL, "workspace %s: stat: %s", target, strerror(errno));
 	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
-		return sbx_err_set(err, EINVAL, "workspace %s: the engine mounted another directory "
-				   "than the one checked (the path changed meanwhile)", target);
+		return sbx_err_set(err, EINVAL,
+				   "workspace %s: the engine mounted another directory "
+				   "than the one checked (the path changed meanwhile)",
+				   target);
 	return 0;
 }
 
 /* ---- starting again ---- */
 
-int workspace_start_container(const struct engine *e, const char *container,
-			      struct sbx_err *err)
+int workspace_start_container(const struct engine *e, const char *container, struct sbx_err *err)
 {
 	struct engine_bind *b = NULL;
 	size_t n = 0;

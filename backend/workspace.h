@@ -46,8 +46,7 @@ struct engine;
 /* engine_start() for a container that may have workspaces: each is checked
  * again before, and verified after (the container is stopped again when a
  * check fails). */
-int workspace_start_container(const struct engine *e, const char *container,
-			      struct sbx_err *err);
+int workspace_start_container(const struct engine *e, const char *container, struct sbx_err *err);
 
 /* Is `path` `dir` or under it (both resolved, no trailing '/')? */
 int workspace_path_within(const char *path, const char *dir);

@@ -17,20 +17,18 @@ struct positionals {
 /* Options mount(8) or fstab carry that mean nothing to a FUSE daemon.
  * mount.fuse3 already drops most of them; sandboxfs run by hand or by
  * another helper (systemd's .mount units) may still see them. */
-static const struct fuse_opt mount_only_spec[] = {
-	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_END
-};
+static const struct fuse_opt mount_only_spec[] = { FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
+						   FUSE_OPT_END };
 
 static int mount_only_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
@@ -55,7 +53,8 @@ int cli_mount_compat(struct fuse_args *args)
 	if (fuse_opt_parse(args, &p, mount_only_spec, mount_only_proc) < 0)
 		goto out;
 	if (p.n > 2) {
-		fprintf(stderr, "sandboxfs: too many arguments: '%s' (usage: sandboxfs [SOURCE] MOUNTPOINT [options])\n",
+		fprintf(stderr,
+			"sandboxfs: too many arguments: '%s' (usage: sandboxfs [SOURCE] MOUNTPOINT [options])\n",
 			p.arg[2] ? p.arg[2] : "");
 		goto out;
 	}

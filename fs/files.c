@@ -115,7 +115,8 @@ static int meta_open(struct handle *h, int flags)
 		break;
 	case INO_META_BACKEND:
 		if (asprintf(&h->data, "cli: %s\nengine: %s\ninstance: %s\nstate: %s\nimage: %s\n",
-			     cfg->engine.cli, opts.engine_version ? opts.engine_version : "unreachable",
+			     cfg->engine.cli,
+			     opts.engine_version ? opts.engine_version : "unreachable",
 			     cfg->engine.instance, cfg->state_dir, cfg->image) < 0)
 			h->data = NULL;
 		break;
@@ -236,9 +237,9 @@ static void setting_flush(fuse_req_t req, struct handle *h)
 		h->undo_valid = true;
 	/* The clear is logged with what follows it: one line per `>`. */
 	bool clear = h->w.len == 0 && h->trunc;
-	int rc = clear ? sandbox_setting_clear(h->sbx, which, &err) :
-		 sandbox_setting_apply(h->sbx, which, h->w.data ? h->w.data : "", h->w.len,
-				       h->trunc || h->cleared, &err);
+	int rc = clear ? sandbox_setting_clear(h->sbx, which, &err)
+		       : sandbox_setting_apply(h->sbx, which, h->w.data ? h->w.data : "", h->w.len,
+					       h->trunc || h->cleared, &err);
 	h->cleared = rc == 0 && clear;
 	write_buf_clear(&h->w);
 	h->trunc = false;

@@ -79,7 +79,8 @@ static struct node child_of(const struct node *p, const char *name, double *time
 			struct sandbox *s = model_find(name);
 			if (s)
 				n = (struct node){ .ino = ino_make(sandbox_id(s), 0, K_DIR),
-						   .kind = K_DIR, .sbx = s };
+						   .kind = K_DIR,
+						   .sbx = s };
 		}
 	} else if (p->kind == K_META_DIR) {
 		for (unsigned i = INO_META_VERSION; i <= INO_META_LAST; i++)
@@ -91,7 +92,9 @@ static struct node child_of(const struct node *p, const char *name, double *time
 		for (enum kind k = first; k <= last; k++) {
 			if (!strcmp(name, kind_info(k)->name)) {
 				n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), p->run, k),
-						   .kind = k, .sbx = p->sbx, .run = p->run };
+						   .kind = k,
+						   .sbx = p->sbx,
+						   .run = p->run };
 				sandbox_ref(p->sbx);
 			}
 		}
@@ -101,7 +104,8 @@ static struct node child_of(const struct node *p, const char *name, double *time
 		if (v.nruns > 0) {
 			*timeout = 0; /* it changes with every run */
 			n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), 0, K_RUNS_LATEST),
-					   .kind = K_RUNS_LATEST, .sbx = p->sbx };
+					   .kind = K_RUNS_LATEST,
+					   .sbx = p->sbx };
 			sandbox_ref(p->sbx);
 		}
 	} else if (p->kind == K_RUNS) {
@@ -112,8 +116,11 @@ static struct node child_of(const struct node *p, const char *name, double *time
 			r = sandbox_run(p->sbx, (unsigned)num);
 		if (r) {
 			run_put(r);
-			n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), (unsigned)num, K_RUN_DIR),
-					   .kind = K_RUN_DIR, .sbx = p->sbx, .run = (unsigned)num };
+			n = (struct node){ .ino = ino_make(sandbox_id(p->sbx), (unsigned)num,
+							   K_RUN_DIR),
+					   .kind = K_RUN_DIR,
+					   .sbx = p->sbx,
+					   .run = (unsigned)num };
 			sandbox_ref(p->sbx);
 		}
 	}
@@ -237,8 +244,9 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		/* `touch templates/NEW`: a template exists only once its JSON
 		 * is written and the file closed. */
 		node_release(&n);
-		refuse(req, EINVAL, "templates: a template is defined by writing its JSON, "
-				    "not by touch");
+		refuse(req, EINVAL,
+		       "templates: a template is defined by writing its JSON, "
+		       "not by touch");
 		return;
 	}
 	if (!e)
@@ -266,7 +274,7 @@ struct dirlist {
 	size_t len, cap;
 	size_t *ends; /* where each entry ends: the offsets readdir resumes at */
 	size_t nents;
-	int error;    /* an entry could not be added */
+	int error;		     /* an entry could not be added */
 	struct dirlist *prev, *next; /* (open_lock) on the list of open ones */
 };
 
@@ -501,7 +509,8 @@ static void sfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct sbx_err err = { 0 };
 	struct sandbox *s = NULL;
 	if (parent != INO_ROOT) {
-		refuse(req, EPERM, "mkdir %s: sandboxes are made at the top of the mount only", name);
+		refuse(req, EPERM, "mkdir %s: sandboxes are made at the top of the mount only",
+		       name);
 		return;
 	}
 	int rc = sandbox_create(name, &s, &err);

@@ -23,36 +23,36 @@ struct handle {
 	const struct file_ops *ops;
 	enum kind kind;
 	uint64_t ino;
-	struct sandbox *sbx;     /* a reference, NULL outside sandboxes */
-	struct run *run;         /* a reference: the run this handle reads, or exec started */
+	struct sandbox *sbx; /* a reference, NULL outside sandboxes */
+	struct run *run;     /* a reference: the run this handle reads, or exec started */
 	bool writable, trunc;
-	bool counted;            /* counted as an open file of the sandbox (idle TTL) */
+	bool counted; /* counted as an open file of the sandbox (idle TTL) */
 
-	char *data;              /* generated content, fixed at open */
+	char *data; /* generated content, fixed at open */
 	size_t len;
-	int file_fd;             /* runs/N/cmd: served from its spool file, -1 otherwise */
+	int file_fd; /* runs/N/cmd: served from its spool file, -1 otherwise */
 	struct write_buf w;
 
 	/* Streams (stream.c). */
 	enum stream stream;
 	bool nonseekable;
-	bool nonblock;           /* events opened O_NONBLOCK: EAGAIN at the end */
-	bool reader;             /* holds run_reader_open() */
-	off_t pos;               /* read position of nonseekable handles (stream_lock) */
+	bool nonblock;		    /* events opened O_NONBLOCK: EAGAIN at the end */
+	bool reader;		    /* holds run_reader_open() */
+	off_t pos;		    /* read position of nonseekable handles (stream_lock) */
 	struct fuse_pollhandle *ph; /* (stream_lock) */
 	struct handle *poll_next;   /* (stream_lock) on the list of handles that polled */
 
 	/* Settings (files.c). */
-	bool undo_valid;         /* undo holds what an O_TRUNC flush cleared */
-	bool cleared;            /* an empty flush of this O_TRUNC open cleared, unlogged */
+	bool undo_valid; /* undo holds what an O_TRUNC flush cleared */
+	bool cleared;	 /* an empty flush of this O_TRUNC open cleared, unlogged */
 	struct setting_undo undo;
 
 	/* exec (exec.c). */
-	sbx_mutex exec_lock;     /* guards cmd, poison_errno, exec_started and run while starting */
-	bool exec_started;       /* the run was started from this handle */
-	bool number_read;        /* "N\n" was returned */
-	struct cmd_spool cmd;    /* the command written so far */
-	int poison_errno;        /* a write failed with it: the close runs nothing */
+	sbx_mutex exec_lock;  /* guards cmd, poison_errno, exec_started and run while starting */
+	bool exec_started;    /* the run was started from this handle */
+	bool number_read;     /* "N\n" was returned */
+	struct cmd_spool cmd; /* the command written so far */
+	int poison_errno;     /* a write failed with it: the close runs nothing */
 
 	struct handle *open_prev, *open_next; /* fs.c: the handles still open */
 
@@ -79,8 +79,9 @@ struct file_ops {
 };
 
 extern const struct file_ops exec_file_ops, stream_file_ops, wait_file_ops, status_file_ops,
-	info_file_ops, run_text_file_ops, run_cmd_file_ops, setting_file_ops, ctl_file_ops, meta_file_ops,
-	template_file_ops, stdin_file_ops, events_file_ops, stats_file_ops, summary_file_ops;
+	info_file_ops, run_text_file_ops, run_cmd_file_ops, setting_file_ops, ctl_file_ops,
+	meta_file_ops, template_file_ops, stdin_file_ops, events_file_ops, stats_file_ops,
+	summary_file_ops;
 
 /* Appends to a write buffer (zeroing what it moves: it may hold a
  * credential); returns 0 or an errno. */

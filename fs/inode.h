@@ -64,16 +64,16 @@ enum kind {
 	/* Not part of a sandbox inode number. */
 	K_ROOT = 64,
 	K_META_DIR,
-	K_META_FILE,  /* .sandboxfs/version, backend, log */
+	K_META_FILE, /* .sandboxfs/version, backend, log */
 	K_TEMPLATES,
-	K_TEMPLATE,   /* .sandboxfs/templates/NAME */
-	K_META_EVENTS,  /* .sandboxfs/events */
+	K_TEMPLATE,	/* .sandboxfs/templates/NAME */
+	K_META_EVENTS,	/* .sandboxfs/events */
 	K_META_SUMMARY, /* .sandboxfs/summary */
 };
 
 #define K_SANDBOX_FIRST K_EXEC /* files of a sandbox directory: K_EXEC..K_RUNS */
 #define K_SANDBOX_LAST K_RUNS
-#define K_RUN_FIRST K_RUN_CMD  /* files of runs/N: K_RUN_CMD..K_RUN_WAIT */
+#define K_RUN_FIRST K_RUN_CMD /* files of runs/N: K_RUN_CMD..K_RUN_WAIT */
 #define K_RUN_LAST K_RUN_WAIT
 
 static inline uint64_t ino_make(uint64_t sbx, unsigned run, enum kind k)

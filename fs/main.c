@@ -27,15 +27,25 @@ struct cli_options {
 	int shared; /* allow_other or allow_root was asked for: refused */
 };
 
-#define OPT(t, f) { t, offsetof(struct cli_options, f), 0 }
+#define OPT(t, f)                                                                                  \
+	{                                                                                          \
+		t, offsetof(struct cli_options, f), 0                                              \
+	}
 static const struct fuse_opt cli_spec[] = {
-	OPT("image=%s", image),   OPT("--image=%s", image),
-	OPT("docker=%s", docker), OPT("--docker=%s", docker),
-	OPT("state=%s", state),   OPT("--state=%s", state),
-	OPT("config=%s", config), OPT("--config=%s", config),
-	OPT("max_output=%s", max_output), OPT("--max_output=%s", max_output),
-	OPT("pool=%s", pool),     OPT("--pool=%s", pool),
-	OPT("workspace_roots=%s", workspace_roots), OPT("--workspace_roots=%s", workspace_roots),
+	OPT("image=%s", image),
+	OPT("--image=%s", image),
+	OPT("docker=%s", docker),
+	OPT("--docker=%s", docker),
+	OPT("state=%s", state),
+	OPT("--state=%s", state),
+	OPT("config=%s", config),
+	OPT("--config=%s", config),
+	OPT("max_output=%s", max_output),
+	OPT("--max_output=%s", max_output),
+	OPT("pool=%s", pool),
+	OPT("--pool=%s", pool),
+	OPT("workspace_roots=%s", workspace_roots),
+	OPT("--workspace_roots=%s", workspace_roots),
 	/* Consumed here so that libfuse never sees them (docs/security.md). */
 	{ "allow_other", offsetof(struct cli_options, shared), 1 },
 	{ "allow_root", offsetof(struct cli_options, shared), 1 },
@@ -99,10 +109,10 @@ static char *default_state_dir(const char *mountpoint)
 	for (char *p = escaped; *p; p++)
 		if (*p == '/')
 			*p = '_';
-	int rc = base && base[0] == '/' ? asprintf(&dir, "%s/sandboxfs/%s", base, escaped) :
-		 home && home[0] == '/' ?
-			asprintf(&dir, "%s/.local/state/sandboxfs/%s", home, escaped) :
-			asprintf(&dir, "/var/lib/sandboxfs/%s", escaped);
+	int rc = base && base[0] == '/' ? asprintf(&dir, "%s/sandboxfs/%s", base, escaped)
+		 : home && home[0] == '/'
+			 ? asprintf(&dir, "%s/.local/state/sandboxfs/%s", home, escaped)
+			 : asprintf(&dir, "/var/lib/sandboxfs/%s", escaped);
 	free(escaped);
 	return rc < 0 ? NULL : dir;
 }
@@ -177,14 +187,17 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	}
 	/* Stacked on a live one, we would hide its sandboxes. */
 	if (sandboxfs_mounted_on(mountpoint)) {
-		fprintf(stderr, "sandboxfs: %s is already served by a running sandboxfs; unmount it "
-				"first (fusermount3 -u %s)\n", mountpoint, mountpoint);
+		fprintf(stderr,
+			"sandboxfs: %s is already served by a running sandboxfs; unmount it "
+			"first (fusermount3 -u %s)\n",
+			mountpoint, mountpoint);
 		return 1;
 	}
 
 	cleanup_free char *cli = find_cli(o->docker ? o->docker : "docker");
 	if (!cli) {
-		fprintf(stderr, "sandboxfs: the docker CLI '%s' was not found or is not executable\n",
+		fprintf(stderr,
+			"sandboxfs: the docker CLI '%s' was not found or is not executable\n",
 			o->docker ? o->docker : "docker");
 		return 1;
 	}
@@ -200,7 +213,8 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 	}
 	cleanup_free char *state_real = realpath(state, NULL);
 	if (!state_real || workspace_path_within(state_real, mountpoint)) {
-		fprintf(stderr, "sandboxfs: the state directory must not be under the mountpoint\n");
+		fprintf(stderr,
+			"sandboxfs: the state directory must not be under the mountpoint\n");
 		return 1;
 	}
 	if (state_open(state_real, instance, &err) < 0) {
@@ -220,7 +234,8 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 		errno = 0;
 		pool = strtol(o->pool, &end, 10);
 		if (errno || end == o->pool || *end || pool < 0 || pool > TEMPLATE_MAX_POOL) {
-			fprintf(stderr, "sandboxfs: pool=%s: expected a whole number from 0 to %d\n",
+			fprintf(stderr,
+				"sandboxfs: pool=%s: expected a whole number from 0 to %d\n",
 				o->pool, TEMPLATE_MAX_POOL);
 			return 1;
 		}
@@ -239,8 +254,9 @@ static int run(struct cli_options *o, struct fuse_cmdline_opts *cmd, struct fuse
 			fprintf(stderr, "sandboxfs: %s\n", err.msg);
 			return 1;
 		}
-		log_warn("the engine does not answer (%s); mounting anyway, mkdir will fail until it does",
-			 err.msg);
+		log_warn(
+			"the engine does not answer (%s); mounting anyway, mkdir will fail until it does",
+			err.msg);
 	} else {
 		/* A data root moved out of /var/lib must stay out of workspaces too. */
 		cleanup_free char *root = NULL;

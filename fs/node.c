@@ -9,9 +9,15 @@
 #include "node.h"
 #include "template.h"
 
-#define KIND(n, m, o) { .name = n, .mode = m, .ops = o }
-#define STREAM_KIND(n, s, latest) \
-	{ .name = n, .mode = RO_MODE, .ops = &stream_file_ops, .stream = s, .follows_latest = latest }
+#define KIND(n, m, o)                                                                              \
+	{                                                                                          \
+		.name = n, .mode = m, .ops = o                                                     \
+	}
+#define STREAM_KIND(n, s, latest)                                                                  \
+	{                                                                                          \
+		.name = n, .mode = RO_MODE, .ops = &stream_file_ops, .stream = s,                  \
+		.follows_latest = latest                                                           \
+	}
 
 static const struct kind_info kinds[K_MAX] = {
 	[K_DIR] = KIND(NULL, S_IFDIR | 0755, NULL),
@@ -80,12 +86,9 @@ enum kind meta_kind(unsigned ino)
 }
 
 const char *const meta_names[] = {
-	[INO_META_VERSION] = "version",
-	[INO_META_BACKEND] = "backend",
-	[INO_META_LOG] = "log",
-	[INO_TEMPLATES] = "templates",
-	[INO_META_EVENTS] = "events",
-	[INO_META_SUMMARY] = "summary",
+	[INO_META_VERSION] = "version", [INO_META_BACKEND] = "backend",
+	[INO_META_LOG] = "log",		[INO_TEMPLATES] = "templates",
+	[INO_META_EVENTS] = "events",	[INO_META_SUMMARY] = "summary",
 	[INO_META_POOL] = "pool",
 };
 
@@ -203,8 +206,9 @@ void node_attr(const struct node *n, struct stat *st)
 		run_view(r, &v);
 		run_put(r);
 		st->st_atim = st->st_ctim = v.started_at;
-		st->st_mtim = v.ended ? v.ended_at :
-			      v.last_output.tv_sec ? v.last_output : v.started_at;
+		st->st_mtim = v.ended		     ? v.ended_at
+			      : v.last_output.tv_sec ? v.last_output
+						     : v.started_at;
 		/* The top-level streams are nonseekable, like a pipe: wc -c
 		 * trusts a size it cannot seek within and would print 0, so
 		 * they show none and are read to the end.  runs/N/ (and

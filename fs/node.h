@@ -14,8 +14,8 @@ struct kind_info {
 	const char *name;
 	mode_t mode;
 	const struct file_ops *ops; /* NULL for directories */
-	enum stream stream;         /* stream files: which one */
-	bool follows_latest;        /* top-level files that show the latest run */
+	enum stream stream;	    /* stream files: which one */
+	bool follows_latest;	    /* top-level files that show the latest run */
 };
 const struct kind_info *kind_info(enum kind k);
 

@@ -86,7 +86,8 @@ static short revents(struct handle *h, off_t pos, const struct run_view *v)
 		return events_ready((uint64_t)pos, events_filter(h)) ? POLLIN | POLLRDNORM : 0;
 	if (!h->run)
 		return POLLIN | POLLRDNORM;
-	struct waiter probe = { .h = h, .kind = h->ops == &wait_file_ops ? W_WAIT : W_READ,
+	struct waiter probe = { .h = h,
+				.kind = h->ops == &wait_file_ops ? W_WAIT : W_READ,
 				.pos = pos };
 	return ready_in(&probe, v) ? POLLIN | POLLRDNORM : 0;
 }

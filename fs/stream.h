@@ -5,11 +5,11 @@
 #include "handle.h"
 
 enum wait_kind {
-	W_READ,         /* bytes of a stream file at a position */
-	W_WAIT,         /* the run's end */
-	W_START,        /* exec's flush: the run started or failed to */
+	W_READ,		/* bytes of a stream file at a position */
+	W_WAIT,		/* the run's end */
+	W_START,	/* exec's flush: the run started or failed to */
 	W_START_NUMBER, /* exec's read-back: the same, then "N\n" */
-	W_EVENTS,       /* events: a line past the handle's position */
+	W_EVENTS,	/* events: a line past the handle's position */
 };
 
 /* Answers req at once when it can be, else parks it until h->run changes

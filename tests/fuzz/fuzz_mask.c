@@ -36,7 +36,8 @@ static void reference(const struct mask_secret *sec, size_t n, const char *s, si
 		size_t best = 0;
 
 		for (size_t i = 0; i < n; i++)
-			if (sec[i].len >= MASK_MIN_LEN && sec[i].len > best && len - pos >= sec[i].len &&
+			if (sec[i].len >= MASK_MIN_LEN && sec[i].len > best &&
+			    len - pos >= sec[i].len &&
 			    memcmp(s + pos, sec[i].value, sec[i].len) == 0)
 				best = sec[i].len;
 		if (best) {

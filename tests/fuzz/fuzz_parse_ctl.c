@@ -103,7 +103,8 @@ static void fuzz_names(const char *s, size_t len)
 	if (r < 0)
 		fuzz_check_err(r, &e);
 	else
-		fuzz_assert(len >= 1 && len <= 255 && !memchr(s, '=', len) && !memchr(s, '\0', len));
+		fuzz_assert(len >= 1 && len <= 255 && !memchr(s, '=', len) &&
+			    !memchr(s, '\0', len));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -114,11 +115,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	size--;
 	switch (data[0] % 5) {
-	case 0: fuzz_ctl(s, size); break;
-	case 1: fuzz_signal(s, size); break;
-	case 2: fuzz_timeout(s, size); break;
-	case 3: fuzz_workdir(s, size); break;
-	default: fuzz_names(s, size); break;
+	case 0:
+		fuzz_ctl(s, size);
+		break;
+	case 1:
+		fuzz_signal(s, size);
+		break;
+	case 2:
+		fuzz_timeout(s, size);
+		break;
+	case 3:
+		fuzz_workdir(s, size);
+		break;
+	default:
+		fuzz_names(s, size);
+		break;
 	}
 	return 0;
 }

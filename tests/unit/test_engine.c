@@ -17,12 +17,12 @@
 #include "subprocess.h"
 #include "tap.h"
 
-#define SKIP(...)                                        \
-	do {                                             \
-		tap_n++;                                 \
-		printf("ok %d - # SKIP ", tap_n);        \
-		printf(__VA_ARGS__);                     \
-		printf("\n");                            \
+#define SKIP(...)                                                                                  \
+	do {                                                                                       \
+		tap_n++;                                                                           \
+		printf("ok %d - # SKIP ", tap_n);                                                  \
+		printf(__VA_ARGS__);                                                               \
+		printf("\n");                                                                      \
 	} while (0)
 
 static const char *fake;
@@ -42,17 +42,16 @@ static void show(const char *label, const char *s)
 			putchar(*s);
 	printf("'\n");
 }
-#define is_text(got, want, ...)                                  \
-	do {                                                     \
-		const char *gt_ = (got), *wt_ = (want);          \
-		int eq_ = gt_ && strcmp(gt_, wt_) == 0;          \
-		ok(eq_, __VA_ARGS__);                            \
-		if (!eq_) {                                      \
-			show("got", gt_);                        \
-			show("want", wt_);                       \
-		}                                                \
+#define is_text(got, want, ...)                                                                    \
+	do {                                                                                       \
+		const char *gt_ = (got), *wt_ = (want);                                            \
+		int eq_ = gt_ && strcmp(gt_, wt_) == 0;                                            \
+		ok(eq_, __VA_ARGS__);                                                              \
+		if (!eq_) {                                                                        \
+			show("got", gt_);                                                          \
+			show("want", wt_);                                                         \
+		}                                                                                  \
 	} while (0)
-
 
 static int64_t now_ms(void)
 {
@@ -118,24 +117,35 @@ static void test_classify(void)
 		const char *text;
 		int want;
 	} cases[] = {
-		{ "Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?", ECONNREFUSED },
-		{ "error during connect: Get \"http://%2F%2F.%2Fpipe/v1.24/version\": open //./pipe: no such file", ECONNREFUSED },
+		{ "Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?",
+		  ECONNREFUSED },
+		{ "error during connect: Get \"http://%2F%2F.%2Fpipe/v1.24/version\": open //./pipe: no such file",
+		  ECONNREFUSED },
 		{ "dial unix /var/run/docker.sock: connect: permission denied", ECONNREFUSED },
-		{ "Get http://h:1/v1.41/version: dial tcp 1.2.3.4:1: connect: connection refused", ECONNREFUSED },
-		{ "Unable to find image 'nope:latest' locally\ndocker: Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host", ENOMEDIUM },
-		{ "Unable to find image 'x:latest' locally\ndocker: Error response from daemon: pull access denied for x, repository does not exist or may require 'docker login'", ENOMEDIUM },
-		{ "Error response from daemon: manifest for x:nope not found: manifest unknown: manifest unknown", ENOMEDIUM },
+		{ "Get http://h:1/v1.41/version: dial tcp 1.2.3.4:1: connect: connection refused",
+		  ECONNREFUSED },
+		{ "Unable to find image 'nope:latest' locally\ndocker: Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host",
+		  ENOMEDIUM },
+		{ "Unable to find image 'x:latest' locally\ndocker: Error response from daemon: pull access denied for x, repository does not exist or may require 'docker login'",
+		  ENOMEDIUM },
+		{ "Error response from daemon: manifest for x:nope not found: manifest unknown: manifest unknown",
+		  ENOMEDIUM },
 		{ "Error: No such image: x", ENOMEDIUM },
-		{ "Unable to find image 'x:latest' locally\nCannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?", ECONNREFUSED },
+		{ "Unable to find image 'x:latest' locally\nCannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?",
+		  ECONNREFUSED },
 		{ "Error response from daemon: Container abc is not running", EHOSTDOWN },
 		{ "Error: No such container: x", ENOENT },
 		{ "Error response from daemon: No such container: x", ENOENT },
 		{ "Error: No such object: x", ENOENT },
-		{ "docker: Error response from daemon: Conflict. The container name \"/x\" is already in use by container \"ab\".", EEXIST },
+		{ "docker: Error response from daemon: Conflict. The container name \"/x\" is already in use by container \"ab\".",
+		  EEXIST },
 		{ "docker: Error response from daemon: OCI runtime create failed: whatever", EIO },
-		{ "Error response from daemon: Container abc is paused, unpause the container before exec", EBUSY },
-		{ "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/nope\") set in config.json failed: no such file or directory: unknown", ENOENT },
-		{ "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/etc/passwd\") set in config.json failed: not a directory: unknown", ENOTDIR },
+		{ "Error response from daemon: Container abc is paused, unpause the container before exec",
+		  EBUSY },
+		{ "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/nope\") set in config.json failed: no such file or directory: unknown",
+		  ENOENT },
+		{ "OCI runtime exec failed: exec failed: unable to start container process: chdir to cwd (\"/etc/passwd\") set in config.json failed: not a directory: unknown",
+		  ENOTDIR },
 		{ "", EIO },
 	};
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(cases); i++)
@@ -146,9 +156,12 @@ static void test_classify(void)
 static void test_parse_event(void)
 {
 	static const char die[] =
-		"{\"status\":\"die\",\"id\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"from\":\"sandboxfs/base\",\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"Attributes\":{\"exitCode\":\"137\",\"image\":\"sandboxfs/base\",\"name\":\"sandboxfs-" INSTANCE "-a\",\"sandboxfs.instance\":\"" INSTANCE "\",\"sandboxfs.sandbox\":\"a\"}},\"scope\":\"local\",\"time\":1795839497,\"timeNano\":1795839497203638766}\n";
+		"{\"status\":\"die\",\"id\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"from\":\"sandboxfs/base\",\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"Attributes\":{\"exitCode\":\"137\",\"image\":\"sandboxfs/base\",\"name\":\"sandboxfs-" INSTANCE
+		"-a\",\"sandboxfs.instance\":\"" INSTANCE
+		"\",\"sandboxfs.sandbox\":\"a\"}},\"scope\":\"local\",\"time\":1795839497,\"timeNano\":1795839497203638766}\n";
 	static const char destroy[] =
-		"{\"status\":\"destroy\",\"id\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"Type\":\"container\",\"Action\":\"destroy\",\"Actor\":{\"ID\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"Attributes\":{\"image\":\"sandboxfs/base\",\"sandboxfs.instance\":\"" INSTANCE "\",\"sandboxfs.sandbox\":\"b.c\"}},\"time\":1}";
+		"{\"status\":\"destroy\",\"id\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"Type\":\"container\",\"Action\":\"destroy\",\"Actor\":{\"ID\":\"8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417\",\"Attributes\":{\"image\":\"sandboxfs/base\",\"sandboxfs.instance\":\"" INSTANCE
+		"\",\"sandboxfs.sandbox\":\"b.c\"}},\"time\":1}";
 	/* docker >= 25 (API 1.44) drops status/id/from. */
 	static const char start[] =
 		"{\"Type\":\"container\",\"Action\":\"start\",\"Actor\":{\"ID\":\"abc\",\"Attributes\":{\"sandboxfs.sandbox\":\"s\"}},\"scope\":\"local\"}";
@@ -164,7 +177,8 @@ static void test_parse_event(void)
 	is_int(engine_parse_event(die, strlen(die), &ev), 0, "die parses");
 	is_int(ev.kind, ENGINE_EV_DIE, "die kind");
 	is_int(ev.exit_code, 137, "die exit code");
-	is_text(ev.id, "8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417", "die id");
+	is_text(ev.id, "8157be4266902a4db6233a22f8b48bd24804d758c1d41c66c1ce61e6f787e417",
+		"die id");
 	is_text(ev.sandbox, "a", "die sandbox label");
 	is_text(ev.instance, INSTANCE, "die instance label");
 	is_int(engine_parse_event(destroy, strlen(destroy), &ev), 0, "destroy parses");
@@ -206,7 +220,8 @@ static void test_parse_event(void)
 	strcpy(huge + 22 + 200000, "\"}");
 	is_int(engine_parse_event(huge, strlen(huge), &ev), -EINVAL, "huge id");
 	memset(huge, 0, 200100);
-	strcpy(huge, "{\"Action\":\"die\",\"id\":\"x\",\"Actor\":{\"Attributes\":{\"sandboxfs.sandbox\":\"");
+	strcpy(huge,
+	       "{\"Action\":\"die\",\"id\":\"x\",\"Actor\":{\"Attributes\":{\"sandboxfs.sandbox\":\"");
 	memset(huge + strlen(huge), 'b', 100);
 	strcat(huge, "\"}}}");
 	is_int(engine_parse_event(huge, strlen(huge), &ev), -EINVAL, "huge label");
@@ -361,8 +376,11 @@ static void test_spawn_threads(void)
 static void test_fake_errors(void)
 {
 	struct engine e = { .cli = (char *)fake, .instance = INSTANCE, .timeout_ms = 5000 };
-	struct container_spec spec = { .name = "alpha", .image = "sandboxfs/base",
-					.mountpoint = "/mnt/sbx", .pids_limit = 512, .init = 1 };
+	struct container_spec spec = { .name = "alpha",
+				       .image = "sandboxfs/base",
+				       .mountpoint = "/mnt/sbx",
+				       .pids_limit = 512,
+				       .init = 1 };
 	struct engine_container *v;
 	struct sbx_err err;
 	char *s = NULL;
@@ -432,7 +450,8 @@ static void test_fake_errors(void)
 	is_call(engine_kill_group(&e, "x", 42, 99, &err), -EINVAL, "bad signal refused");
 	is_call(engine_destroy(&e, "-rf", &err), -EINVAL, "option-like container refused");
 
-	struct engine missing = { .cli = "/nonexistent/docker", .instance = INSTANCE,
+	struct engine missing = { .cli = "/nonexistent/docker",
+				  .instance = INSTANCE,
 				  .timeout_ms = 5000 };
 	is_call(engine_check(&missing, &s, &err), -ENOEXEC, "missing CLI: check");
 	ok(one_line(err.msg) && strstr(err.msg, "/nonexistent/docker"), "missing: '%s'", err.msg);
@@ -440,7 +459,7 @@ static void test_fake_errors(void)
 	is_call(engine_create(&missing, &spec, &s, &err), -ENOEXEC, "CLI not in PATH: create");
 	struct engine_exec ex;
 	is_call(engine_exec_start(&missing, "x", "", 0, NULL, NULL, &ex, &err), -ENOEXEC,
-	       "CLI not in PATH: exec");
+		"CLI not in PATH: exec");
 	missing.cli = "/etc/passwd";
 	is_call(engine_check(&missing, &s, &err), -ENOEXEC, "CLI not executable: check");
 }
@@ -448,9 +467,13 @@ static void test_fake_errors(void)
 static void test_fake_ok(void)
 {
 	struct engine e = { .cli = (char *)fake, .instance = INSTANCE, .timeout_ms = 5000 };
-	struct container_spec spec = { .name = "alpha", .image = "sandboxfs/base",
-					.mountpoint = "/mnt/sbx", .network = NULL,
-					.pids_limit = 512, .memory_bytes = 1 << 28, .init = 1 };
+	struct container_spec spec = { .name = "alpha",
+				       .image = "sandboxfs/base",
+				       .mountpoint = "/mnt/sbx",
+				       .network = NULL,
+				       .pids_limit = 512,
+				       .memory_bytes = 1 << 28,
+				       .init = 1 };
 	struct engine_container *v = NULL;
 	struct sbx_err err;
 	char *s = NULL, *log;
@@ -465,11 +488,12 @@ static void test_fake_ok(void)
 	is_text(s, FAKE_ID, "ok: container id");
 	free(s);
 	log = slurp(argv_log);
-	is_text(log, "run -d --name sandboxfs-" INSTANCE "-alpha --label sandboxfs.instance=" INSTANCE
-		    " --label sandboxfs.sandbox=alpha --label sandboxfs.mountpoint=/mnt/sbx --init"
-		    " --cap-drop ALL --security-opt no-new-privileges --pids-limit 512"
-		    " --memory 268435456 --network none sandboxfs/base sleep 2147483647\n",
-	       "ok: run's argv");
+	is_text(log,
+		"run -d --name sandboxfs-" INSTANCE "-alpha --label sandboxfs.instance=" INSTANCE
+		" --label sandboxfs.sandbox=alpha --label sandboxfs.mountpoint=/mnt/sbx --init"
+		" --cap-drop ALL --security-opt no-new-privileges --pids-limit 512"
+		" --memory 268435456 --network none sandboxfs/base sleep 2147483647\n",
+		"ok: run's argv");
 	free(log);
 
 	is_call(engine_list(&e, &v, &n, &err), 0, "ok: list");
@@ -480,8 +504,8 @@ static void test_fake_ok(void)
 	/* A mountpoint label faking a second sandbox label; podman's objects. */
 	setenv("FAKE_DOCKER_PS",
 	       "{\"ID\":\"a1\",\"Image\":\"i\",\"Labels\":\"sandboxfs.mountpoint=/m,sandboxfs.sandbox=evil,"
-	       "sandboxfs.sandbox=real,sandboxfs.instance=" INSTANCE "\",\"Names\":\"sandboxfs-" INSTANCE
-	       "-real\",\"State\":\"exited\"}\n\n"
+	       "sandboxfs.sandbox=real,sandboxfs.instance=" INSTANCE
+	       "\",\"Names\":\"sandboxfs-" INSTANCE "-real\",\"State\":\"exited\"}\n\n"
 	       "{\"Id\":\"b2\",\"Image\":\"i\",\"Labels\":{\"sandboxfs.sandbox\":\"pod\"},\"State\":\"running\"}\n"
 	       "{\"ID\":\"c3\",\"Image\":\"i\",\"Labels\":\"other=1\",\"Status\":\"Up 1 second\"}",
 	       1);
@@ -497,7 +521,8 @@ static void test_fake_ok(void)
 	       "\"note=x,sandboxfs.sandbox=pf,sandboxfs.sandbox=pfx\",\"Names\":\"sandboxfs-" INSTANCE
 	       "-pfx\",\"State\":\"running\"}}\n"
 	       "{\"ID\":\"b2\",\"Image\":\"i\",\"Labels\":\"note=x,sandboxfs.sandbox=pf,"
-	       "sandboxfs.sandbox=pfy\",\"Names\":\"sandboxfs-" INSTANCE "-pfy\",\"State\":\"running\"}\n"
+	       "sandboxfs.sandbox=pfy\",\"Names\":\"sandboxfs-" INSTANCE
+	       "-pfy\",\"State\":\"running\"}\n"
 	       "{\"ID\":\"c3\",\"Image\":\"i\",\"Labels\":\"sandboxfs.sandbox=q\",\"Names\":\"other\","
 	       "\"State\":\"running\"}\n"
 	       "{\"Sandbox\":7,\"Ps\":{\"ID\":\"d4\"}}",
@@ -508,7 +533,8 @@ static void test_fake_ok(void)
 	       "\"note=x,sandboxfs.sandbox=pf,sandboxfs.sandbox=pfx\",\"Names\":\"sandboxfs-" INSTANCE
 	       "-pfx\",\"State\":\"running\"}}\n"
 	       "{\"ID\":\"b2\",\"Image\":\"i\",\"Labels\":\"note=x,sandboxfs.sandbox=pf,"
-	       "sandboxfs.sandbox=pfy\",\"Names\":\"sandboxfs-" INSTANCE "-pfy\",\"State\":\"running\"}\n"
+	       "sandboxfs.sandbox=pfy\",\"Names\":\"sandboxfs-" INSTANCE
+	       "-pfy\",\"State\":\"running\"}\n"
 	       "{\"ID\":\"c3\",\"Image\":\"i\",\"Labels\":\"sandboxfs.sandbox=q\",\"Names\":\"other\","
 	       "\"State\":\"running\"}",
 	       1);
@@ -541,8 +567,10 @@ static void test_fake_ok(void)
 	setenv("FAKE_DOCKER_ENVFILE_LOG", env_log, 1);
 	setenv("FAKE_DOCKER_STDIN_LOG", stdin_log, 1);
 	mode("ok");
-	is_call(engine_exec_start(&e, "c", env, strlen(env), "/work", NULL, &ex, &err), 0, "exec start");
-	ok((fcntl(ex.stdout_fd, F_GETFL) & O_NONBLOCK) && (fcntl(ex.stdin_fd, F_GETFL) & O_NONBLOCK) &&
+	is_call(engine_exec_start(&e, "c", env, strlen(env), "/work", NULL, &ex, &err), 0,
+		"exec start");
+	ok((fcntl(ex.stdout_fd, F_GETFL) & O_NONBLOCK) &&
+		   (fcntl(ex.stdin_fd, F_GETFL) & O_NONBLOCK) &&
 		   (fcntl(ex.stderr_fd, F_GETFD) & FD_CLOEXEC),
 	   "exec fds are O_NONBLOCK|O_CLOEXEC");
 	spawn_write_nosigpipe(ex.stdin_fd, "echo the command\n", 17);
@@ -561,10 +589,11 @@ static void test_fake_ok(void)
 	is_text(log, "echo the command\n", "the command arrives on stdin");
 	free(log);
 	log = slurp(argv_log);
-	is_text(log, "exec -i --env-file /dev/fd/3 -w /work c /bin/sh -c "
-		    "echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then "
-		    "set -- \"$__sbx_cmd\"; unset __sbx_cmd; command -v sh >/dev/null && "
-		    "exec sh -c \"$1\"; exec /bin/sh -c \"$1\"; fi; eval \"$__sbx_cmd\"\n",
+	is_text(log,
+		"exec -i --env-file /dev/fd/3 -w /work c /bin/sh -c "
+		"echo $$; __sbx_cmd=$(cat); if [ ${#__sbx_cmd} -lt 100000 ]; then "
+		"set -- \"$__sbx_cmd\"; unset __sbx_cmd; command -v sh >/dev/null && "
+		"exec sh -c \"$1\"; exec /bin/sh -c \"$1\"; fi; eval \"$__sbx_cmd\"\n",
 		"exec argv");
 	ok(!strstr(log, "hunter2"), "no secret in argv");
 	free(log);
@@ -578,7 +607,8 @@ static void test_fake_ok(void)
 	memset(benv + 4, 'v', big - 5);
 	benv[big - 1] = '\n';
 	benv[big] = '\0';
-	is_call(engine_exec_start(&e, "c", benv, big, NULL, NULL, &ex, &err), 0, "300 KB environment");
+	is_call(engine_exec_start(&e, "c", benv, big, NULL, NULL, &ex, &err), 0,
+		"300 KB environment");
 	close(ex.stdin_fd);
 	read_all(ex.stdout_fd, buf, sizeof(buf), 5000);
 	waitpid(ex.pid, &st, 0);
@@ -590,7 +620,7 @@ static void test_fake_ok(void)
 	memset(benv + 4, 'v', (4u << 20) - 5);
 	benv[(4u << 20) - 1] = '\0';
 	is_call(engine_exec_start(&e, "c", benv, (4u << 20) - 1, NULL, NULL, &ex, &err), -E2BIG,
-	       "4 MiB environment: E2BIG");
+		"4 MiB environment: E2BIG");
 	ok(one_line(err.msg), "E2BIG reason: %s", err.msg);
 	free(benv);
 
@@ -611,12 +641,13 @@ static void test_fake_ok(void)
 
 	unlink(stdin_log);
 	is_call(engine_put_file(&e, "c", "~/.x/auth.json", "{\"tok\":\"s3cr3t\"}", 16, &err), 0,
-	       "put_file");
+		"put_file");
 	log = slurp(stdin_log);
 	is_text(log, "{\"tok\":\"s3cr3t\"}", "file content goes on stdin");
 	free(log);
 	log = slurp(argv_log);
-	ok(!strstr(log, "s3cr3t") && strstr(log, " sh ~/.x/auth.json\n"), "path in argv, content not");
+	ok(!strstr(log, "s3cr3t") && strstr(log, " sh ~/.x/auth.json\n"),
+	   "path in argv, content not");
 	free(log);
 	unsetenv("FAKE_DOCKER_ENVFILE_LOG");
 	unsetenv("FAKE_DOCKER_STDIN_LOG");
@@ -634,8 +665,9 @@ static void test_fake_ok(void)
 		   ev.kind == ENGINE_EV_START && strcmp(ev.instance, INSTANCE) == 0,
 	   "first event: start");
 	log = slurp(argv_log);
-	ok(strstr(log, "events --filter label=sandboxfs.instance=" INSTANCE
-		       " --filter type=container --filter event=start --filter event=die"
+	ok(strstr(log,
+		  "events --filter label=sandboxfs.instance=" INSTANCE
+		  " --filter type=container --filter event=start --filter event=die"
 		  " --filter event=died --filter event=destroy --filter event=remove"
 		  " --filter event=pause --filter event=unpause --format {{json .}}\n") != NULL,
 	   "events argv");

@@ -89,8 +89,7 @@ static void test_real(void)
 	struct sbx_err err;
 	long pid;
 
-	snprintf(instance, sizeof(instance), "%08x%08x", (unsigned)getpid(),
-		 (unsigned)time(NULL));
+	snprintf(instance, sizeof(instance), "%08x%08x", (unsigned)getpid(), (unsigned)time(NULL));
 	if (!cli || !*cli || engine_check(&e, &ver, &err) < 0) {
 		SKIP("no container engine (%s)", cli && *cli ? err.msg : "REAL_DOCKER unset");
 		return;
@@ -101,8 +100,11 @@ static void test_real(void)
 	pid_t epid;
 	int efd;
 	is_call(engine_events_start(&e, &epid, &efd, &err), 0, "real: events");
-	struct container_spec spec = { .name = "t1", .image = "sandboxfs/base",
-					.mountpoint = "/mnt/test", .pids_limit = 512, .init = 1 };
+	struct container_spec spec = { .name = "t1",
+				       .image = "sandboxfs/base",
+				       .mountpoint = "/mnt/test",
+				       .pids_limit = 512,
+				       .init = 1 };
 	char cname[64];
 	snprintf(cname, sizeof(cname), "sandboxfs-%s-t1", instance);
 	is_call(engine_create(&e, &spec, &cid, &err), 0, "real: create");
@@ -123,8 +125,7 @@ static void test_real(void)
 	engine_containers_free(v, n);
 
 	static const char cmd1[] = "echo \"v=$SBX_T\"; echo to-stderr >&2; exit 3";
-	is_int(real_run(&e, cid, "SBX_T=hello world\n", cmd1, strlen(cmd1), out, sizeof(out),
-			&pid),
+	is_int(real_run(&e, cid, "SBX_T=hello world\n", cmd1, strlen(cmd1), out, sizeof(out), &pid),
 	       3, "real: exit code");
 	is_text(out, "v=hello world\n", "real: env and output");
 	ok(pid > 1, "real: wrapper pid %ld", pid);
@@ -165,7 +166,7 @@ static void test_real(void)
 	is_call(engine_kill_group(&e, cid, 4242, 9, &err), -ESRCH, "real: kill a gone group");
 
 	is_call(engine_put_file(&e, cid, "~/.sbx/dir/secret.json", "{\"k\":1}\n", 8, &err), 0,
-	       "real: put_file");
+		"real: put_file");
 	static const char cmd3[] = "stat -c %a ~/.sbx/dir/secret.json; cat ~/.sbx/dir/secret.json";
 	real_run(&e, cid, NULL, cmd3, strlen(cmd3), out, sizeof(out), &pid);
 	is_text(out, "600\n{\"k\":1}\n", "real: file mode 0600 and content");

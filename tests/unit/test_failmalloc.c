@@ -353,8 +353,7 @@ static bool step_create(unsigned long n, bool *fired)
 	int rc = sandbox_create(name, NULL, &err);
 	*fired = failmalloc_disarm();
 	if (rc == 0)
-		return listed(name) && sandbox_remove(name, &err) == 0 &&
-		       engine_settles_at(before);
+		return listed(name) && sandbox_remove(name, &err) == 0 && engine_settles_at(before);
 	bool good = is_nomem_json(rc, &err) && !listed(name) && containers_on_engine() == before;
 	if (!good)
 		printf("#   rc %d: %s; %d containers, %d before\n", rc, err.msg,

@@ -12,7 +12,7 @@ struct sink {
 	size_t len, cap;
 	int calls;
 	const char *last_ptr; /* the pointer emit received last */
-	int fail;             /* return this (negative) from emit */
+	int fail;	      /* return this (negative) from emit */
 };
 
 static int sink_emit(void *ctx, const char *buf, size_t len)
@@ -336,7 +336,8 @@ static void test_emit_error(void)
 	struct masker m;
 
 	masker_init(&m, vals, 1);
-	is_int(mask_push(&m, "xyz abcd q", 10, sink_emit, &out), -EPIPE, "push returns emit's error");
+	is_int(mask_push(&m, "xyz abcd q", 10, sink_emit, &out), -EPIPE,
+	       "push returns emit's error");
 	masker_free(&m);
 	masker_init(&m, vals, 1);
 	out.fail = 0;

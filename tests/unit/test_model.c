@@ -127,7 +127,6 @@ static void show(const char *label, const char *s, size_t n)
 		}                                                                                  \
 	} while (0)
 
-
 /* What a reader of stream st sees of r, from offset 0 to the end. */
 static size_t read_stream(struct run *r, enum stream st, char *buf, size_t cap)
 {
@@ -465,7 +464,8 @@ static void test_lifecycle(const char *fake)
 	for (int i = 0; i < 4; i++) {
 		const char *loop = "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done";
 		r = NULL;
-		is_call(run_start_text(s, loop, strlen(loop), &r, &err), 0, "exec with readers (%d)", i);
+		is_call(run_start_text(s, loop, strlen(loop), &r, &err), 0,
+			"exec with readers (%d)", i);
 		ok(r && wait_run(r, false, 20000), "run ends with readers (%d)", i);
 		if (r) {
 			run_view(r, &v);

@@ -16,10 +16,29 @@ static int msg_clean(const struct sbx_err *e, const char *secret)
 
 static void test_sandbox_name(void)
 {
-	static const char *good[] = { "a", "Z", "0", "loop-42-claude", "a.b_c-d", "9..",
-				      "a------------------------------------------------------------b" };
-	static const char *bad[] = { "", ".", "..", "-a", "_a", ".a", "a/b", "a b", "a\tb",
-				     "a\nb", "\xc3\xa9t\xc3\xa9", "a\x7f", "a:b", "a*" };
+	static const char *good[] = {
+		"a",
+		"Z",
+		"0",
+		"loop-42-claude",
+		"a.b_c-d",
+		"9..",
+		"a------------------------------------------------------------b"
+	};
+	static const char *bad[] = { "",
+				     ".",
+				     "..",
+				     "-a",
+				     "_a",
+				     ".a",
+				     "a/b",
+				     "a b",
+				     "a\tb",
+				     "a\nb",
+				     "\xc3\xa9t\xc3\xa9",
+				     "a\x7f",
+				     "a:b",
+				     "a*" };
 	char name[80];
 	struct sbx_err e = { 0 };
 
@@ -100,7 +119,8 @@ static void test_kv_lines(void)
 	       "lines parse");
 	is_int(l.n, 4, "four variables");
 	is_str(kv_list_get(&l, "A"), "1", "A");
-	is_str(kv_list_get(&l, "B"), " two = three ", "B: split at the first '=', spaces kept, \\r dropped");
+	is_str(kv_list_get(&l, "B"), " two = three ",
+	       "B: split at the first '=', spaces kept, \\r dropped");
 	is_str(kv_list_get(&l, "C"), "", "C: empty value");
 	is_str(kv_list_get(&l, "D"), "x", "D: last line without newline, \\r dropped");
 	is_int(parse_kv_lines(S("  E=5\nA=11"), &l, &e), 0, "append");
@@ -226,8 +246,9 @@ static void test_auth_json(void)
 {
 	struct auth_doc d = { 0 };
 	struct sbx_err e = { 0 };
-	const char *j = " \n{\"env\": {\"A\": \"1\", \"B\": \"\\u00e9\"},\n"
-			"  \"files\": {\"~/.codex/auth.json\": \"{\\\"k\\\": 1}\\n\", \"/etc/x\": \"\"}}\n\n";
+	const char *j =
+		" \n{\"env\": {\"A\": \"1\", \"B\": \"\\u00e9\"},\n"
+		"  \"files\": {\"~/.codex/auth.json\": \"{\\\"k\\\": 1}\\n\", \"/etc/x\": \"\"}}\n\n";
 
 	is_int(parse_auth(j, strlen(j), &d, &e), 0, "JSON auth");
 	is_int(d.env.n, 2, "two variables");
@@ -237,8 +258,9 @@ static void test_auth_json(void)
 	is_str(d.files[0].content, "{\"k\": 1}\n", "file content");
 	is_int(d.files[0].len, 9, "file length");
 	is_int(d.files[1].len, 0, "empty file");
-	is_int(parse_auth(S("{\"files\": {\"/etc/x\": \"new\", \"/etc/y\": \"y\"}, \"env\": {}}"), &d, &e), 0,
-	       "second JSON merges");
+	is_int(parse_auth(S("{\"files\": {\"/etc/x\": \"new\", \"/etc/y\": \"y\"}, \"env\": {}}"),
+			  &d, &e),
+	       0, "second JSON merges");
 	is_int(d.nfiles, 3, "three files");
 	is_str(d.files[1].content, "new", "same path replaced");
 	is_int(d.env.n, 2, "variables kept");
@@ -258,17 +280,21 @@ static void test_auth_json_bad(void)
 		{ S("{\"env\": {\"A\": \"topsecret\"}} x"), "trailing data after JSON at byte 28" },
 		{ S("{\"env\": {\"A\": \"topsecret\"}}{}"), "trailing data after JSON at byte 27" },
 		{ S("{\"env\": [\"topsecret\"]}"), "\"env\" must be an object of strings" },
-		{ S("{\"env\": {\"A\": 1}, \"x\": \"topsecret\"}"), "env: the value of A is not a string" },
+		{ S("{\"env\": {\"A\": 1}, \"x\": \"topsecret\"}"),
+		  "env: the value of A is not a string" },
 		{ S("{\"topsecret\": 1}"),
 		  "unknown key in JSON auth: only \"env\" and \"files\" are allowed" },
 		{ S("{\"env\": {\"1A\": \"topsecret\"}}"),
 		  "env: invalid variable name '1A': must match [A-Za-z_][A-Za-z0-9_]* and be at most 255 bytes" },
-		{ S("{\"env\": {\"A\": \"top\\nsecret\"}}"), "env: the value of A contains a newline" },
+		{ S("{\"env\": {\"A\": \"top\\nsecret\"}}"),
+		  "env: the value of A contains a newline" },
 		{ S("{\"env\": {\"A\": \"top\\rsecret\"}}"),
 		  "env: the value of A contains a carriage return" },
-		{ S("{\"env\": {\"A\": \"top\\u0000secret\"}}"), "JSON strings must not contain \\u0000" },
+		{ S("{\"env\": {\"A\": \"top\\u0000secret\"}}"),
+		  "JSON strings must not contain \\u0000" },
 		{ S("{\"env\": {\"A\": \"top\0secret\"}}"), "JSON contains a NUL byte" },
-		{ S("{\"env\": {\"A\": \"top\xffsecret\"}}"), "env: the value of A is not valid UTF-8" },
+		{ S("{\"env\": {\"A\": \"top\xffsecret\"}}"),
+		  "env: the value of A is not valid UTF-8" },
 		{ S("{\"files\": \"topsecret\"}"), "\"files\" must be an object of strings" },
 		{ S("{\"files\": {\"rel/path\": \"topsecret\"}}"),
 		  "files entry 1: the path must be absolute or start with ~/" },
@@ -278,9 +304,12 @@ static void test_auth_json_bad(void)
 		  "files entry 1: the path contains a .. component" },
 		{ S("{\"files\": {\"~/..\": \"topsecret\"}}"),
 		  "files entry 1: the path contains a .. component" },
-		{ S("{\"files\": {\"/a/b/\": \"topsecret\"}}"), "files entry 1: the path does not name a file" },
-		{ S("{\"files\": {\"~/\": \"topsecret\"}}"), "files entry 1: the path does not name a file" },
-		{ S("{\"files\": {\"/a/.\": \"topsecret\"}}"), "files entry 1: the path does not name a file" },
+		{ S("{\"files\": {\"/a/b/\": \"topsecret\"}}"),
+		  "files entry 1: the path does not name a file" },
+		{ S("{\"files\": {\"~/\": \"topsecret\"}}"),
+		  "files entry 1: the path does not name a file" },
+		{ S("{\"files\": {\"/a/.\": \"topsecret\"}}"),
+		  "files entry 1: the path does not name a file" },
 		{ S("{\"files\": {\"/a\\nb\": \"topsecret\"}}"),
 		  "files entry 1: the path contains a control character" },
 		{ S("{\"files\": {\"/a\": 5}}"), "files entry 1: the content is not a string" },
@@ -330,14 +359,41 @@ static void test_signal(void)
 		const char *in;
 		int sig;
 	} good[] = {
-		{ "TERM", SIGTERM }, { "SIGTERM", SIGTERM }, { "term", SIGTERM }, { "SigHup", SIGHUP },
-		{ "KILL", SIGKILL }, { "9", 9 },	     { "1", 1 },	  { "64", 64 },
-		{ "USR1", SIGUSR1 }, { "sigusr2", SIGUSR2 }, { "WINCH", SIGWINCH }, { "STKFLT", 16 },
-		{ "IO", SIGIO },     { "PWR", SIGPWR },	     { "SYS", SIGSYS },	  { "VTALRM", SIGVTALRM },
-		{ "CHLD", SIGCHLD }, { "RTMIN", 0 },	     { "SIGRTMAX", 0 },	  { "009", 9 },
+		{ "TERM", SIGTERM },
+		{ "SIGTERM", SIGTERM },
+		{ "term", SIGTERM },
+		{ "SigHup", SIGHUP },
+		{ "KILL", SIGKILL },
+		{ "9", 9 },
+		{ "1", 1 },
+		{ "64", 64 },
+		{ "USR1", SIGUSR1 },
+		{ "sigusr2", SIGUSR2 },
+		{ "WINCH", SIGWINCH },
+		{ "STKFLT", 16 },
+		{ "IO", SIGIO },
+		{ "PWR", SIGPWR },
+		{ "SYS", SIGSYS },
+		{ "VTALRM", SIGVTALRM },
+		{ "CHLD", SIGCHLD },
+		{ "RTMIN", 0 },
+		{ "SIGRTMAX", 0 },
+		{ "009", 9 },
 	};
-	static const char *bad[] = { "", "0", "65", "-9", "+9", "SIG", "SIGSIGTERM", "TERMX",
-				     "TER", "9x", " 9", "TERM ", "99999999999999999999", "SIG9" };
+	static const char *bad[] = { "",
+				     "0",
+				     "65",
+				     "-9",
+				     "+9",
+				     "SIG",
+				     "SIGSIGTERM",
+				     "TERMX",
+				     "TER",
+				     "9x",
+				     " 9",
+				     "TERM ",
+				     "99999999999999999999",
+				     "SIG9" };
 	struct sbx_err e = { 0 };
 	int sig;
 
@@ -388,15 +444,22 @@ static void test_ctl(void)
 	ok(c.verb == CTL_STDIN && !c.stdin_open, "  eof");
 	is_int(parse_ctl(S("save my/img:v1\n"), &c, &e), 0, "save");
 	ok(c.verb == CTL_SAVE && strcmp(c.image, "my/img:v1") == 0, "  image");
-	is_int(parse_ctl(S("save reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), &c, &e), 0, "save with registry");
-	is_str(c.image, "reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "  image");
+	is_int(parse_ctl(
+		       S("save reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+		       &c, &e),
+	       0, "save with registry");
+	is_str(c.image,
+	       "reg.io:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	       "  image");
 	is_int(parse_ctl(S("save localhost/a__b.c-d--e:v1.2_3"), &c, &e), 0, "save: separators");
 	static const char *const bad_refs[] = {
-		"save ::x", "save /x", "save Upper/Case:v1", "save a//b", "save a:", "save a:-x",
-		"save a..b", "save a@sha256:abc", "save -x", "save a$b", "save a_", "save .a",
+		"save ::x",  "save /x",	  "save Upper/Case:v1", "save a//b", "save a:",
+		"save a:-x", "save a..b", "save a@sha256:abc",	"save -x",   "save a$b",
+		"save a_",   "save .a",
 	};
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad_refs); i++)
-		is_int(parse_ctl(bad_refs[i], strlen(bad_refs[i]), &c, &e), -EINVAL, "%s", bad_refs[i]);
+		is_int(parse_ctl(bad_refs[i], strlen(bad_refs[i]), &c, &e), -EINVAL, "%s",
+		       bad_refs[i]);
 
 	static const struct {
 		const char *in;
@@ -457,10 +520,13 @@ static void test_timeout(void)
 	static const struct {
 		const char *in;
 		long want;
-	} good[] = { { "", 0 },	   { "\n", 0 },		 { "0", 0 },	     { "30\n", 30 },
-		     { " 7 \n", 7 }, { "2678400", 2678400 }, { "00010", 10 }, { "\t5\r\n", 5 } };
-	static const char *bad[] = { "-1", "+1", "1.5", "10s", "1 2", "2678401", "99999999999999999999999",
-				     "0x10", "abc", "1\n2" };
+	} good[] = { { "", 0 },	      { "\n", 0 },     { "0", 0 },
+		     { "30\n", 30 },  { " 7 \n", 7 },  { "2678400", 2678400 },
+		     { "00010", 10 }, { "\t5\r\n", 5 } };
+	static const char *bad[] = {
+		"-1",	"+1",  "1.5", "10s", "1 2", "2678401", "99999999999999999999999",
+		"0x10", "abc", "1\n2"
+	};
 	struct sbx_err e = { 0 };
 	long t;
 
@@ -471,7 +537,8 @@ static void test_timeout(void)
 	}
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(bad); i++) {
 		t = -1;
-		is_int(parse_timeout(bad[i], strlen(bad[i]), &t, &e), -EINVAL, "bad timeout #%zu", i);
+		is_int(parse_timeout(bad[i], strlen(bad[i]), &t, &e), -EINVAL, "bad timeout #%zu",
+		       i);
 		is_int(t, -1, "  untouched");
 	}
 	is_str(e.msg, "invalid timeout: whole seconds from 0 to 2678400 (31 days)", "message");
@@ -523,10 +590,11 @@ static void test_size_suffix(void)
 	static const struct {
 		const char *in;
 		long long want;
-	} good[] = { { "0", 0 }, { "512", 512 }, { "1k", 1024 }, { "2K", 2048 }, { "3m", 3 << 20 },
-		     { "4G", 4LL << 30 }, { "8g", 8LL << 30 }, { "100b", 100 } };
-	static const char *const bad[] = { "", "k", "-1", "1x", "1kb", " 1", "1 ", "+1",
-					   "99999999999999999999", "8192g" };
+	} good[] = { { "0", 0 },	{ "512", 512 },	     { "1k", 1024 },	  { "2K", 2048 },
+		     { "3m", 3 << 20 }, { "4G", 4LL << 30 }, { "8g", 8LL << 30 }, { "100b", 100 } };
+	static const char *const bad[] = {
+		"", "k", "-1", "1x", "1kb", " 1", "1 ", "+1", "99999999999999999999", "8192g"
+	};
 	long long v;
 	for (size_t i = 0; i < SBX_ARRAY_SIZE(good); i++) {
 		v = -1;
