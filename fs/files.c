@@ -12,45 +12,6 @@
 #include "fs_internal.h"
 #include "log.h"
 
-/* ---- write buffers ---- */
-
-int write_buf_append(struct write_buf *w, const char *buf, size_t size, size_t max)
-{
-	if (w->len + size > max)
-		return EFBIG;
-	if (w->len + size > w->cap) {
-		size_t cap = w->cap ? w->cap : 4096;
-		while (cap < w->len + size)
-			cap *= 2;
-		char *b = malloc(cap);
-		if (!b)
-			return ENOMEM;
-		/* Not realloc: a credential must not linger in freed memory. */
-		if (w->data) {
-			memcpy(b, w->data, w->len);
-			secret_free_n(w->data, w->cap);
-		}
-		w->data = b;
-		w->cap = cap;
-	}
-	memcpy(w->data + w->len, buf, size);
-	w->len += size;
-	return 0;
-}
-
-void write_buf_clear(struct write_buf *w)
-{
-	if (w->data)
-		explicit_bzero(w->data, w->len);
-	w->len = 0;
-}
-
-void write_buf_free(struct write_buf *w)
-{
-	secret_free_n(w->data, w->cap);
-	*w = (struct write_buf){ 0 };
-}
-
 /* ---- generated content ---- */
 
 static int status_open(struct handle *h, int flags)

@@ -16,47 +16,6 @@
 
 struct fs_options opts;
 
-int refusal(int e, const char *fmt, ...)
-{
-	char msg[600];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	log_warn("%s (%s)", msg, strerror(e));
-	return e;
-}
-
-void refuse(fuse_req_t req, int e, const char *fmt, ...)
-{
-	char msg[600];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	fuse_reply_err(req, refusal(e, "%s", msg));
-}
-
-/* Replies with a copy: once the kernel has the reply, the opener may close
- * and a release on another thread free `data` while writev's caller still
- * looks at it (ASan's writev interceptor does exactly that). */
-void reply_buf_at(fuse_req_t req, const char *data, size_t len, size_t size, off_t off)
-{
-	if (!data || off < 0 || (size_t)off >= len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	size_t n = len - (size_t)off < size ? len - (size_t)off : size;
-	char *copy = malloc(n);
-	if (!copy) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	memcpy(copy, data + off, n);
-	fuse_reply_buf(req, copy, n);
-	free(copy);
-}
-
 /* ---- names ---- */
 
 static void reply_entry(fuse_req_t req, const struct node *n, double timeout)
@@ -283,7 +242,6 @@ struct dirlist {
  * frees what is left. */
 static sbx_mutex open_lock = SBX_MUTEX_INIT;
 static struct dirlist *open_dirs SBX_GUARDED_BY(open_lock);
-static struct handle *open_files SBX_GUARDED_BY(open_lock);
 
 static void dir_track(struct dirlist *d, bool add)
 {
@@ -300,26 +258,6 @@ static void dir_track(struct dirlist *d, bool add)
 			open_dirs = d->next;
 		if (d->next)
 			d->next->prev = d->prev;
-	}
-	sbx_unlock(&open_lock);
-}
-
-void handle_track(struct handle *h, bool add)
-{
-	sbx_lock(&open_lock);
-	if (add) {
-		h->open_next = open_files;
-		if (open_files)
-			open_files->open_prev = h;
-		open_files = h;
-	} else if (h->open_prev || open_files == h) {
-		if (h->open_prev)
-			h->open_prev->open_next = h->open_next;
-		else
-			open_files = h->open_next;
-		if (h->open_next)
-			h->open_next->open_prev = h->open_prev;
-		h->open_prev = h->open_next = NULL;
 	}
 	sbx_unlock(&open_lock);
 }
@@ -542,29 +480,6 @@ static void sfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* ---- files: open, then the kind's functions ---- */
 
-void handle_free(struct handle *h)
-{
-	if (!h)
-		return;
-	handle_track(h, false);
-	if (h->counted)
-		sandbox_files_opened(h->sbx, -1);
-	if (h->ops && h->ops->release)
-		h->ops->release(h);
-	if (h->run)
-		run_put(h->run);
-	if (h->sbx)
-		sandbox_put(h->sbx);
-	sbx_mutex_destroy(&h->exec_lock);
-	free(h->data);
-	if (h->file_fd >= 0)
-		close(h->file_fd);
-	cmd_spool_free(&h->cmd);
-	free(h->tpl_name);
-	write_buf_free(&h->w);
-	free(h);
-}
-
 static int open_check(const struct node *n, int flags)
 {
 	int acc = flags & O_ACCMODE;
@@ -581,23 +496,6 @@ static int open_check(const struct node *n, int flags)
 	if (acc != O_WRONLY && (n->kind == K_STDIN || n->kind == K_RUN_STDIN))
 		return refusal(EACCES, "open stdin for reading: stdin is write-only");
 	return 0;
-}
-
-struct handle *handle_alloc(enum kind kind, uint64_t ino, int flags)
-{
-	struct handle *h = calloc(1, sizeof(*h));
-	if (!h)
-		return NULL;
-	sbx_mutex_init(&h->exec_lock);
-	cmd_spool_init(&h->cmd);
-	h->file_fd = -1;
-	h->ino = ino;
-	h->kind = kind;
-	h->ops = kind_info(kind)->ops;
-	h->stream = kind_info(kind)->stream;
-	h->writable = (flags & O_ACCMODE) != O_RDONLY;
-	h->trunc = h->writable && (flags & O_TRUNC);
-	return h;
 }
 
 /* A handle for a resolved node; takes the node's sandbox reference. */
@@ -780,8 +678,8 @@ void fs_cleanup(void)
 	for (;;) {
 		sbx_lock(&open_lock);
 		struct dirlist *d = open_dirs;
-		struct handle *h = open_files;
 		sbx_unlock(&open_lock);
+		struct handle *h = d ? NULL : handle_first_open();
 		if (d) {
 			dir_track(d, false);
 			dirlist_free(d);

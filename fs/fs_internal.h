@@ -21,6 +21,8 @@ struct handle *handle_alloc(enum kind kind, uint64_t ino, int flags);
 void handle_free(struct handle *h);
 /* Keeps h on (add) or off the list of open handles freed at unmount. */
 void handle_track(struct handle *h, bool add);
+/* One handle still open, or NULL (fs_cleanup). */
+struct handle *handle_first_open(void);
 
 /* stream.c: the model's callback. */
 void stream_run_changed(struct run *r);
