@@ -364,8 +364,34 @@ const struct file_ops events_file_ops = {
 	.poll = stream_poll,
 };
 
-/* New lines: answer the parked readers of events and notify their pollers. */
-void stream_events_changed(void)
+/* Which parked requests and polling handles a change concerns, and
+ * whether they can be answered: events readers, or the readers of run r
+ * (with one view of it taken before: a change after it is notified again
+ * by the producer). */
+struct wake_for {
+	struct run *run; /* NULL: the audit log */
+	const struct run_view *view;
+};
+
+static bool waiter_wakes(const struct waiter *w, const struct wake_for *f) SBX_REQUIRES(stream_lock)
+{
+	if (!f->run)
+		return w->kind == W_EVENTS && ready(w);
+	return w->h->run == f->run && ready_in(w, f->view);
+}
+
+static bool poller_wakes(struct handle *h, const struct wake_for *f) SBX_REQUIRES(stream_lock)
+{
+	if (!h->ph)
+		return false;
+	if (!f->run)
+		return is_events(h) && revents(h, h->pos, NULL);
+	return h->run == f->run && revents(h, h->nonseekable ? h->pos : 0, f->view);
+}
+
+/* Answers what became ready and notifies the pollers, in rounds of at
+ * most 64 poll handles, replying without stream_lock held. */
+static void wake(const struct wake_for *f)
 {
 	struct waiter *done = NULL;
 	struct fuse_pollhandle *notify[64];
@@ -376,7 +402,7 @@ void stream_events_changed(void)
 		sbx_lock(&stream_lock);
 		for (struct waiter *w = parked, *next; w; w = next) {
 			next = w->next;
-			if (w->kind == W_EVENTS && ready(w)) {
+			if (waiter_wakes(w, f)) {
 				unlink_waiter_locked(w);
 				w->next = done;
 				done = w;
@@ -384,7 +410,7 @@ void stream_events_changed(void)
 		}
 		for (struct handle **p = &pollers; *p;) {
 			struct handle *h = *p;
-			if (is_events(h) && h->ph && revents(h, h->pos, NULL)) {
+			if (poller_wakes(h, f)) {
 				if (nnotify == SBX_ARRAY_SIZE(notify)) {
 					more = true;
 					break;
@@ -410,57 +436,19 @@ void stream_events_changed(void)
 	} while (more);
 }
 
+/* New lines: answer the parked readers of events and notify their pollers. */
+void stream_events_changed(void)
+{
+	wake(&(struct wake_for){ .run = NULL });
+}
+
 /* ---- the model's callback ---- */
 
 void stream_run_changed(struct run *r)
 {
-	struct waiter *done = NULL;
-	struct fuse_pollhandle *notify[64];
-	size_t nnotify = 0;
-	bool more;
-
-	/* One view for every waiter on r: a change after it is notified
-	 * again by the producer. */
 	struct run_view v;
 	run_view(r, &v);
-	do {
-		more = false;
-		sbx_lock(&stream_lock);
-		for (struct waiter *w = parked, *next; w; w = next) {
-			next = w->next;
-			if (w->h->run == r && ready_in(w, &v)) {
-				unlink_waiter_locked(w);
-				w->next = done;
-				done = w;
-			}
-		}
-		for (struct handle **p = &pollers; *p;) {
-			struct handle *h = *p;
-			if (h->run == r && h->ph && revents(h, h->nonseekable ? h->pos : 0, &v)) {
-				if (nnotify == SBX_ARRAY_SIZE(notify)) {
-					more = true;
-					break;
-				}
-				notify[nnotify++] = h->ph;
-				h->ph = NULL;
-				*p = h->poll_next;
-			} else {
-				p = &h->poll_next;
-			}
-		}
-		sbx_unlock(&stream_lock);
-
-		while (done) {
-			struct waiter *w = done;
-			done = w->next;
-			answer(w);
-		}
-		for (size_t i = 0; i < nnotify; i++) {
-			fuse_lowlevel_notify_poll(notify[i]);
-			fuse_pollhandle_destroy(notify[i]);
-		}
-		nnotify = 0;
-	} while (more);
+	wake(&(struct wake_for){ .run = r, .view = &v });
 }
 
 void stream_cleanup(void)

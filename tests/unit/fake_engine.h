@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "model.h"
 #include "state.h"
 
 struct fake_engine {
@@ -35,6 +36,19 @@ static inline int fake_engine_setup(struct fake_engine *f, const char *name)
 	unsetenv("FAKE_DOCKER_MODE");
 	signal(SIGPIPE, SIG_IGN);
 	return 0;
+}
+
+/* run_start() of a command given as text (the tests' commands are small). */
+static inline int run_start_text(struct sandbox *s, const char *cmd, size_t len, struct run **out,
+				 struct sbx_err *err)
+{
+	struct cmd_spool c;
+	cmd_spool_init(&c);
+	int rc = cmd_spool_append(&c, cmd, len, err);
+	if (rc == 0)
+		rc = run_start(s, &c, out, err);
+	cmd_spool_free(&c);
+	return rc;
 }
 
 #endif

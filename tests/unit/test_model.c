@@ -26,19 +26,6 @@
 #include "tap.h"
 #include "fake_engine.h"
 
-/* run_start() of a command given as text (the tests' commands are small). */
-static int run_start_text(struct sandbox *s, const char *cmd, size_t len, struct run **out,
-			  struct sbx_err *err)
-{
-	struct cmd_spool c;
-	cmd_spool_init(&c);
-	int rc = cmd_spool_append(&c, cmd, len, err);
-	if (rc == 0)
-		rc = run_start(s, &c, out, err);
-	cmd_spool_free(&c);
-	return rc;
-}
-
 #define INSTANCE "0123456789abcdef"
 #define SECRET "s3cr3t-value"
 
