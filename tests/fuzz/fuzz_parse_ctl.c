@@ -23,7 +23,10 @@ static void fuzz_ctl(const char *s, size_t len)
 	}
 	fuzz_assert(r == 0);
 	fuzz_assert(c.verb == CTL_KILL || c.verb == CTL_STOP || c.verb == CTL_START ||
-		    c.verb == CTL_SAVE);
+		    c.verb == CTL_SAVE || c.verb == CTL_EOF || c.verb == CTL_STDIN ||
+		    c.verb == CTL_PAUSE || c.verb == CTL_RESUME);
+	if (c.verb == CTL_STDIN)
+		fuzz_assert(c.stdin_open == true || c.stdin_open == false);
 	if (c.verb == CTL_KILL)
 		fuzz_assert(c.signal >= 1 && c.signal <= 64);
 	if (c.verb == CTL_SAVE) {
