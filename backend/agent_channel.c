@@ -664,6 +664,8 @@ static struct starter_item {
 	struct agent_channel *c;
 } * starter_head, **starter_tail = &starter_head;
 static int starters;
+static int starters_busy;      /* starting a channel now */
+static bool starters_stopping; /* shutdown: nothing new is started */
 
 static void *starter_main(void *arg)
 {
@@ -676,9 +678,14 @@ static void *starter_main(void *arg)
 		starter_head = it->next;
 		if (!starter_head)
 			starter_tail = &starter_head;
+		starters_busy++;
 		pthread_mutex_unlock(&starter_lock);
 		start_task(it->c);
 		free(it);
+		pthread_mutex_lock(&starter_lock);
+		starters_busy--;
+		pthread_cond_broadcast(&starter_cond);
+		pthread_mutex_unlock(&starter_lock);
 	}
 	return NULL;
 }
@@ -697,7 +704,7 @@ static int starter_queue(struct agent_channel *c)
 		pthread_detach(t);
 		starters++;
 	}
-	int rc = starters ? 0 : -EAGAIN;
+	int rc = starters && !starters_stopping ? 0 : -EAGAIN;
 	if (rc == 0) {
 		*starter_tail = it;
 		starter_tail = &it->next;
@@ -707,6 +714,26 @@ static int starter_queue(struct agent_channel *c)
 	if (rc < 0)
 		free(it);
 	return rc;
+}
+
+void agent_channels_drain(void)
+{
+	pthread_mutex_lock(&starter_lock);
+	starters_stopping = true;
+	/* What is queued is not started: its channel stays down. */
+	while (starter_head) {
+		struct starter_item *it = starter_head;
+		starter_head = it->next;
+		pthread_mutex_unlock(&starter_lock);
+		set_down(it->c, false, "the daemon is shutting down");
+		agent_channel_put(it->c);
+		free(it);
+		pthread_mutex_lock(&starter_lock);
+	}
+	starter_tail = &starter_head;
+	while (starters_busy > 0)
+		pthread_cond_wait(&starter_cond, &starter_lock);
+	pthread_mutex_unlock(&starter_lock);
 }
 
 void agent_channel_start(struct agent_channel *c)

@@ -26,6 +26,9 @@ void agent_channel_ref(struct agent_channel *c);
 void agent_channel_put(struct agent_channel *c);
 /* Installs and connects the agent on a starter thread (asynchronously). */
 void agent_channel_start(struct agent_channel *c);
+/* Shutdown: drops what is queued to start and waits for the starts under
+ * way (they use the engines, freed after this). */
+void agent_channels_drain(void);
 /* No agent for this sandbox (SANDBOXFS_NO_AGENT): info says why. */
 void agent_channel_disable(struct agent_channel *c, const char *why);
 /* Before start: r was live through the agent when the last daemon died;

@@ -10,6 +10,7 @@
 
 #include "events.h"
 #include "engine_internal.h"
+#include "agent_channel.h"
 #include "engines.h"
 #include "ioloop.h"
 #include "log.h"
@@ -917,6 +918,7 @@ void model_shutdown(void)
 	ttl_stop();
 	removal_drain();
 	pool_stop();
+	agent_channels_drain();
 	ioloop_stop();
 	sbx_lock(&model_lock);
 	struct sandbox **gone = table;
