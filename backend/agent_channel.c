@@ -794,6 +794,8 @@ void agent_channel_stop(struct agent_channel *c)
 
 /* ---- runs through the channel ---- */
 
+#define AGENT_MAX_CMD (100 * 1000)
+
 int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run_launch *l,
 			struct sbx_err *err)
 {
@@ -805,7 +807,11 @@ int agent_channel_spawn(struct agent_channel *c, struct run *r, const struct run
 		agent_channel_start(c); /* this run still takes docker exec */
 	size_t wd = strlen(l->workdir ? l->workdir : "");
 	size_t cmd_len = l->cmd->len;
-	if (st != CH_UP || cmd_len + l->env_len + wd + 64 > AGENT_MAX_PAYLOAD)
+	/* The agent runs `sh -c CMD`: one argument is at most 128 KiB
+	 * (MAX_ARG_STRLEN); larger commands take docker exec, which feeds
+	 * them on stdin. */
+	if (st != CH_UP || cmd_len > AGENT_MAX_CMD ||
+	    cmd_len + l->env_len + wd + 64 > AGENT_MAX_PAYLOAD)
 		return -EAGAIN;
 
 	struct agent_run *a = calloc(1, sizeof(*a));
