@@ -716,6 +716,14 @@ static int starter_queue(struct agent_channel *c)
 	return rc;
 }
 
+bool agent_channel_starting(struct agent_channel *c)
+{
+	sbx_lock(&chan_lock);
+	bool starting = c->state == CH_STARTING;
+	sbx_unlock(&chan_lock);
+	return starting;
+}
+
 void agent_channels_drain(void)
 {
 	pthread_mutex_lock(&starter_lock);

@@ -29,6 +29,9 @@ void agent_channel_start(struct agent_channel *c);
 /* Shutdown: drops what is queued to start and waits for the starts under
  * way (they use the engines, freed after this). */
 void agent_channels_drain(void);
+/* Whether c is being started (a docker exec into its container is under
+ * way). */
+bool agent_channel_starting(struct agent_channel *c);
 /* No agent for this sandbox (SANDBOXFS_NO_AGENT): info says why. */
 void agent_channel_disable(struct agent_channel *c, const char *why);
 /* Before start: r was live through the agent when the last daemon died;

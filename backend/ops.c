@@ -4,13 +4,45 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "events.h"
 #include "log.h"
+#include "agent_channel.h"
 #include "model_internal.h"
 #include "sha256.h"
 #include "state.h"
+
+/* Is a docker exec into s starting now (a run's, or the agent's install
+ * and connect)?  Freezing a container while runc is entering it leaves
+ * runc's init frozen inside, and the engine then hangs every later call on
+ * that container (pause, unpause, commit, rm). */
+static bool exec_starting(struct sandbox *s)
+{
+	sbx_lock(&model_lock);
+	bool starting = false;
+	for (unsigned i = s->nruns; i-- > 0 && !starting;)
+		starting = s->runs[i]->phase == RUN_STARTING;
+	struct agent_channel *c = s->chan;
+	if (c)
+		agent_channel_ref(c);
+	sbx_unlock(&model_lock);
+	if (c) {
+		starting = starting || agent_channel_starting(c);
+		agent_channel_put(c);
+	}
+	return starting;
+}
+
+/* Waits (up to 10 s) until no docker exec is entering s. */
+static void wait_no_exec_starting(struct sandbox *s)
+{
+	for (int i = 0; i < 200 && exec_starting(s); i++) {
+		struct timespec pause = { .tv_nsec = 50 * 1000 * 1000 };
+		nanosleep(&pause, NULL);
+	}
+}
 
 int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err *err)
 {
@@ -23,6 +55,8 @@ int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err
 				   verb, s->name);
 	if (paused == pause)
 		return 0; /* already so: nothing to do */
+	if (pause)
+		wait_no_exec_starting(s);
 	int rc = engine_pause(s->engine, cid, pause, err);
 	if (rc < 0)
 		return rc;

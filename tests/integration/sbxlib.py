@@ -452,6 +452,14 @@ class Sandbox:
     def info(self):
         return json.loads(read(self.p("info")))
 
+    def settle(self, timeout=30):
+        """Waits until the agent's start is over (connected, or fallen back
+        to docker exec): a container frozen by an outside `docker pause`
+        while a docker exec enters it hangs the engine on that container
+        (runc's init frozen inside)."""
+        wait_for(lambda: "is starting" not in self.info().get("transport_reason", ""),
+                 timeout, what="the agent's start to settle")
+
     def inspect(self):
         return inspect(self.container)
 

@@ -51,6 +51,7 @@ def test_stopped_sandbox_fails_at_the_redirection(sbx):
 
 
 def test_paused_sandbox_fails_at_the_redirection(sbx):
+    sbx.settle()
     docker("pause", sbx.container)
     try:
         wait_for(lambda: sbx.status() == b"paused\n", 10, what="status paused")

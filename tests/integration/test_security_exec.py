@@ -197,6 +197,7 @@ def run_numbers(sbx):
 def test_a_paused_container_shows_paused_and_refuses_exec_with_ebusy(sbx):
     sbx.exec("sleep 1001\n")
     wait_for_process(sbx, "sleep 1001")
+    sbx.settle()
     docker("pause", sbx.container)
     try:
         wait_for(lambda: sbx.status() == b"paused\n", 10, what="status paused")
@@ -219,6 +220,7 @@ def test_a_paused_container_shows_paused_and_refuses_exec_with_ebusy(sbx):
 
 
 def test_an_idle_paused_sandbox_reads_paused(sbx):
+    sbx.settle()
     docker("pause", sbx.container)
     try:
         wait_for(lambda: sbx.status() == b"paused\n", 10, what="status paused")
@@ -313,6 +315,7 @@ def test_killing_the_local_docker_exec_reads_lost_and_ctl_kill_still_reaches_the
 def test_exec_racing_a_pause_fails_with_ebusy_either_way(sbx):
     # Whether the daemon heard docker's pause event yet or docker exec says
     # so itself, the close fails with EBUSY and nothing runs.
+    sbx.settle()
     docker("pause", sbx.container)
     try:
         assert_errno(errno.EBUSY, sbx.exec, "echo should-not-run > /tmp/ran\n")
