@@ -325,7 +325,8 @@ static bool listed(const char *name)
 /* rmdir removes the container in the background (removal.c). */
 static bool engine_settles_at(int before)
 {
-	for (int i = 0; i < 500 && containers_on_engine() != before; i++)
+	/* Removals finish in the background: up to 30 s on a loaded machine. */
+	for (int i = 0; i < 3000 && containers_on_engine() != before; i++)
 		usleep(10000);
 	return containers_on_engine() == before;
 }
