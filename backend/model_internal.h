@@ -150,6 +150,11 @@ void sandbox_status_line_locked(struct sandbox *s, struct run *r, char *buf, siz
 void sandbox_changed_locked(struct sandbox *s) SBX_REQUIRES(model_lock);
 
 /* ---- ops.c: ctl pause / resume ---- */
+/* Waits (up to 10 s) until no docker exec is entering s's container (a
+ * run starting, the agent being installed): freezing it meanwhile (docker
+ * pause, docker commit) leaves runc's init frozen inside, and the engine
+ * hangs on that container. */
+void sandbox_wait_exec_settled(struct sandbox *s) SBX_EXCLUDES(model_lock);
 int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err *err)
 	SBX_EXCLUDES(model_lock);
 

@@ -35,8 +35,7 @@ static bool exec_starting(struct sandbox *s)
 	return starting;
 }
 
-/* Waits (up to 10 s) until no docker exec is entering s. */
-static void wait_no_exec_starting(struct sandbox *s)
+void sandbox_wait_exec_settled(struct sandbox *s)
 {
 	for (int i = 0; i < 200 && exec_starting(s); i++) {
 		struct timespec pause = { .tv_nsec = 50 * 1000 * 1000 };
@@ -56,7 +55,7 @@ int sandbox_pause(struct sandbox *s, const char *cid, bool pause, struct sbx_err
 	if (paused == pause)
 		return 0; /* already so: nothing to do */
 	if (pause)
-		wait_no_exec_starting(s);
+		sandbox_wait_exec_settled(s);
 	int rc = engine_pause(s->engine, cid, pause, err);
 	if (rc < 0)
 		return rc;
