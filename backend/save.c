@@ -168,9 +168,10 @@ int sandbox_save(struct sandbox *s, const char *cid, const char *image, struct s
 		if (rc < 0)
 			sbx_err_wrap(err, "save %s: moving the auth files aside", image);
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		sandbox_wait_exec_settled(s);
-	rc = engine_commit(e, cid, &id, err);
+		rc = engine_commit(e, cid, &id, err);
+	}
 	if (x.npaths > 0) {
 		struct sbx_err put = { 0 };
 		if (engine_exec_script(e, cid, UNSTASH_SCRIPT, x.paths, x.npaths, &put) < 0)
