@@ -52,6 +52,9 @@ struct agent_run {
 
 struct agent_channel {
 	atomic_uint refs;
+	/* (chan_lock) on the list of channels the I/O thread holds. */
+	struct agent_channel *io_next;
+	bool io_held;
 	const struct engine *engine;
 	char *container, *name;
 
@@ -92,6 +95,28 @@ struct agent_channel *agent_channel_new(const struct engine *e, const char *cont
 	snprintf(c->why, sizeof(c->why), "the agent is starting");
 	sbx_unlock(&chan_lock);
 	return c;
+}
+
+/* The channels whose transport the I/O thread watches (and holds a
+ * reference of): what is left of them when it has stopped is released by
+ * agent_channels_shutdown(). */
+static struct agent_channel *io_held SBX_GUARDED_BY(chan_lock);
+
+static void io_hold_locked(struct agent_channel *c, bool hold) SBX_REQUIRES(chan_lock)
+{
+	if (hold && !c->io_held) {
+		c->io_next = io_held;
+		io_held = c;
+		c->io_held = true;
+	} else if (!hold && c->io_held) {
+		for (struct agent_channel **p = &io_held; *p; p = &(*p)->io_next) {
+			if (*p == c) {
+				*p = c->io_next;
+				break;
+			}
+		}
+		c->io_held = false;
+	}
 }
 
 void agent_channel_ref(struct agent_channel *c)
@@ -309,7 +334,35 @@ static void transport_exited(struct io_watch *w, uint32_t events)
 	sbx_unlock(&chan_lock);
 	if (up)
 		channel_fail(c, false, "the agent's transport exited");
+	sbx_lock(&chan_lock);
+	io_hold_locked(c, false);
+	sbx_unlock(&chan_lock);
 	agent_channel_put(c); /* the I/O thread's */
+}
+
+void agent_channels_shutdown(void)
+{
+	for (;;) {
+		sbx_lock(&chan_lock);
+		struct agent_channel *c = io_held;
+		if (c)
+			io_hold_locked(c, false);
+		pid_t pid = c ? c->pid : 0;
+		if (c) {
+			c->pid = 0;
+			close_watch(&c->wr);
+		}
+		sbx_unlock(&chan_lock);
+		if (!c)
+			break;
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		close_watch(&c->rd);
+		close_watch(&c->pidw);
+		agent_channel_put(c); /* the stopped I/O thread's */
+	}
 }
 
 /* ---- frames from the agent (hostile input) ---- */
@@ -632,6 +685,7 @@ static void start_task(void *ctx)
 		return;
 	}
 	sbx_lock(&chan_lock);
+	io_hold_locked(c, true);
 	int wrc = ioloop_add(&c->wr, 0);
 	sbx_unlock(&chan_lock);
 	if (wrc < 0 || ioloop_add(&c->rd, EPOLLIN) < 0) {

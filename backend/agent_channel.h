@@ -29,6 +29,9 @@ void agent_channel_start(struct agent_channel *c);
 /* Shutdown: drops what is queued to start and waits for the starts under
  * way (they use the engines, freed after this). */
 void agent_channels_drain(void);
+/* After the I/O thread stopped: ends the transports it watched and drops
+ * its references to their channels. */
+void agent_channels_shutdown(void);
 /* Whether c is being started (a docker exec into its container is under
  * way). */
 bool agent_channel_starting(struct agent_channel *c);

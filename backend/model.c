@@ -920,6 +920,7 @@ void model_shutdown(void)
 	pool_stop();
 	agent_channels_drain();
 	ioloop_stop();
+	agent_channels_shutdown();
 	sbx_lock(&model_lock);
 	struct sandbox **gone = table;
 	size_t n = ntable;
