@@ -715,7 +715,9 @@ static bool sort_container(const struct engine *engine, struct engine_container 
 		}
 		return false;
 	}
-	if (parse_sandbox_name(rest, NULL) == 0 && strcmp(rest, c->sandbox) != 0) {
+	/* Only a claimed pool container is renamed into its sandbox; others
+	 * (a swarm task is SERVICE.SLOT.TASK) keep their label's name. */
+	if (c->pool[0] && parse_sandbox_name(rest, NULL) == 0 && strcmp(rest, c->sandbox) != 0) {
 		char *n = strdup(rest);
 		if (!n)
 			return false;

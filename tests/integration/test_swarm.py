@@ -86,12 +86,14 @@ def test_six_sandboxes_spread_over_both_nodes(make_mount, swarm, scratch):
         assert b.wait(15) == b"killed\n"
 
     # rmdir removes the container from its node and the service.
+    ids = [(b, b.info()["id"]) for b in boxes]
     for b in boxes:
-        cid = b.info()["id"]
         os.rmdir(b.p())
         m.sandboxes.remove(b.name)
-        assert where(swarm, cid) is None
-    assert services(swarm, m.instance) == []
+    # rmdir returns at once; containers and services go in the background.
+    for b, cid in ids:
+        wait_for(lambda: where(swarm, cid) is None, 60, what=f"{b.name}'s container removed")
+    wait_for(lambda: services(swarm, m.instance) == [], 60, what="the services removed")
     assert m.names() == set()
 
 
