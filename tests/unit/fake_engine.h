@@ -5,9 +5,11 @@
 #define SBX_FAKE_ENGINE_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model.h"
 #include "state.h"
@@ -49,6 +51,19 @@ static inline int run_start_text(struct sandbox *s, const char *cmd, size_t len,
 		rc = run_start(s, &c, out, err);
 	cmd_spool_free(&c);
 	return rc;
+}
+
+/* Whether the model lists a sandbox of that name. */
+static inline bool listed(const char *name)
+{
+	struct sandbox_listing l;
+	bool found = false;
+	if (model_list(&l) < 0)
+		return false;
+	for (size_t i = 0; i < l.n; i++)
+		found |= !strcmp(l.names[i], name);
+	sandbox_listing_free(&l);
+	return found;
 }
 
 #endif

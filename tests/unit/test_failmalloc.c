@@ -310,18 +310,6 @@ static int ps_done(void)
 	return n;
 }
 
-static bool listed(const char *name)
-{
-	struct sandbox_listing l;
-	bool found = false;
-	if (model_list(&l) < 0)
-		return false;
-	for (size_t i = 0; i < l.n; i++)
-		found |= !strcmp(l.names[i], name);
-	sandbox_listing_free(&l);
-	return found;
-}
-
 /* rmdir removes the container in the background (removal.c). */
 static bool engine_settles_at(int before)
 {

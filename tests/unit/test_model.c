@@ -152,18 +152,6 @@ static char *setting_text(struct sandbox *s, enum setting which)
 		free(st_);                                                                         \
 	} while (0)
 
-static bool listed(const char *name)
-{
-	struct sandbox_listing l;
-	bool found = false;
-	if (model_list(&l) < 0)
-		return false;
-	for (size_t i = 0; i < l.n; i++)
-		found |= !strcmp(l.names[i], name);
-	sandbox_listing_free(&l);
-	return found;
-}
-
 static size_t nlisted(void)
 {
 	struct sandbox_listing l;
